@@ -1,0 +1,1 @@
+"""Encoders and model compression: model materialisation, encoders, distillation, ONNX export, int8."""

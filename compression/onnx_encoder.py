@@ -1,0 +1,202 @@
+"""A torch-free encoder on ONNX Runtime: the fp32 or int8 graph from `onnx_export` / `quantize`, fed by `tokenizers`.
+
+The query path of the compressed model runs through this module only. It must never import torch, transformers or
+sentence-transformers, at import time or when encoding: it imports numpy, onnxruntime, tokenizers and the
+stdlib-and-numpy modules `compression.encoders` and `compression.models`.
+
+A model folder holds `model.onnx` (input ids, attention mask and, for BERT-style models, token type ids in; the
+L2-normalised sentence embedding out, with pooling, any Dense layers and normalisation inside the graph), the
+tokenizer files of the source model, and `onnx_config.json` (an `OnnxModelConfig`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from compression.encoders import TextKind, check_kind, l2_normalise
+from compression.models import model_bytes, model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+ONNX_MODEL_FILE = "model.onnx"
+ONNX_CONFIG_FILE = "onnx_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+OUTPUT_NAME = "sentence_embedding"
+GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+Precision = Literal["fp32", "int8"]
+QuantizationMode = Literal["dynamic", "static"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+QUANTIZATION_MODES: tuple[QuantizationMode, ...] = ("dynamic", "static")
+
+
+@dataclass(frozen=True)
+class OnnxModelConfig:
+    """What `onnx_config.json` records about an exported (and maybe quantized) sentence-embedding graph."""
+
+    dim: int
+    max_seq_length: int
+    inputs: tuple[str, ...]
+    pad_token: str
+    pad_token_id: int
+    source_path: str
+    source_fingerprint: str
+    opset: int
+    pooling: str = "mean"
+    dense_layers: int = 0
+    normalized: bool = True
+    do_lower_case: bool = False
+    prompt: str = ""
+    output: str = OUTPUT_NAME
+    precision: Precision = "fp32"
+    quantization: QuantizationMode | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.inputs if name not in GRAPH_INPUTS]
+        if unknown or "input_ids" not in self.inputs or "attention_mask" not in self.inputs:
+            raise ValueError(
+                f"graph inputs {list(self.inputs)} are not supported: use input_ids and attention_mask, "
+                f"optionally token_type_ids (allowed: {', '.join(GRAPH_INPUTS)})"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if self.quantization is not None and self.quantization not in QUANTIZATION_MODES:
+            raise ValueError(
+                f"unknown quantization {self.quantization!r}: use one of {', '.join(QUANTIZATION_MODES)} or null"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["inputs"] = list(self.inputs)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OnnxModelConfig:
+        return cls(**{**data, "inputs": tuple(data["inputs"])})
+
+    @classmethod
+    def read(cls, folder: Path) -> OnnxModelConfig:
+        path = Path(folder) / ONNX_CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: {folder} is not an ONNX model folder (make one with compression.onnx_export)"
+            )
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+class TextTokenizer:
+    """The source model's fast tokenizer: truncates to `max_seq_length`, pads to the longest text in the batch."""
+
+    def __init__(self, folder: Path, config: OnnxModelConfig) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(folder) / TOKENIZER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the ONNX folder must carry the source model's tokenizer.json")
+        self.config = config
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.enable_truncation(max_length=config.max_seq_length)
+        self._tokenizer.enable_padding(pad_id=config.pad_token_id, pad_token=config.pad_token)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenise `texts` into the int64 (batch, sequence) arrays the graph takes, keyed by input name."""
+        prepared = [self.config.prompt + str(text).strip() for text in texts]
+        if self.config.do_lower_case:
+            prepared = [text.lower() for text in prepared]
+        encodings = self._tokenizer.encode_batch(prepared)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        return {name: np.asarray(columns[name], dtype=np.int64) for name in self.config.inputs}
+
+
+class OnnxEncoder:
+    """The `Encoder` protocol on ONNX Runtime: tokenise (`encode_pre`), run the graph (`encode_core`), tidy up
+    (`encode_post`); `encode` chains them over length-sorted batches."""
+
+    def __init__(
+        self,
+        folder: Path | str,
+        threads: int | None = None,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        name: str | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        available = ort.get_available_providers()
+        missing = [provider for provider in providers if provider not in available]
+        if missing or not providers:
+            raise ValueError(
+                f"unavailable onnxruntime providers {missing or list(providers)}: available are {', '.join(available)}"
+            )
+        self.folder = Path(folder).resolve()
+        self.config = OnnxModelConfig.read(self.folder)
+        self.name = name or self.folder.name
+        self.dim = self.config.dim
+        self.max_seq_length = self.config.max_seq_length
+        self.precision: Precision = self.config.precision
+        self.threads = threads
+        self.providers = tuple(providers)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, one thread per physical core
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(
+            str(self.folder / ONNX_MODEL_FILE), sess_options=options, providers=list(self.providers)
+        )
+        graph_inputs = tuple(i.name for i in self._session.get_inputs())
+        if set(graph_inputs) != set(self.config.inputs):
+            raise ValueError(f"{self.folder}: graph inputs {graph_inputs} != configured {self.config.inputs}")
+        self._tokenizer = TextTokenizer(self.folder, self.config)
+
+    def encode_pre(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenise one batch into the graph's int64 inputs."""
+        return self._tokenizer(texts)
+
+    def encode_core(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on one tokenised batch; its output is already pooled and L2-normalised."""
+        return self._session.run([self.config.output], features)[0]
+
+    def encode_post(self, vectors: np.ndarray) -> np.ndarray:
+        """Return contiguous float32 unit rows (the graph normalises; this only guards the dtype and rounding)."""
+        return np.ascontiguousarray(l2_normalise(vectors), dtype=np.float32)
+
+    def encode(self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32) -> np.ndarray:
+        check_kind(kind)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(str(text)) for text in texts], kind="stable")  # similar lengths pad less
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            features = self.encode_pre([texts[i] for i in rows])
+            out[rows] = self.encode_post(self.encode_core(features))
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "type": "onnx",
+            "name": self.name,
+            "path": str(self.folder),
+            "fingerprint": model_fingerprint(self.folder),
+            "dim": self.dim,
+            "max_seq_length": self.max_seq_length,
+            "precision": self.precision,
+        }
+
+    def model_bytes(self) -> int:
+        return model_bytes(self.folder)

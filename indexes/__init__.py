@@ -1,0 +1,1 @@
+"""FAISS index wrappers, exact search, id mapping and atomic persistence."""

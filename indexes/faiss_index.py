@@ -1,0 +1,203 @@
+"""FAISS indexes from factory strings, inner product on unit vectors, seeded training, search parameters.
+
+Vectors get positional int64 ids (row i of the corpus is id i); `indexes.ids.DocIdMap` maps them to
+string document ids. No IDMap wrapper is needed, so a Flat index stores no ids at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_FACTORIES = (
+    "Flat",
+    "HNSW{M}",
+    "IVF{nlist},Flat",
+    "PQ{m}",
+    "IVF{nlist},PQ{m}",
+    "OPQ{m},IVF{nlist},PQ{m}",
+    "SQ8",
+    "any of the above (except Flat) followed by ,RFlat",
+)
+_CORE = r"(?:Flat|HNSW\d+(?:,Flat)?|IVF\d+,(?:Flat|PQ\d+(?:x\d+)?)|OPQ\d+(?:_\d+)?,IVF\d+,PQ\d+(?:x\d+)?|PQ\d+(?:x\d+)?|SQ8)"
+_FACTORY = re.compile(rf"^{_CORE}(?:,RFlat)?$")
+# public search-parameter name -> the names faiss.ParameterSpace may use for it
+SEARCH_PARAMS = {"nprobe": ("nprobe",), "efSearch": ("efSearch",), "k_factor": ("k_factor_rf", "k_factor")}
+DEFAULT_TRAIN_SAMPLE = 100_000
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:  # pragma: no cover - core dependency
+        raise ImportError("indexes need FAISS: `pip install faiss-cpu`") from err
+    return faiss
+
+
+def validate_factory(factory: str, dim: int) -> None:
+    """Raise ValueError unless `factory` is a supported form that fits vectors of `dim` dimensions."""
+    if not _FACTORY.match(factory) or factory == "Flat,RFlat":
+        raise ValueError(f"unsupported index factory {factory!r}; supported forms: {'; '.join(SUPPORTED_FACTORIES)}")
+    for m in re.findall(r"(?:^|,)(?:OPQ|PQ)(\d+)", factory):
+        if int(m) < 1 or dim % int(m) != 0:
+            raise ValueError(f"index factory {factory!r}: PQ/OPQ size {m} must divide the vector dimension {dim}")
+    for nlist in re.findall(r"IVF(\d+)", factory):
+        if int(nlist) < 1:
+            raise ValueError(f"index factory {factory!r}: IVF list count must be >= 1")
+
+
+def default_search_params(factory: str) -> dict[str, float]:
+    """Search-time defaults: nprobe = nlist/16 (at least 1), efSearch 64, k_factor 4 for refinement."""
+    params: dict[str, float] = {}
+    if match := re.search(r"IVF(\d+)", factory):
+        params["nprobe"] = max(1, int(match.group(1)) // 16)
+    if "HNSW" in factory:
+        params["efSearch"] = 64
+    if factory.endswith(",RFlat"):
+        params["k_factor"] = 4
+    return params
+
+
+def parse_search_params(text: str) -> dict[str, float]:
+    """Parse `nprobe=16,efSearch=64,k_factor=4` into a dict, naming the allowed keys on error."""
+    params: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in SEARCH_PARAMS:
+            raise ValueError(f"bad search parameter {item!r}: use NAME=VALUE with NAME in {', '.join(SEARCH_PARAMS)}")
+        try:
+            number = float(value)
+        except ValueError as err:
+            raise ValueError(f"search parameter {name} needs a number, got {value!r}") from err
+        if number < 1:
+            raise ValueError(f"search parameter {name} must be >= 1, got {value}")
+        params[name] = number
+    return params
+
+
+def settable_params(index) -> list[str]:
+    """The public search-parameter names this index accepts."""
+    faiss = _faiss()
+    space = faiss.ParameterSpace()
+    space.initialize(index)
+    native = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
+    return [public for public, names in SEARCH_PARAMS.items() if native.intersection(names)]
+
+
+def apply_search_params(index, params: Mapping[str, float]) -> None:
+    """Set search-time parameters through faiss.ParameterSpace (it reaches through wrappers)."""
+    faiss = _faiss()
+    space = faiss.ParameterSpace()
+    space.initialize(index)
+    native = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
+    allowed = settable_params(index)
+    for public, value in params.items():
+        names = [n for n in SEARCH_PARAMS.get(public, ()) if n in native]
+        if not names:
+            raise ValueError(
+                f"search parameter {public!r} does not apply to this index; it accepts: {', '.join(allowed) or 'none'}"
+            )
+        space.set_index_parameter(index, names[0], float(value))
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What to build: a factory string, how much to train on, the seed, and default search parameters."""
+
+    factory: str = "Flat"
+    train_sample: int = DEFAULT_TRAIN_SAMPLE
+    seed: int = 0
+    search_params: Mapping[str, float] = field(default_factory=dict)
+
+    def resolved_search_params(self) -> dict[str, float]:
+        return {**default_search_params(self.factory), **dict(self.search_params)}
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    index: object
+    train_seconds: float
+    add_seconds: float
+
+
+def build_index(
+    vectors: np.ndarray,
+    spec: IndexSpec,
+    on_progress: Callable[[int, int], None] | None = None,
+    add_chunk: int = 16_384,
+) -> BuiltIndex:
+    """Train (on a seeded sample) and fill an inner-product index; `on_progress(done, total)` reports adds."""
+    faiss = _faiss()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise ValueError(f"need a non-empty 2-D array of vectors, got shape {vectors.shape}")
+    dim = vectors.shape[1]
+    validate_factory(spec.factory, dim)
+    index = faiss.index_factory(dim, spec.factory, faiss.METRIC_INNER_PRODUCT)
+    started = time.perf_counter()
+    if not index.is_trained:
+        rng = np.random.default_rng(spec.seed)
+        size = min(len(vectors), spec.train_sample)
+        sample = vectors[np.sort(rng.choice(len(vectors), size=size, replace=False))] if size < len(vectors) else vectors
+        logger.info("training %s on %d vectors", spec.factory, len(sample))
+        _seed_clustering(index, spec.seed)
+        try:
+            index.train(sample)
+        except RuntimeError as err:
+            raise ValueError(f"cannot train {spec.factory!r} on {len(sample)} vectors: {_faiss_reason(err)}") from err
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for start in range(0, len(vectors), add_chunk):
+        index.add(vectors[start : start + add_chunk])
+        if on_progress:
+            on_progress(min(start + add_chunk, len(vectors)), len(vectors))
+    apply_search_params(index, spec.resolved_search_params())
+    return BuiltIndex(index, train_seconds, time.perf_counter() - started)
+
+
+def _faiss_reason(err: RuntimeError) -> str:
+    """The human part of a FAISS C++ exception ("Error in ... failed: <reason>")."""
+    text = str(err).strip()
+    return text.split("failed: ", 1)[-1] if "failed: " in text else text.splitlines()[-1]
+
+
+def _seed_clustering(index, seed: int) -> None:
+    """Make k-means in IVF training follow our seed (faiss defaults to a fixed 1234)."""
+    faiss = _faiss()
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return
+    ivf.cp.seed = 1234 + seed
+
+
+def search_index(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k inner-product search; returns (scores, positions), position -1 where fewer than k exist."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != index.d:
+        raise ValueError(f"queries must have shape (n, {index.d}), got {queries.shape}")
+    return index.search(queries, k)
+
+
+def serialized_size(index) -> int:
+    return int(_faiss().serialize_index(index).size)
+
+
+def bytes_per_vector(index) -> float:
+    """Marginal bytes per stored vector: (size with vectors - size of the same index emptied) / ntotal."""
+    faiss = _faiss()
+    if index.ntotal == 0:
+        return 0.0
+    full = serialized_size(index)
+    empty = faiss.clone_index(index)
+    empty.reset()
+    return (full - serialized_size(empty)) / index.ntotal

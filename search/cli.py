@@ -1,0 +1,186 @@
+"""The `semsearch` command line: a thin layer over the pipeline, evaluator and API functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from compression.models import ModelNotAvailableError
+from indexes.store import IndexDirError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compressed-model semantic search.")
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, ModelNotAvailableError, IndexDirError, ImportError)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def run_or_exit(action: Callable[[], T]) -> T:
+    """Run `action`; turn expected errors into a one-line message and exit status 2."""
+    try:
+        return action()
+    except EXPECTED_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code=2) from err
+
+
+def print_mapping(title: str, values: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(values, indent=2, default=str) + "\n")
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in values.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def parse_params(text: str | None) -> dict[str, float]:
+    from indexes.faiss_index import parse_search_params
+
+    return parse_search_params(text) if text else {}
+
+
+@app.command()
+def index(
+    out: Annotated[Path, typer.Option("--out", help="index directory to write")],
+    dataset: Annotated[str, typer.Option(help="scifact, a BEIR folder, a .jsonl/.csv/.tsv file or a .txt folder")],
+    encoder: Annotated[str, typer.Option(help="teacher, minilm, a sentence-transformers folder, or fake:DIM")] = "teacher",
+    index_factory: Annotated[str, typer.Option("--index", help="FAISS factory, e.g. Flat, HNSW32, IVF256,PQ48")] = "Flat",
+    params: Annotated[str | None, typer.Option(help="default search parameters, e.g. nprobe=16")] = None,
+    train_sample: Annotated[int, typer.Option(help="max vectors used to train the index")] = 100_000,
+    seed: Annotated[int, typer.Option(help="seed for the training sample and k-means")] = 0,
+    batch_size: Annotated[int, typer.Option(help="encoding batch size")] = 32,
+    threads: Annotated[int | None, typer.Option(help="torch threads for encoding")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="re-encode even if cached")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Encode a corpus (cached) and build a FAISS index directory."""
+    from compression.encoders import load_encoder
+    from indexes.faiss_index import IndexSpec, validate_factory
+    from search.datasets import load_dataset
+    from search.pipeline import build_index_dir
+
+    def action() -> dict[str, Any]:
+        spec = IndexSpec(index_factory, train_sample=train_sample, seed=seed, search_params=parse_params(params))
+        data = load_dataset(dataset)
+        enc = load_encoder(encoder, threads=threads)
+        validate_factory(index_factory, enc.dim)
+        report = build_index_dir(data, enc, spec, out, batch_size=batch_size, use_cache=not no_cache,
+                                 show_progress=not as_json)
+        meta = report.meta
+        return {
+            "out": str(report.out_dir),
+            "dataset": data.name,
+            "documents": meta["ntotal"],
+            "encoder": meta["encoder"]["name"],
+            "index": meta["factory"],
+            "search_params": meta["search_params"],
+            "bytes_per_vector": meta["bytes_per_vector"],
+            "index_bytes": meta["index_bytes"],
+            "embeddings_from_cache": meta["build"]["encode_from_cache"],
+            "train_seconds": meta["build"]["train_seconds"],
+            "total_seconds": meta["build"]["total_seconds"],
+        }
+
+    print_mapping("index built", run_or_exit(action), as_json)
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="the query")],
+    index_dir: Annotated[Path, typer.Option(help="index directory from `semsearch index`")],
+    k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
+    params: Annotated[str | None, typer.Option(help="search parameters, e.g. nprobe=32")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Search an index directory for one query."""
+    from search.pipeline import Pipeline, result_as_dict
+
+    def action() -> dict[str, Any]:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        pipeline = Pipeline.load(index_dir, threads=threads, search_params=parse_params(params))
+        return result_as_dict(pipeline.search(text, k))
+
+    result = run_or_exit(action)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    table = Table(title=f"top {len(result['hits'])} for {text!r}")
+    for column in ("rank", "id", "score", "title"):
+        table.add_column(column)
+    for rank, hit in enumerate(result["hits"], start=1):
+        table.add_row(str(rank), hit["id"], f"{hit['score']:.4f}", hit["title"][:90])
+    console.print(table)
+    t = result["timings"]
+    console.print(f"encode {t['encode_ms']:.1f} ms, search {t['search_ms']:.2f} ms, total {t['total_ms']:.1f} ms")
+
+
+@app.command(name="eval")
+def evaluate_command(
+    index_dir: Annotated[Path, typer.Option(help="index directory from `semsearch index`")],
+    dataset: Annotated[str, typer.Option(help="the dataset the index was built on (needs qrels)")] = "scifact",
+    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    params: Annotated[str | None, typer.Option(help="search parameters, e.g. nprobe=32")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Evaluate an index: nDCG@10, recall@100, MRR@10, recall vs exact, latency, bytes."""
+    from search.datasets import load_dataset
+    from search.evaluate import evaluate
+    from search.pipeline import Pipeline
+
+    def action() -> dict[str, Any]:
+        pipeline = Pipeline.load(index_dir, threads=threads, search_params=parse_params(params))
+        return evaluate(pipeline, load_dataset(dataset), split=split, show_progress=not as_json)
+
+    print_mapping(f"evaluation of {index_dir}", run_or_exit(action), as_json)
+
+
+@app.command()
+def serve(
+    index_dir: Annotated[Path, typer.Option(help="index directory from `semsearch index`")],
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    params: Annotated[str | None, typer.Option(help="search parameters, e.g. nprobe=32")] = None,
+) -> None:
+    """Serve POST /search and GET /health over HTTP (OpenAPI at /docs)."""
+    import uvicorn
+
+    from indexes.store import read_meta
+    from search.api import ServerConfig, create_app
+
+    def action() -> ServerConfig:
+        read_meta(index_dir)  # fail fast, before the server starts, on a missing or broken index
+        return ServerConfig(index_dir=index_dir, threads=threads, search_params=parse_params(params))
+
+    uvicorn.run(create_app(run_or_exit(action)), host=host, port=port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,103 @@
+"""Evaluate a pipeline on a dataset split: quality vs qrels, recall vs exact search, and per-query latency."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from indexes.exact import exact_search
+from indexes.store import IndexDirError
+from search.datasets import Dataset, corpus_fingerprint
+from search.embeddings import encode_corpus
+from search.metrics import knn_recall, mrr_at_k, ndcg_at_k, percentile_ms, recall_at_k
+from search.pipeline import Pipeline
+from search.progress import make_progress
+
+logger = logging.getLogger(__name__)
+
+RETRIEVE_K = 100
+WARMUP_QUERIES = 3
+
+
+@dataclass(frozen=True)
+class QueryRun:
+    """Per-query rankings (string ids, best first) and stage durations in seconds, in query order."""
+
+    query_ids: list[str]
+    vectors: np.ndarray
+    ranked_ids: list[list[str]]
+    encode_seconds: list[float]
+    search_seconds: list[float]
+
+
+def run_queries(pipeline: Pipeline, texts: list[str], query_ids: list[str], k: int, show_progress: bool) -> QueryRun:
+    """Encode and search one query at a time, timing each stage, after a short untimed warm-up."""
+    for text in texts[:WARMUP_QUERIES]:
+        pipeline.search_vectors(pipeline.encode_queries([text]), k)
+    vectors, ranked, encode_s, search_s = [], [], [], []
+    with make_progress(show_progress) as progress:
+        task = progress.add_task("querying", total=len(texts), rate="")
+        for text in texts:
+            t0 = time.perf_counter()
+            vector = pipeline.encode_queries([text])
+            t1 = time.perf_counter()
+            _, positions = pipeline.search_vectors(vector, k)
+            t2 = time.perf_counter()
+            vectors.append(vector[0])
+            ranked.append(pipeline.ids_of(positions)[0])
+            encode_s.append(t1 - t0)
+            search_s.append(t2 - t1)
+            progress.advance(task)
+    return QueryRun(query_ids, np.stack(vectors), ranked, encode_s, search_s)
+
+
+def check_same_corpus(pipeline: Pipeline, dataset: Dataset) -> None:
+    if pipeline.meta["corpus_hash"] != corpus_fingerprint(dataset.corpus):
+        raise IndexDirError(
+            f"{pipeline.stored.path} was built on dataset {pipeline.meta.get('dataset')!r} with another corpus "
+            f"than {dataset.name!r}; evaluate it on the corpus it indexes"
+        )
+
+
+def evaluate(
+    pipeline: Pipeline,
+    dataset: Dataset,
+    split: str = "test",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """All figures of `semsearch eval` for one pipeline on one split."""
+    check_same_corpus(pipeline, dataset)
+    query_ids, texts, qrels = dataset.split_queries(split)
+    run = run_queries(pipeline, texts, query_ids, RETRIEVE_K, show_progress)
+    ranking = dict(zip(query_ids, run.ranked_ids))
+    corpus_vectors = encode_corpus(pipeline.encoder, dataset.corpus, show_progress=show_progress).vectors
+    _, exact_positions = exact_search(run.vectors, corpus_vectors, 10)
+    exact_ids = pipeline.ids_of(exact_positions)
+    total_s = [e + s for e, s in zip(run.encode_seconds, run.search_seconds)]
+    return {
+        "dataset": dataset.name,
+        "split": split,
+        "queries": len(query_ids),
+        "encoder": pipeline.meta["encoder"].get("name"),
+        "index": pipeline.meta["factory"],
+        "search_params": pipeline.search_params,
+        "ndcg@10": ndcg_at_k(ranking, qrels, 10),
+        "recall@100": recall_at_k(ranking, qrels, 100),
+        "mrr@10": mrr_at_k(ranking, qrels, 10),
+        "recall@10_vs_exact": knn_recall(run.ranked_ids, exact_ids, 10),
+        "encode_ms_p50": percentile_ms(run.encode_seconds, 50),
+        "encode_ms_p95": percentile_ms(run.encode_seconds, 95),
+        "search_ms_p50": percentile_ms(run.search_seconds, 50),
+        "search_ms_p95": percentile_ms(run.search_seconds, 95),
+        "total_ms_p50": percentile_ms(total_s, 50),
+        "total_ms_p95": percentile_ms(total_s, 95),
+        "search_k": RETRIEVE_K,
+        "bytes_per_vector": pipeline.meta["bytes_per_vector"],
+        "index_bytes": pipeline.meta["index_bytes"],
+        "model_bytes": pipeline.meta["model_bytes"],
+        "threads": getattr(pipeline.encoder, "threads", None),
+    }

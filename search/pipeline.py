@@ -1,0 +1,166 @@
+"""A search pipeline: an encoder plus a stored FAISS index; and the function that builds one from a dataset."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compression.encoders import Encoder, load_encoder_from_identity
+from indexes.faiss_index import IndexSpec, apply_search_params, build_index, bytes_per_vector, search_index
+from indexes.store import DisplayDoc, StoredIndex, check_encoder_matches, load_index_dir, save_index_dir
+from search.datasets import Dataset, corpus_fingerprint
+from search.embeddings import encode_corpus
+from search.progress import make_progress
+
+logger = logging.getLogger(__name__)
+
+SNIPPET_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    title: str
+    snippet: str
+
+
+@dataclass(frozen=True)
+class Timings:
+    encode_ms: float
+    search_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    out_dir: Path
+    meta: dict[str, Any]
+
+
+def build_index_dir(
+    dataset: Dataset,
+    encoder: Encoder,
+    spec: IndexSpec,
+    out_dir: Path | str,
+    batch_size: int = 32,
+    use_cache: bool = True,
+    show_progress: bool = True,
+) -> BuildReport:
+    """Encode the corpus (cached), build and train the index, and save it with its metadata."""
+    started = time.perf_counter()
+    embeddings = encode_corpus(
+        encoder, dataset.corpus, batch_size=batch_size, use_cache=use_cache, show_progress=show_progress
+    )
+    with make_progress(show_progress) as progress:
+        task = progress.add_task(f"building {spec.factory}", total=len(dataset.corpus), rate="")
+        built = build_index(embeddings.vectors, spec, on_progress=lambda done, _t: progress.update(task, completed=done))
+    meta = {
+        "factory": spec.factory,
+        "search_params": spec.resolved_search_params(),
+        "train_sample": spec.train_sample,
+        "seed": spec.seed,
+        "encoder": encoder.identity(),
+        "model_bytes": encoder.model_bytes(),
+        "dataset": dataset.name,
+        "corpus_hash": corpus_fingerprint(dataset.corpus),
+        "embedding_key": embeddings.key,
+        "bytes_per_vector": bytes_per_vector(built.index),
+        "build": {
+            "encode_seconds": embeddings.encode_seconds,
+            "encode_from_cache": embeddings.from_cache,
+            "train_seconds": built.train_seconds,
+            "add_seconds": built.add_seconds,
+            "total_seconds": time.perf_counter() - started,
+            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    }
+    docs = [DisplayDoc(doc.title, doc.text[:SNIPPET_CHARS]) for doc in dataset.corpus]
+    stored_meta = save_index_dir(out_dir, built.index, [doc.id for doc in dataset.corpus], docs, meta)
+    return BuildReport(Path(out_dir), stored_meta)
+
+
+class Pipeline:
+    """Query encoder + index: `search(query, k)` returns hits and how long each stage took."""
+
+    def __init__(self, encoder: Encoder, stored: StoredIndex, search_params: Mapping[str, float] | None = None):
+        check_encoder_matches(stored.meta, encoder.identity(), stored.path)
+        self.encoder = encoder
+        self.stored = stored
+        self.search_params = {**stored.meta.get("search_params", {}), **dict(search_params or {})}
+        apply_search_params(stored.index, self.search_params)
+
+    @classmethod
+    def load(
+        cls, index_dir: Path | str, threads: int | None = None, search_params: Mapping[str, float] | None = None
+    ) -> Pipeline:
+        """Load an index directory and the encoder it was built with."""
+        stored = load_index_dir(index_dir)
+        encoder = load_encoder_from_identity(stored.meta["encoder"], threads=threads)
+        return cls(encoder, stored, search_params)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.stored.meta
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode(list(queries), kind="query", batch_size=max(1, len(queries)))
+
+    def search_vectors(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search pre-encoded queries; returns scores and positions (-1 pads when fewer than k are found)."""
+        return search_index(self.stored.index, vectors, min(k, self.stored.index.ntotal))
+
+    def ids_of(self, positions: np.ndarray) -> list[list[str]]:
+        return self.stored.ids.to_ids(positions)
+
+    def search(self, query: str, k: int = 10) -> SearchResult:
+        if not query.strip():
+            raise ValueError("query must not be empty or whitespace-only")
+        started = time.perf_counter()
+        vector = self.encode_queries([query])
+        encoded = time.perf_counter()
+        scores, positions = self.search_vectors(vector, k)
+        searched = time.perf_counter()
+        hits = [
+            Hit(self.stored.ids.ids[pos], float(score), self.stored.docs[pos].title, self.stored.docs[pos].snippet)
+            for score, pos in zip(scores[0], positions[0])
+            if pos >= 0
+        ]
+        timings = Timings(
+            encode_ms=(encoded - started) * 1e3,
+            search_ms=(searched - encoded) * 1e3,
+            total_ms=(time.perf_counter() - started) * 1e3,
+        )
+        return SearchResult(hits, timings)
+
+    def describe(self) -> dict[str, Any]:
+        meta = self.meta
+        return {
+            "index_dir": str(self.stored.path),
+            "encoder": meta["encoder"].get("name"),
+            "factory": meta["factory"],
+            "search_params": self.search_params,
+            "ntotal": meta["ntotal"],
+            "dim": meta["dim"],
+            "bytes_per_vector": meta["bytes_per_vector"],
+            "model_bytes": meta["model_bytes"],
+            "dataset": meta["dataset"],
+            "build": meta["build"],
+        }
+
+
+def result_as_dict(result: SearchResult) -> dict[str, Any]:
+    return {"hits": [asdict(h) for h in result.hits], "timings": asdict(result.timings)}

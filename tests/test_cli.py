@@ -1,0 +1,72 @@
+import json
+
+from typer.testing import CliRunner
+
+from search.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_index_search_eval_round_trip(tmp_path, beir_dir):
+    out = tmp_path / "ix"
+    built = invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:256", "--index", "IVF4,Flat",
+                   "--params", "nprobe=2", "--out", str(out), "--json")
+    assert built.exit_code == 0, built.output
+    summary = json.loads(built.stdout)
+    assert summary["documents"] == 60 and summary["search_params"] == {"nprobe": 2}
+    assert summary["embeddings_from_cache"] is False
+
+    again = invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:256", "--index", "Flat",
+                   "--out", str(tmp_path / "flat"), "--json")
+    assert json.loads(again.stdout)["embeddings_from_cache"] is True
+
+    hits = invoke("search", "--index-dir", str(out), "cancerkey", "-k", "3", "--params", "nprobe=4", "--json")
+    assert hits.exit_code == 0, hits.output
+    assert [h["id"][:6] for h in json.loads(hits.stdout)["hits"]][0] == "cancer"
+
+    table = invoke("search", "--index-dir", str(out), "cancerkey", "-k", "2")
+    assert table.exit_code == 0 and "top 2" in table.stdout and "encode" in table.stdout
+
+    evaluated = invoke("eval", "--dataset", str(beir_dir), "--index-dir", str(out), "--params", "nprobe=4", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["recall@10_vs_exact"] == 1.0  # nprobe = nlist is exhaustive
+    for key in ("ndcg@10", "recall@100", "mrr@10", "encode_ms_p50", "encode_ms_p95", "search_ms_p50",
+                "search_ms_p95", "bytes_per_vector", "model_bytes"):
+        assert key in report
+
+
+def test_errors_exit_2_with_a_message(tmp_path, beir_dir):
+    cases = [
+        (("index", "--dataset", str(beir_dir), "--encoder", "fake:8", "--index", "LSH", "--out", str(tmp_path / "a")),
+         "unsupported index factory 'LSH'"),
+        (("index", "--dataset", str(beir_dir), "--encoder", "nope", "--out", str(tmp_path / "b")),
+         "unknown model 'nope': use one of teacher, minilm"),
+        (("index", "--dataset", str(tmp_path / "missing.jsonl"), "--encoder", "fake", "--out", str(tmp_path / "c")),
+         "unknown dataset"),
+        (("search", "--index-dir", str(tmp_path / "none"), "query"), "does not exist"),
+        (("eval", "--index-dir", str(tmp_path / "none")), "does not exist"),
+        (("serve", "--index-dir", str(tmp_path / "none")), "does not exist"),
+        (("index", "--dataset", str(beir_dir), "--encoder", "fake", "--params", "nprobe", "--out", str(tmp_path / "d")),
+         "bad search parameter 'nprobe'"),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+
+
+def test_eval_without_qrels_split(tmp_path, beir_dir):
+    invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:16", "--out", str(tmp_path / "ix"))
+    result = invoke("eval", "--dataset", str(beir_dir), "--index-dir", str(tmp_path / "ix"), "--split", "dev")
+    assert result.exit_code == 2 and "no qrels for split 'dev'" in result.output
+
+
+def test_search_with_params_that_do_not_apply(tmp_path, beir_dir):
+    invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:16", "--out", str(tmp_path / "ix"))
+    result = invoke("search", "--index-dir", str(tmp_path / "ix"), "x", "--params", "nprobe=3")
+    assert result.exit_code == 2 and "does not apply to this index" in result.output
