@@ -146,17 +146,21 @@ def evaluate_command(
     dataset: Annotated[str, typer.Option(help="the dataset the index was built on (needs qrels)")] = "scifact",
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
     params: Annotated[str | None, typer.Option(help="search parameters, e.g. nprobe=32")] = None,
+    teacher_index: Annotated[
+        Path | None, typer.Option(help="the teacher's index dir: adds recall@10_vs_teacher (its exact top-10)")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Evaluate an index: nDCG@10, recall@100, MRR@10, recall vs exact, latency, bytes."""
+    """Evaluate an index: nDCG@10, recall@100, MRR@10, recall vs exact (and vs teacher), latency, bytes."""
     from search.datasets import load_dataset
     from search.evaluate import evaluate
     from search.pipeline import Pipeline
 
     def action() -> dict[str, Any]:
         pipeline = Pipeline.load(index_dir, threads=threads, search_params=parse_params(params))
-        return evaluate(pipeline, load_dataset(dataset), split=split, show_progress=not as_json)
+        reference = Pipeline.load(teacher_index, threads=threads) if teacher_index else None
+        return evaluate(pipeline, load_dataset(dataset), split=split, reference=reference, show_progress=not as_json)
 
     print_mapping(f"evaluation of {index_dir}", run_or_exit(action), as_json)
 

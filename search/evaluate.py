@@ -63,14 +63,29 @@ def check_same_corpus(pipeline: Pipeline, dataset: Dataset) -> None:
         )
 
 
+def exact_top_ids(pipeline: Pipeline, dataset: Dataset, texts: list[str], k: int, show_progress: bool) -> list[list[str]]:
+    """Exact top-k ids of `pipeline`'s encoder (queries and cached corpus vectors), with no index in between."""
+    corpus_vectors = encode_corpus(pipeline.encoder, dataset.corpus, show_progress=show_progress).vectors
+    query_vectors = pipeline.encoder.encode(texts, kind="query")
+    _, positions = exact_search(query_vectors, corpus_vectors, k)
+    return pipeline.ids_of(positions)
+
+
 def evaluate(
     pipeline: Pipeline,
     dataset: Dataset,
     split: str = "test",
+    reference: Pipeline | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """All figures of `semsearch eval` for one pipeline on one split."""
+    """All figures of `semsearch eval` for one pipeline on one split.
+
+    With `reference` (the teacher's index), also `recall@10_vs_teacher`: the overlap of this pipeline's top-10
+    with the reference encoder's exact top-10, the figure a compressed pipeline is judged by.
+    """
     check_same_corpus(pipeline, dataset)
+    if reference is not None:
+        check_same_corpus(reference, dataset)
     query_ids, texts, qrels = dataset.split_queries(split)
     run = run_queries(pipeline, texts, query_ids, RETRIEVE_K, show_progress)
     ranking = dict(zip(query_ids, run.ranked_ids))
@@ -78,6 +93,13 @@ def evaluate(
     _, exact_positions = exact_search(run.vectors, corpus_vectors, 10)
     exact_ids = pipeline.ids_of(exact_positions)
     total_s = [e + s for e, s in zip(run.encode_seconds, run.search_seconds)]
+    versus_reference = {}
+    if reference is not None:
+        reference_ids = exact_top_ids(reference, dataset, texts, 10, show_progress)
+        versus_reference = {
+            "recall@10_vs_teacher": knn_recall(run.ranked_ids, reference_ids, 10),
+            "teacher": reference.meta["encoder"].get("name"),
+        }
     return {
         "dataset": dataset.name,
         "split": split,
@@ -89,6 +111,7 @@ def evaluate(
         "recall@100": recall_at_k(ranking, qrels, 100),
         "mrr@10": mrr_at_k(ranking, qrels, 10),
         "recall@10_vs_exact": knn_recall(run.ranked_ids, exact_ids, 10),
+        **versus_reference,
         "encode_ms_p50": percentile_ms(run.encode_seconds, 50),
         "encode_ms_p95": percentile_ms(run.encode_seconds, 95),
         "search_ms_p50": percentile_ms(run.search_seconds, 50),

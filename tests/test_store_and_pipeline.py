@@ -109,6 +109,17 @@ def test_build_search_and_evaluate_with_fake_encoder(tmp_path, beir_dir):
         assert key in report
 
 
+def test_recall_vs_teacher_uses_the_reference_exact_top10(tmp_path, beir_dir):
+    dataset = load_beir(beir_dir)
+    build_index_dir(dataset, FakeEncoder(dim=128), IndexSpec("Flat"), tmp_path / "teacher", show_progress=False)
+    build_index_dir(dataset, FakeEncoder(dim=16), IndexSpec("Flat"), tmp_path / "small", show_progress=False)
+    teacher = Pipeline.load(tmp_path / "teacher")
+    same = evaluate(teacher, dataset, reference=teacher, show_progress=False)
+    assert same["recall@10_vs_teacher"] == 1.0  # a Flat index agrees with its own exact search
+    other = evaluate(Pipeline.load(tmp_path / "small"), dataset, reference=teacher, show_progress=False)
+    assert other["recall@10_vs_exact"] == 1.0 and other["recall@10_vs_teacher"] < 1.0
+
+
 def test_evaluate_refuses_another_corpus(tmp_path, beir_dir):
     from tests.conftest import write_beir
 
