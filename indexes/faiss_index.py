@@ -26,7 +26,8 @@ SUPPORTED_FACTORIES = (
     "SQ8",
     "any of the above (except Flat) followed by ,RFlat",
 )
-_CORE = r"(?:Flat|HNSW\d+(?:,Flat)?|IVF\d+,(?:Flat|PQ\d+(?:x\d+)?)|OPQ\d+(?:_\d+)?,IVF\d+,PQ\d+(?:x\d+)?|PQ\d+(?:x\d+)?|SQ8)"
+_PQ = r"PQ\d+(?:x\d+)?"
+_CORE = rf"(?:Flat|HNSW\d+(?:,Flat)?|IVF\d+,(?:Flat|{_PQ})|OPQ\d+(?:_\d+)?,IVF\d+,{_PQ}|{_PQ}|SQ8)"
 _FACTORY = re.compile(rf"^{_CORE}(?:,RFlat)?$")
 # public search-parameter name -> the names faiss.ParameterSpace may use for it
 SEARCH_PARAMS = {"nprobe": ("nprobe",), "efSearch": ("efSearch",), "k_factor": ("k_factor_rf", "k_factor")}
@@ -130,10 +131,14 @@ class BuiltIndex:
 def build_index(
     vectors: np.ndarray,
     spec: IndexSpec,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
     add_chunk: int = 16_384,
 ) -> BuiltIndex:
-    """Train (on a seeded sample) and fill an inner-product index; `on_progress(done, total)` reports adds."""
+    """Train (on a seeded sample) and fill an inner-product index.
+
+    `on_progress(stage, done, total)` reports `("train", 0, n_train)` before training and `("add", done, n)` after
+    each chunk of vectors is added.
+    """
     faiss = _faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) == 0:
@@ -145,8 +150,12 @@ def build_index(
     if not index.is_trained:
         rng = np.random.default_rng(spec.seed)
         size = min(len(vectors), spec.train_sample)
-        sample = vectors[np.sort(rng.choice(len(vectors), size=size, replace=False))] if size < len(vectors) else vectors
+        sample = (
+            vectors[np.sort(rng.choice(len(vectors), size=size, replace=False))] if size < len(vectors) else vectors
+        )
         logger.info("training %s on %d vectors", spec.factory, len(sample))
+        if on_progress:
+            on_progress("train", 0, len(sample))
         _seed_clustering(index, spec.seed)
         try:
             index.train(sample)
@@ -157,7 +166,7 @@ def build_index(
     for start in range(0, len(vectors), add_chunk):
         index.add(vectors[start : start + add_chunk])
         if on_progress:
-            on_progress(min(start + add_chunk, len(vectors)), len(vectors))
+            on_progress("add", min(start + add_chunk, len(vectors)), len(vectors))
     apply_search_params(index, spec.resolved_search_params())
     return BuiltIndex(index, train_seconds, time.perf_counter() - started)
 

@@ -63,7 +63,9 @@ def save_index_dir(
         with atomic_path(stage / INDEX_FILE) as tmp:
             faiss.write_index(index, str(tmp))
         write_json_atomic(stage / IDS_FILE, list(doc_ids))
-        lines = (json.dumps({"id": i, "title": d.title, "snippet": d.snippet}) for i, d in zip(doc_ids, docs))
+        lines = (
+            json.dumps({"id": i, "title": d.title, "snippet": d.snippet}) for i, d in zip(doc_ids, docs, strict=True)
+        )
         write_text_atomic(stage / DOCS_FILE, "\n".join(lines) + "\n")
         full_meta = {
             **meta,

@@ -67,8 +67,12 @@ def parse_params(text: str | None) -> dict[str, float]:
 def index(
     out: Annotated[Path, typer.Option("--out", help="index directory to write")],
     dataset: Annotated[str, typer.Option(help="scifact, a BEIR folder, a .jsonl/.csv/.tsv file or a .txt folder")],
-    encoder: Annotated[str, typer.Option(help="teacher, minilm, a sentence-transformers folder, or fake:DIM")] = "teacher",
-    index_factory: Annotated[str, typer.Option("--index", help="FAISS factory, e.g. Flat, HNSW32, IVF256,PQ48")] = "Flat",
+    encoder: Annotated[
+        str, typer.Option(help="teacher, minilm, a sentence-transformers folder, or fake:DIM")
+    ] = "teacher",
+    index_factory: Annotated[
+        str, typer.Option("--index", help="FAISS factory, e.g. Flat, HNSW32, IVF256,PQ48")
+    ] = "Flat",
     params: Annotated[str | None, typer.Option(help="default search parameters, e.g. nprobe=16")] = None,
     train_sample: Annotated[int, typer.Option(help="max vectors used to train the index")] = 100_000,
     seed: Annotated[int, typer.Option(help="seed for the training sample and k-means")] = 0,
@@ -88,8 +92,9 @@ def index(
         data = load_dataset(dataset)
         enc = load_encoder(encoder, threads=threads)
         validate_factory(index_factory, enc.dim)
-        report = build_index_dir(data, enc, spec, out, batch_size=batch_size, use_cache=not no_cache,
-                                 show_progress=not as_json)
+        report = build_index_dir(
+            data, enc, spec, out, batch_size=batch_size, use_cache=not no_cache, show_progress=not as_json
+        )
         meta = report.meta
         return {
             "out": str(report.out_dir),
@@ -163,6 +168,61 @@ def evaluate_command(
         return evaluate(pipeline, load_dataset(dataset), split=split, reference=reference, show_progress=not as_json)
 
     print_mapping(f"evaluation of {index_dir}", run_or_exit(action), as_json)
+
+
+@app.command()
+def distill(
+    out: Annotated[Path, typer.Option("--out", help="folder for the distilled sentence-transformers student")],
+    dataset: Annotated[str, typer.Option(help="training texts: corpus sentences and TRAIN queries, never test")] = (
+        "scifact"
+    ),
+    student: Annotated[str, typer.Option(help="minilm, teacher-layers:N, or a sentence-transformers folder")] = (
+        "minilm"
+    ),
+    teacher: Annotated[str, typer.Option(help="teacher, minilm or a folder")] = "teacher",
+    loss: Annotated[str, typer.Option(help="mse, kl or mse+kl")] = "mse+kl",
+    kl_weight: Annotated[float, typer.Option(help="weight of the KL term in mse+kl")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="softmax temperature of the KL term")] = 0.05,
+    epochs: Annotated[int, typer.Option(help="passes over the training texts")] = 1,
+    lr: Annotated[float, typer.Option(help="peak learning rate (AdamW, linear warmup/decay)")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="texts per step (also the in-batch set of the KL term)")] = 32,
+    max_seq_length: Annotated[int, typer.Option(help="tokens per text, student and teacher")] = 128,
+    max_texts: Annotated[int | None, typer.Option(help="cap on training texts (seeded shuffle first)")] = 20_000,
+    eval_texts: Annotated[int, typer.Option(help="held-out texts for the before/after cosine")] = 256,
+    seed: Annotated[int, typer.Option(help="seed for the text shuffle and training")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Distil the teacher into a student (MSE and/or in-batch similarity KL); teacher targets are cached."""
+    from compression.distill import DistillConfig
+    from compression.distill import distill as run_distillation
+    from search.datasets import load_dataset
+    from search.distill_data import training_texts
+
+    def action() -> dict[str, Any]:
+        config = DistillConfig(
+            student=student,
+            teacher=teacher,
+            loss=loss,
+            kl_weight=kl_weight,
+            temperature=temperature,  # type: ignore[arg-type]
+            epochs=epochs,
+            learning_rate=lr,
+            batch_size=batch_size,
+            max_seq_length=max_seq_length,
+            max_texts=None,
+            seed=seed,
+        )
+        wanted = None if max_texts is None else max_texts + eval_texts
+        texts = training_texts(load_dataset(dataset), max_texts=wanted, seed=seed)
+        held_out, train = texts[:eval_texts], texts[eval_texts:]
+        report = run_distillation(
+            train, out, config, eval_texts=held_out, device=device, threads=threads, show_progress=not as_json
+        )
+        return {"out": str(out), **report.to_dict()}
+
+    print_mapping("distillation", run_or_exit(action), as_json)
 
 
 @app.command()

@@ -229,7 +229,9 @@ def load_beir(path: Path, name: str | None = None) -> Dataset:
     for split, judged in qrels.items():
         unknown = sorted({d for per_query in judged.values() for d in per_query} - doc_ids)
         if unknown:
-            logger.warning("qrels/%s.tsv judges %d documents absent from the corpus, e.g. %s", split, len(unknown), unknown[:3])
+            logger.warning(
+                "qrels/%s.tsv judges %d documents absent from the corpus, e.g. %s", split, len(unknown), unknown[:3]
+            )
     return Dataset(name=name or path.name, corpus=corpus, queries=queries, qrels=qrels, path=path)
 
 

@@ -64,7 +64,9 @@ def load_cached_embeddings(key: str, cache_dir: Path | None = None) -> CorpusEmb
     meta = json.loads(meta_path.read_text())
     vectors = np.load(vectors_path, allow_pickle=False)
     if vectors.shape != (meta["n"], meta["dim"]):
-        logger.warning("cache entry %s has shape %s, expected %s; ignoring it", key, vectors.shape, (meta["n"], meta["dim"]))
+        logger.warning(
+            "cache entry %s has shape %s, expected %s; ignoring it", key, vectors.shape, (meta["n"], meta["dim"])
+        )
         return None
     return CorpusEmbeddings(vectors, key, True, float(meta["encode_seconds"]))
 
@@ -118,8 +120,13 @@ def encode_corpus(
         save_array_atomic(folder / f"{key}.npy", vectors)
         write_json_atomic(
             folder / f"{key}.json",
-            {"n": len(texts), "dim": encoder.dim, "encode_seconds": seconds, "encoder": encoder.identity(),
-             "docs_per_second": result.docs_per_second},
+            {
+                "n": len(texts),
+                "dim": encoder.dim,
+                "encode_seconds": seconds,
+                "encoder": encoder.identity(),
+                "docs_per_second": result.docs_per_second,
+            },
         )
         checkpoint_path.unlink(missing_ok=True)
         checkpoint_meta.unlink(missing_ok=True)

@@ -63,7 +63,9 @@ def check_same_corpus(pipeline: Pipeline, dataset: Dataset) -> None:
         )
 
 
-def exact_top_ids(pipeline: Pipeline, dataset: Dataset, texts: list[str], k: int, show_progress: bool) -> list[list[str]]:
+def exact_top_ids(
+    pipeline: Pipeline, dataset: Dataset, texts: list[str], k: int, show_progress: bool
+) -> list[list[str]]:
     """Exact top-k ids of `pipeline`'s encoder (queries and cached corpus vectors), with no index in between."""
     corpus_vectors = encode_corpus(pipeline.encoder, dataset.corpus, show_progress=show_progress).vectors
     query_vectors = pipeline.encoder.encode(texts, kind="query")
@@ -88,11 +90,11 @@ def evaluate(
         check_same_corpus(reference, dataset)
     query_ids, texts, qrels = dataset.split_queries(split)
     run = run_queries(pipeline, texts, query_ids, RETRIEVE_K, show_progress)
-    ranking = dict(zip(query_ids, run.ranked_ids))
+    ranking = dict(zip(query_ids, run.ranked_ids, strict=True))
     corpus_vectors = encode_corpus(pipeline.encoder, dataset.corpus, show_progress=show_progress).vectors
     _, exact_positions = exact_search(run.vectors, corpus_vectors, 10)
     exact_ids = pipeline.ids_of(exact_positions)
-    total_s = [e + s for e, s in zip(run.encode_seconds, run.search_seconds)]
+    total_s = [e + s for e, s in zip(run.encode_seconds, run.search_seconds, strict=True)]
     versus_reference = {}
     if reference is not None:
         reference_ids = exact_top_ids(reference, dataset, texts, 10, show_progress)

@@ -24,7 +24,7 @@ def knn_recall(found: Sequence[Sequence[str]], reference: Sequence[Sequence[str]
     if not reference:
         raise ValueError("no queries to compare")
     overlaps = []
-    for got, want in zip(found, reference):
+    for got, want in zip(found, reference, strict=True):
         wanted = set(want[:k])
         overlaps.append(len(set(got[:k]) & wanted) / len(wanted) if wanted else 1.0)
     return float(np.mean(overlaps))

@@ -67,7 +67,14 @@ def build_index_dir(
     )
     with make_progress(show_progress) as progress:
         task = progress.add_task(f"building {spec.factory}", total=len(dataset.corpus), rate="")
-        built = build_index(embeddings.vectors, spec, on_progress=lambda done, _t: progress.update(task, completed=done))
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage == "train":  # FAISS trains in one call: show an indeterminate bar meanwhile
+                progress.update(task, description=f"training {spec.factory} on {total} vectors", total=None)
+            else:
+                progress.update(task, description=f"adding to {spec.factory}", completed=done, total=total)
+
+        built = build_index(embeddings.vectors, spec, on_progress=report)
     meta = {
         "factory": spec.factory,
         "search_params": spec.resolved_search_params(),
@@ -136,7 +143,7 @@ class Pipeline:
         searched = time.perf_counter()
         hits = [
             Hit(self.stored.ids.ids[pos], float(score), self.stored.docs[pos].title, self.stored.docs[pos].snippet)
-            for score, pos in zip(scores[0], positions[0])
+            for score, pos in zip(scores[0], positions[0], strict=True)
             if pos >= 0
         ]
         timings = Timings(

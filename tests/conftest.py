@@ -35,7 +35,9 @@ def write_beir(root: Path, n_docs_per_topic: int = 12, seed: int = 0) -> Path:
         for i in range(n_docs_per_topic):
             chosen = rng.choice(vocab, size=5)
             key = f" {topic}key" if i < 2 else ""  # the judged documents share a rare word with their query
-            docs.append({"_id": f"{topic}-{i}", "title": f"{topic} study {i}", "text": " ".join(chosen) + f" note{i}{key}"})
+            docs.append(
+                {"_id": f"{topic}-{i}", "title": f"{topic} study {i}", "text": " ".join(chosen) + f" note{i}{key}"}
+            )
         queries.append({"_id": f"q{t}", "text": f"{topic}key"})
         queries.append({"_id": f"t{t}", "text": f"{vocab[3]} {vocab[4]}"})
         test += [(f"q{t}", f"{topic}-0", 2), (f"q{t}", f"{topic}-1", 1)]

@@ -10,7 +10,9 @@ from search.pipeline import build_index_dir
 
 @pytest.fixture
 def client(tmp_path, beir_dir):
-    build_index_dir(load_beir(beir_dir), FakeEncoder(dim=256), IndexSpec("HNSW32"), tmp_path / "ix", show_progress=False)
+    build_index_dir(
+        load_beir(beir_dir), FakeEncoder(dim=256), IndexSpec("HNSW32"), tmp_path / "ix", show_progress=False
+    )
     with TestClient(create_app(ServerConfig(index_dir=tmp_path / "ix"))) as test_client:
         yield test_client
 

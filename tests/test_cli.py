@@ -13,15 +13,37 @@ def invoke(*args: str):
 
 def test_index_search_eval_round_trip(tmp_path, beir_dir):
     out = tmp_path / "ix"
-    built = invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:256", "--index", "IVF4,Flat",
-                   "--params", "nprobe=2", "--out", str(out), "--json")
+    built = invoke(
+        "index",
+        "--dataset",
+        str(beir_dir),
+        "--encoder",
+        "fake:256",
+        "--index",
+        "IVF4,Flat",
+        "--params",
+        "nprobe=2",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert built.exit_code == 0, built.output
     summary = json.loads(built.stdout)
     assert summary["documents"] == 60 and summary["search_params"] == {"nprobe": 2}
     assert summary["embeddings_from_cache"] is False
 
-    again = invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:256", "--index", "Flat",
-                   "--out", str(tmp_path / "flat"), "--json")
+    again = invoke(
+        "index",
+        "--dataset",
+        str(beir_dir),
+        "--encoder",
+        "fake:256",
+        "--index",
+        "Flat",
+        "--out",
+        str(tmp_path / "flat"),
+        "--json",
+    )
     assert json.loads(again.stdout)["embeddings_from_cache"] is True
 
     hits = invoke("search", "--index-dir", str(out), "cancerkey", "-k", "3", "--params", "nprobe=4", "--json")
@@ -35,24 +57,61 @@ def test_index_search_eval_round_trip(tmp_path, beir_dir):
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads(evaluated.stdout)
     assert report["recall@10_vs_exact"] == 1.0  # nprobe = nlist is exhaustive
-    for key in ("ndcg@10", "recall@100", "mrr@10", "encode_ms_p50", "encode_ms_p95", "search_ms_p50",
-                "search_ms_p95", "bytes_per_vector", "model_bytes"):
+    for key in (
+        "ndcg@10",
+        "recall@100",
+        "mrr@10",
+        "encode_ms_p50",
+        "encode_ms_p95",
+        "search_ms_p50",
+        "search_ms_p95",
+        "bytes_per_vector",
+        "model_bytes",
+    ):
         assert key in report
 
 
 def test_errors_exit_2_with_a_message(tmp_path, beir_dir):
     cases = [
-        (("index", "--dataset", str(beir_dir), "--encoder", "fake:8", "--index", "LSH", "--out", str(tmp_path / "a")),
-         "unsupported index factory 'LSH'"),
-        (("index", "--dataset", str(beir_dir), "--encoder", "nope", "--out", str(tmp_path / "b")),
-         "unknown model 'nope': use one of teacher, minilm"),
-        (("index", "--dataset", str(tmp_path / "missing.jsonl"), "--encoder", "fake", "--out", str(tmp_path / "c")),
-         "unknown dataset"),
+        (
+            (
+                "index",
+                "--dataset",
+                str(beir_dir),
+                "--encoder",
+                "fake:8",
+                "--index",
+                "LSH",
+                "--out",
+                str(tmp_path / "a"),
+            ),
+            "unsupported index factory 'LSH'",
+        ),
+        (
+            ("index", "--dataset", str(beir_dir), "--encoder", "nope", "--out", str(tmp_path / "b")),
+            "unknown model 'nope': use one of teacher, minilm",
+        ),
+        (
+            ("index", "--dataset", str(tmp_path / "missing.jsonl"), "--encoder", "fake", "--out", str(tmp_path / "c")),
+            "unknown dataset",
+        ),
         (("search", "--index-dir", str(tmp_path / "none"), "query"), "does not exist"),
         (("eval", "--index-dir", str(tmp_path / "none")), "does not exist"),
         (("serve", "--index-dir", str(tmp_path / "none")), "does not exist"),
-        (("index", "--dataset", str(beir_dir), "--encoder", "fake", "--params", "nprobe", "--out", str(tmp_path / "d")),
-         "bad search parameter 'nprobe'"),
+        (
+            (
+                "index",
+                "--dataset",
+                str(beir_dir),
+                "--encoder",
+                "fake",
+                "--params",
+                "nprobe",
+                "--out",
+                str(tmp_path / "d"),
+            ),
+            "bad search parameter 'nprobe'",
+        ),
     ]
     for args, message in cases:
         result = invoke(*args)
@@ -70,3 +129,25 @@ def test_search_with_params_that_do_not_apply(tmp_path, beir_dir):
     invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:16", "--out", str(tmp_path / "ix"))
     result = invoke("search", "--index-dir", str(tmp_path / "ix"), "x", "--params", "nprobe=3")
     assert result.exit_code == 2 and "does not apply to this index" in result.output
+
+
+def test_distill_command_on_tiny_models(tmp_path, beir_dir):
+    from sentence_transformers import SentenceTransformer
+
+    from tests.tiny_models import build_tiny_sentence_model
+
+    teacher = build_tiny_sentence_model(tmp_path / "teacher", seed=1, dense_dim=48)
+    student = build_tiny_sentence_model(tmp_path / "student", seed=2, dense_dim=48)
+    result = invoke(
+        "distill", "--dataset", str(beir_dir), "--teacher", str(teacher), "--student", str(student),
+        "--out", str(tmp_path / "out"), "--epochs", "2", "--max-texts", "40", "--eval-texts", "8",
+        "--batch-size", "8", "--threads", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["texts"] == 40 and len(report["epoch_losses"]) == 2
+    assert report["epoch_losses"][-1] < report["epoch_losses"][0]
+    vectors = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["a claim"], normalize_embeddings=True)
+    assert vectors.shape == (1, 48)
+    bad = invoke("distill", "--dataset", str(beir_dir), "--loss", "l1", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "l1" in bad.output

@@ -65,7 +65,7 @@ def test_ivf_recall_rises_with_nprobe(data):
     for nprobe in (1, 2, 4, 8, 16, 64):
         apply_search_params(index, {"nprobe": nprobe})
         recalls.append(recall(search_index(index, queries, 10)[1], truth))
-    assert all(a <= b + 1e-9 for a, b in zip(recalls, recalls[1:])), recalls
+    assert all(a <= b + 1e-9 for a, b in zip(recalls, recalls[1:], strict=False)), recalls
     assert recalls[0] < 0.9 < recalls[-1]
     assert recalls[-1] == pytest.approx(1.0)  # probing every list is exhaustive
 

@@ -64,7 +64,7 @@ def test_cross_check_with_pytrec_eval():
         qrels[qid][judged[0]] = max(1, qrels[qid][judged[0]])
         order = rng.permutation(docs)[:30]
         scores = np.sort(rng.random(30))[::-1]  # distinct scores, so trec_eval keeps our order
-        run[qid] = {d: float(s) for d, s in zip(order, scores)}
+        run[qid] = {d: float(s) for d, s in zip(order, scores, strict=False)}
         ranking[qid] = list(order)
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100", "recip_rank"})
     ref = evaluator.evaluate(run)
