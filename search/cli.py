@@ -226,6 +226,77 @@ def distill(
 
 
 @app.command()
+def quantize(
+    model: Annotated[str, typer.Option(help="sentence-transformers folder (a distilled student), minilm or teacher")],
+    out: Annotated[Path, typer.Option("--out", help="output folder: fp32/ and int8/ ONNX model folders")],
+    mode: Annotated[str, typer.Option(help="int8 mode: dynamic or static (QDQ, calibrated on corpus text)")] = (
+        "dynamic"
+    ),
+    dataset: Annotated[str, typer.Option(help="calibration corpus and TRAIN queries for the quality gate")] = (
+        "scifact"
+    ),
+    tolerance: Annotated[float, typer.Option(help="largest allowed nDCG@10 drop of int8 vs fp32")] = 0.005,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 1 when the gate fails (default: warn)")] = False,
+    gate_docs: Annotated[int, typer.Option(help="distractor documents in the gate's corpus subset")] = 2000,
+    calibration_texts: Annotated[int, typer.Option(help="corpus passages for static calibration")] = 256,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Export to ONNX (fp32), quantize to int8, and print size, latency and the train-split quality gate."""
+    import numpy as np
+
+    from compression.models import model_bytes, resolve_model
+    from compression.onnx_encoder import ONNX_MODEL_FILE, OnnxEncoder
+    from compression.onnx_export import export_onnx
+    from compression.quantize import QUANTIZATION_MODES, quantize_onnx
+    from search.datasets import load_dataset
+    from search.evaluate import encode_latency_ms
+    from search.quantize_gate import quality_gate
+
+    def action() -> dict[str, Any]:
+        if mode not in QUANTIZATION_MODES:
+            raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(QUANTIZATION_MODES)}")
+        data = load_dataset(dataset)
+        source = resolve_model(model)
+        fp32_dir = export_onnx(source.path, out / "fp32")
+        calibration = None
+        if mode == "static":
+            rng = np.random.default_rng(0)
+            picked = rng.choice(len(data.corpus), size=min(calibration_texts, len(data.corpus)), replace=False)
+            calibration = [data.corpus[i].full_text() for i in sorted(picked)]
+        int8_dir = quantize_onnx(fp32_dir, out / "int8", mode=mode, calibration_texts=calibration)  # type: ignore[arg-type]
+        fp32, int8 = OnnxEncoder(fp32_dir, threads=threads), OnnxEncoder(int8_dir, threads=threads)
+        _, train_texts, _ = data.split_queries("train")
+        gate = quality_gate(fp32, int8, data, split="train", tolerance=tolerance, distractors=gate_docs)
+        fp32_latency, int8_latency = (
+            encode_latency_ms(fp32, train_texts[:100]),
+            encode_latency_ms(int8, train_texts[:100]),
+        )
+        return {
+            "out": str(out),
+            "mode": mode,
+            "fp32_model_bytes": (fp32_dir / ONNX_MODEL_FILE).stat().st_size,
+            "int8_model_bytes": (int8_dir / ONNX_MODEL_FILE).stat().st_size,
+            "int8_folder_bytes": model_bytes(int8_dir),
+            "fp32_encode_ms_p50": fp32_latency["encode_ms_p50"],
+            "int8_encode_ms_p50": int8_latency["encode_ms_p50"],
+            "latency_queries": "first 100 train queries, batch 1",
+            **{f"gate_{key}": value for key, value in gate.to_dict().items()},
+        }
+
+    result = run_or_exit(action)
+    print_mapping("quantization", result, as_json)
+    if not result["gate_passed"]:
+        typer.echo(
+            f"warning: int8 loses {result['gate_ndcg_drop']:.4f} nDCG@10 on {result['gate_split']} queries, "
+            f"more than the tolerance {tolerance}",
+            err=True,
+        )
+        if strict:
+            raise typer.Exit(code=1)
+
+
+@app.command()
 def serve(
     index_dir: Annotated[Path, typer.Option(help="index directory from `semsearch index`")],
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",

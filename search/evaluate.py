@@ -55,6 +55,18 @@ def run_queries(pipeline: Pipeline, texts: list[str], query_ids: list[str], k: i
     return QueryRun(query_ids, np.stack(vectors), ranked, encode_s, search_s)
 
 
+def encode_latency_ms(encoder: Any, texts: list[str]) -> dict[str, float]:
+    """p50/p95 of encoding one query at a time (batch 1), after a short untimed warm-up."""
+    for text in texts[:WARMUP_QUERIES]:
+        encoder.encode([text], kind="query", batch_size=1)
+    samples = []
+    for text in texts:
+        started = time.perf_counter()
+        encoder.encode([text], kind="query", batch_size=1)
+        samples.append(time.perf_counter() - started)
+    return {"encode_ms_p50": percentile_ms(samples, 50), "encode_ms_p95": percentile_ms(samples, 95)}
+
+
 def check_same_corpus(pipeline: Pipeline, dataset: Dataset) -> None:
     if pipeline.meta["corpus_hash"] != corpus_fingerprint(dataset.corpus):
         raise IndexDirError(

@@ -151,3 +151,36 @@ def test_distill_command_on_tiny_models(tmp_path, beir_dir):
     assert vectors.shape == (1, 48)
     bad = invoke("distill", "--dataset", str(beir_dir), "--loss", "l1", "--out", str(tmp_path / "x"))
     assert bad.exit_code == 2 and "l1" in bad.output
+
+
+def test_quantize_command_reports_sizes_latency_and_gate(tmp_path, beir_dir):
+    from tests.tiny_models import build_tiny_sentence_model
+
+    model = build_tiny_sentence_model(tmp_path / "model", seed=3)
+    result = invoke(
+        "quantize", "--model", str(model), "--out", str(tmp_path / "q"), "--dataset", str(beir_dir),
+        "--gate-docs", "20", "--threads", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["int8_model_bytes"] < report["fp32_model_bytes"]
+    assert report["gate_split"] == "train" and report["gate_queries"] == 5
+    assert (tmp_path / "q" / "int8" / "model.onnx").exists()
+
+
+def test_quantize_gate_failure_warns_and_strict_exits_1(tmp_path, beir_dir, monkeypatch):
+    import search.quantize_gate as gate_module
+    from tests.tiny_models import build_tiny_sentence_model
+
+    def failing_gate(*args, **kwargs):
+        return gate_module.GateResult("train", 5, 30, ndcg_reference=0.8, ndcg_candidate=0.5, tolerance=0.005)
+
+    monkeypatch.setattr(gate_module, "quality_gate", failing_gate)
+    model = build_tiny_sentence_model(tmp_path / "model", seed=3)
+    args = ["quantize", "--model", str(model), "--out", str(tmp_path / "q"), "--dataset", str(beir_dir), "--json"]
+    warned = invoke(*args)
+    assert warned.exit_code == 0 and "warning: int8 loses 0.3000 nDCG@10 on train queries" in warned.output
+    strict = invoke(*args, "--strict")
+    assert strict.exit_code == 1 and "warning: int8 loses" in strict.output
+    bad = invoke("quantize", "--model", str(model), "--out", str(tmp_path / "q3"), "--mode", "int4")
+    assert bad.exit_code == 2 and "unknown mode 'int4': use one of dynamic, static" in bad.output

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from compression.encoders import FakeEncoder
+from search.datasets import load_beir
+from search.quantize_gate import gate_subset, quality_gate
+
+
+class BrokenEncoder(FakeEncoder):
+    """A deliberately broken 'int8' model: its vectors are mostly noise."""
+
+    def encode(self, texts, kind="query", batch_size=32):
+        clean = super().encode(texts, kind, batch_size)
+        noise = np.random.default_rng(len(texts)).standard_normal(clean.shape).astype(np.float32)
+        mixed = 0.1 * clean + noise
+        return mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+
+
+def test_gate_passes_an_identical_model_and_fires_on_a_broken_one(beir_dir):
+    dataset = load_beir(beir_dir)
+    same = quality_gate(FakeEncoder(dim=256), FakeEncoder(dim=256), dataset, split="train", distractors=20)
+    assert same.passed and same.drop == 0.0 and same.queries == 5
+    broken = quality_gate(FakeEncoder(dim=256), BrokenEncoder(dim=256), dataset, split="train", distractors=20)
+    assert not broken.passed and broken.drop > 0.005
+    assert broken.to_dict()["passed"] is False
+
+
+def test_gate_refuses_test_queries(beir_dir):
+    with pytest.raises(ValueError, match="never looks at 'test' queries"):
+        quality_gate(FakeEncoder(), FakeEncoder(), load_beir(beir_dir), split="test")
+
+
+def test_gate_subset_keeps_judged_documents(beir_dir):
+    dataset = load_beir(beir_dir)
+    docs = gate_subset(dataset, "train", distractors=7, seed=0)
+    judged = {d for per in dataset.qrels["train"].values() for d in per}
+    assert judged <= {d.id for d in docs} and len(docs) == len(judged) + 7
