@@ -157,6 +157,7 @@ def build_index(
         if on_progress:
             on_progress("train", 0, len(sample))
         _seed_clustering(index, spec.seed)
+        _skip_polysemous_training(index)
         try:
             index.train(sample)
         except RuntimeError as err:
@@ -175,6 +176,18 @@ def _faiss_reason(err: RuntimeError) -> str:
     """The human part of a FAISS C++ exception ("Error in ... failed: <reason>")."""
     text = str(err).strip()
     return text.split("failed: ", 1)[-1] if "failed: " in text else text.splitlines()[-1]
+
+
+def _skip_polysemous_training(index) -> None:
+    """PQ indexes from the factory also train polysemous codes (for Hamming filtering, which we never use);
+    on SciFact that is ~38 of the ~42 s an IVF256,PQ48 build takes, so switch it off."""
+    faiss = _faiss()
+    node = faiss.downcast_index(index)
+    while node is not None:
+        if hasattr(node, "do_polysemous_training"):
+            node.do_polysemous_training = False
+        inner = getattr(node, "index", None) or getattr(node, "base_index", None)
+        node = faiss.downcast_index(inner) if inner is not None else None
 
 
 def _seed_clustering(index, seed: int) -> None:
