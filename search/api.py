@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field, field_validator
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from search.pipeline import Pipeline
 
@@ -55,6 +56,23 @@ class SearchResponse(BaseModel):
     timings: TimingsOut
 
 
+class JsonBodies:
+    """Treat every POST body as JSON, whatever its content type says.
+
+    `curl -d '{"query": ...}'` sends `application/x-www-form-urlencoded`; every POST route of this API takes JSON,
+    so the body is parsed (and validated, with 422s) as JSON instead of being refused as a form.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(key, value) for key, value in scope["headers"] if key != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 class PipelineHolder:
     """Holds the pipeline the lifespan hook loads, so routes never reach into app state."""
 
@@ -81,6 +99,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         holder.set(None)
 
     app = FastAPI(title="semsearch", description="Semantic search over a FAISS index", lifespan=lifespan)
+    app.add_middleware(JsonBodies)
 
     @app.get("/health")
     def health() -> dict[str, object]:

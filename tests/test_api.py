@@ -52,6 +52,14 @@ def test_bad_input_is_422_with_a_message(client, payload, message):
     assert message in str(response.json()["detail"])
 
 
+def test_curl_style_form_content_type_is_read_as_json(client):
+    body = b'{"query": "heartkey", "k": 3}'
+    response = client.post("/search", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and len(response.json()["hits"]) == 3
+    response = client.post("/search", content=b'{"query": "", "k": 3}')  # no content type at all
+    assert response.status_code == 422 and "empty" in str(response.json()["detail"])
+
+
 def test_malformed_json_is_422(client):
     response = client.post("/search", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
