@@ -61,8 +61,12 @@ def load_cached_embeddings(key: str, cache_dir: Path | None = None) -> CorpusEmb
     meta_path, vectors_path = folder / f"{key}.json", folder / f"{key}.npy"
     if not (meta_path.exists() and vectors_path.exists()):
         return None
-    meta = json.loads(meta_path.read_text())
-    vectors = np.load(vectors_path, allow_pickle=False)
+    try:
+        meta = json.loads(meta_path.read_text())
+        vectors = np.load(vectors_path, allow_pickle=False)
+    except (OSError, ValueError, json.JSONDecodeError) as err:  # a damaged entry is re-encoded, never trusted
+        logger.warning("cache entry %s is unreadable (%s); re-encoding", key, err)
+        return None
     if vectors.shape != (meta["n"], meta["dim"]):
         logger.warning(
             "cache entry %s has shape %s, expected %s; ignoring it", key, vectors.shape, (meta["n"], meta["dim"])
@@ -95,11 +99,15 @@ def encode_corpus(
     vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
     done, spent = 0, 0.0
     if use_cache and checkpoint_path.exists() and checkpoint_meta.exists():
-        state = json.loads(checkpoint_meta.read_text())
-        partial = np.load(checkpoint_path, allow_pickle=False)
-        if partial.shape == vectors.shape:
-            vectors, done, spent = partial, int(state["done"]), float(state["seconds"])
-            logger.info("resuming corpus encoding at %d/%d", done, len(texts))
+        try:
+            state = json.loads(checkpoint_meta.read_text())
+            partial = np.load(checkpoint_path, allow_pickle=False)
+        except (OSError, ValueError, json.JSONDecodeError) as err:
+            logger.warning("ignoring an unreadable checkpoint for %s (%s)", key, err)
+        else:
+            if partial.shape == vectors.shape:
+                vectors, done, spent = partial, int(state["done"]), float(state["seconds"])
+                logger.info("resuming corpus encoding at %d/%d", done, len(texts))
     started = time.perf_counter() - spent
     last_checkpoint = time.perf_counter()
     with make_progress(show_progress) as progress:

@@ -157,6 +157,15 @@ def test_embeddings_are_cached_and_reused(beir_dir):
     assert not third.from_cache and third.key != first.key
 
 
+def test_damaged_cache_entry_is_re_encoded(beir_dir, isolated_cache):
+    corpus = load_beir(beir_dir).corpus
+    first = encode_corpus(FakeEncoder(dim=16), corpus, show_progress=False)
+    (isolated_cache / "embeddings" / f"{first.key}.npy").write_bytes(b"not an array")
+    again = encode_corpus(FakeEncoder(dim=16), corpus, show_progress=False)
+    assert not again.from_cache
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+
+
 def test_interrupted_encoding_resumes_from_checkpoint(beir_dir, monkeypatch):
     import search.embeddings as embeddings
 
