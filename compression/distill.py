@@ -36,6 +36,7 @@ from compression.encoders import l2_normalise
 from compression.models import resolve_model
 from compression.onnx_export import staged_folder
 from compression.paths import cache_root
+from compression.progress import make_progress
 from indexes.atomic import save_array_atomic, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -341,7 +342,7 @@ def compute_teacher_targets(
             vectors, done = partial, int(state["done"])
             logger.info("resuming teacher targets at %d/%d", done, len(texts))
     started = last_checkpoint = time.perf_counter()
-    with _truncated(teacher, max_seq_length), _make_progress(show_progress) as progress:
+    with _truncated(teacher, max_seq_length), make_progress(show_progress) as progress:
         task = progress.add_task("teacher targets", total=len(texts), completed=done, info="")
         while done < len(texts):
             chunk = texts[done : done + TARGETS_CHUNK]
@@ -554,28 +555,6 @@ def build_student(
 # -------------------------------------------------------------------------------------------------------- training
 
 
-def _make_progress(enabled: bool) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
-
-
 def _batches(order: np.ndarray, batch_size: int, min_size: int) -> list[np.ndarray]:
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     return [batch for batch in batches if len(batch) >= min_size]
@@ -634,7 +613,7 @@ def train_student(
     steps = 0
     started = time.perf_counter()
     try:
-        with _make_progress(show_progress) as progress:
+        with make_progress(show_progress) as progress:
             task = progress.add_task("distilling", total=total_steps, info="")
             for epoch in range(1, config.epochs + 1):
                 losses: list[float] = []

@@ -18,9 +18,9 @@ import numpy as np
 
 from compression.encoders import Encoder
 from compression.paths import cache_root
+from compression.progress import make_progress
 from indexes.atomic import save_array_atomic, write_json_atomic
 from search.datasets import Document, corpus_fingerprint
-from search.progress import make_progress
 
 logger = logging.getLogger(__name__)
 
@@ -111,13 +111,13 @@ def encode_corpus(
     started = time.perf_counter() - spent
     last_checkpoint = time.perf_counter()
     with make_progress(show_progress) as progress:
-        task = progress.add_task(f"encoding with {encoder.name}", total=len(texts), completed=done, rate="")
+        task = progress.add_task(f"encoding with {encoder.name}", total=len(texts), completed=done, info="")
         while done < len(texts):
             chunk = order[done : done + chunk_size]
             vectors[chunk] = encoder.encode([texts[i] for i in chunk], kind="passage", batch_size=batch_size)
             done += len(chunk)
             elapsed = time.perf_counter() - started
-            progress.update(task, completed=done, rate=f"{done / elapsed:.1f} docs/s")
+            progress.update(task, completed=done, info=f"{done / elapsed:.1f} docs/s")
             if use_cache and done < len(texts) and time.perf_counter() - last_checkpoint > CHECKPOINT_SECONDS:
                 save_array_atomic(checkpoint_path, vectors)
                 write_json_atomic(checkpoint_meta, {"done": done, "seconds": elapsed})

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from compression.progress import make_progress
 from indexes.exact import exact_search
 from indexes.store import IndexDirError
 from search.datasets import Dataset, corpus_fingerprint
 from search.embeddings import encode_corpus
 from search.metrics import knn_recall, mrr_at_k, ndcg_at_k, percentile_ms, recall_at_k
 from search.pipeline import Pipeline
-from search.progress import make_progress
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def run_queries(pipeline: Pipeline, texts: list[str], query_ids: list[str], k: i
         pipeline.search_vectors(pipeline.encode_queries([text]), k)
     vectors, ranked, encode_s, search_s = [], [], [], []
     with make_progress(show_progress) as progress:
-        task = progress.add_task("querying", total=len(texts), rate="")
+        task = progress.add_task("querying", total=len(texts), info="")
         for text in texts:
             t0 = time.perf_counter()
             vector = pipeline.encode_queries([text])

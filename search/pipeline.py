@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from compression.encoders import Encoder, load_encoder_from_identity
+from compression.progress import make_progress
 from indexes.faiss_index import IndexSpec, apply_search_params, build_index, bytes_per_vector, search_index
 from indexes.store import DisplayDoc, StoredIndex, check_encoder_matches, load_index_dir, save_index_dir
 from search.datasets import Dataset, corpus_fingerprint
 from search.embeddings import encode_corpus
-from search.progress import make_progress
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def build_index_dir(
         encoder, dataset.corpus, batch_size=batch_size, use_cache=use_cache, show_progress=show_progress
     )
     with make_progress(show_progress) as progress:
-        task = progress.add_task(f"building {spec.factory}", total=len(dataset.corpus), rate="")
+        task = progress.add_task(f"building {spec.factory}", total=len(dataset.corpus), info="")
 
         def report(stage: str, done: int, total: int) -> None:
             if stage == "train":  # FAISS trains in one call: show an indeterminate bar meanwhile

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from compression.distill import (
 from compression.encoders import FakeEncoder, load_encoder
 from search.datasets import Dataset, Document, load_beir
 from search.distill_data import check_no_test_queries, split_sentences, training_texts
-from tests.tiny_models import TINY_TOKENIZER_FILES, build_tiny_sentence_model
+from tests.tiny_models import build_tiny_sentence_model
 
 WORDS = (
     "vitamin deficiency bone density calcium tumor cells cancer chemotherapy metastasis cardiac heart failure blood "
@@ -60,31 +59,8 @@ def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_four_layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-layer tiny BERT sentence model whose layers are told apart by their seeded weights."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import BertConfig, BertModel
-
-    from compression.models import resolve_model
-
     root = tmp_path_factory.mktemp("four")
-    minilm = resolve_model("minilm").path
-    hf_dir = root / "hf"
-    torch.manual_seed(4)
-    vocab_size = sum(1 for _ in (minilm / "vocab.txt").open(encoding="utf-8"))
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(hf_dir)
-    for name in TINY_TOKENIZER_FILES:
-        shutil.copyfile(minilm / name, hf_dir / name)
-    modules = [Transformer(str(hf_dir), max_seq_length=64), Pooling(32, pooling_mode="mean"), Normalize()]
-    SentenceTransformer(modules=modules, device="cpu").save(str(root / "model"))
-    return root / "model"
+    return build_tiny_sentence_model(root / "model", seed=4, max_seq_length=64, num_layers=4)
 
 
 # ---------------------------------------------------------------------------------------------------------- losses

@@ -16,6 +16,7 @@ def build_tiny_sentence_model(
     dense_dim: int | None = None,
     hidden_size: int = 32,
     max_seq_length: int = 128,
+    num_layers: int = 2,
 ) -> Path:
     """Save a 2-layer BERT (hidden 32, 2 heads, intermediate 64) as Transformer -> mean Pooling -> [Dense] ->
     Normalize at `out_dir`, with the bundled MiniLM tokenizer files; return `out_dir`.
@@ -35,7 +36,7 @@ def build_tiny_sentence_model(
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        num_hidden_layers=2,
+        num_hidden_layers=num_layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=512,

@@ -1,4 +1,4 @@
-"""Rich progress bars for long work (encoding, index training), silent when output is not a terminal."""
+"""Rich progress bars for long work (encoding, distillation, index training); `info` holds a rate or a loss."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from rich.progress import (
 
 
 def make_progress(enabled: bool = True) -> Progress:
-    """A progress display with count, rate-based ETA and elapsed time."""
+    """A progress display with count, an info field (rate, loss), elapsed time and ETA; off when not `enabled`."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
