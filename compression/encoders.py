@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -135,14 +136,23 @@ class FakeEncoder:
         return 0
 
 
+ONNX_CONFIG_NAME = "onnx_config.json"  # mirrors compression.onnx_encoder.ONNX_CONFIG_FILE without importing it
+
+
 def load_encoder(spec: str, threads: int | None = None, device: str = "cpu") -> Encoder:
-    """Build an encoder from a spec: `teacher`, `minilm`, `fake:DIM`, or a sentence-transformers folder."""
+    """Build an encoder from a spec: `teacher`, `minilm`, `fake:DIM`, a sentence-transformers folder, or an ONNX
+    model folder from `semsearch quantize` (fp32/ or int8/); `student:DIR` is accepted as an alias for a folder."""
     if spec.startswith("fake"):
         _, _, dim = spec.partition(":")
         try:
             return FakeEncoder(dim=int(dim or 32))
         except ValueError as err:
             raise ValueError(f"bad fake encoder spec {spec!r}: use fake or fake:DIM with DIM >= 2") from err
+    spec = spec.removeprefix("student:")
+    if (Path(spec).expanduser() / ONNX_CONFIG_NAME).exists():
+        from compression.onnx_encoder import OnnxEncoder  # lazy: the ONNX path never needs torch
+
+        return OnnxEncoder(Path(spec).expanduser(), threads=threads)
     return SentenceTransformerEncoder(resolve_model(spec), threads=threads, device=device)
 
 

@@ -82,6 +82,8 @@ def save_index_dir(
 
 
 def _swap_in(stage: Path, target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise IndexDirError(f"{target} is a file, not an index directory; choose another --out")
     if target.exists() and not (target / META_FILE).exists() and any(target.iterdir()):
         raise IndexDirError(f"{target} exists and is not an index directory; refusing to overwrite it")
     if not target.exists():

@@ -68,11 +68,14 @@ def index(
     out: Annotated[Path, typer.Option("--out", help="index directory to write")],
     dataset: Annotated[str, typer.Option(help="scifact, a BEIR folder, a .jsonl/.csv/.tsv file or a .txt folder")],
     encoder: Annotated[
-        str, typer.Option(help="teacher, minilm, a sentence-transformers folder, or fake:DIM")
+        str, typer.Option(help="query encoder: teacher, minilm, an ST folder, an ONNX folder (student:DIR), fake:DIM")
     ] = "teacher",
     index_factory: Annotated[
         str, typer.Option("--index", help="FAISS factory, e.g. Flat, HNSW32, IVF256,PQ48")
     ] = "Flat",
+    doc_encoder: Annotated[
+        str | None, typer.Option(help="asymmetric mode: encode documents with this (e.g. teacher) instead")
+    ] = None,
     params: Annotated[str | None, typer.Option(help="default search parameters, e.g. nprobe=16")] = None,
     train_sample: Annotated[int, typer.Option(help="max vectors used to train the index")] = 100_000,
     seed: Annotated[int, typer.Option(help="seed for the training sample and k-means")] = 0,
@@ -91,9 +94,17 @@ def index(
         spec = IndexSpec(index_factory, train_sample=train_sample, seed=seed, search_params=parse_params(params))
         data = load_dataset(dataset)
         enc = load_encoder(encoder, threads=threads)
+        docs_enc = load_encoder(doc_encoder, threads=threads) if doc_encoder else None
         validate_factory(index_factory, enc.dim)
         report = build_index_dir(
-            data, enc, spec, out, batch_size=batch_size, use_cache=not no_cache, show_progress=not as_json
+            data,
+            enc,
+            spec,
+            out,
+            batch_size=batch_size,
+            use_cache=not no_cache,
+            show_progress=not as_json,
+            doc_encoder=docs_enc,
         )
         meta = report.meta
         return {
@@ -101,6 +112,8 @@ def index(
             "dataset": data.name,
             "documents": meta["ntotal"],
             "encoder": meta["encoder"]["name"],
+            "doc_encoder": meta["doc_encoder"]["name"],
+            "mode": meta["mode"],
             "index": meta["factory"],
             "search_params": meta["search_params"],
             "bytes_per_vector": meta["bytes_per_vector"],

@@ -13,7 +13,6 @@ from compression.progress import make_progress
 from indexes.exact import exact_search
 from indexes.store import IndexDirError
 from search.datasets import Dataset, corpus_fingerprint
-from search.embeddings import encode_corpus
 from search.metrics import knn_recall, mrr_at_k, ndcg_at_k, percentile_ms, recall_at_k
 from search.pipeline import Pipeline
 
@@ -79,7 +78,7 @@ def exact_top_ids(
     pipeline: Pipeline, dataset: Dataset, texts: list[str], k: int, show_progress: bool
 ) -> list[list[str]]:
     """Exact top-k ids of `pipeline`'s encoder (queries and cached corpus vectors), with no index in between."""
-    corpus_vectors = encode_corpus(pipeline.encoder, dataset.corpus, show_progress=show_progress).vectors
+    corpus_vectors = pipeline.document_vectors(dataset, show_progress)
     query_vectors = pipeline.encoder.encode(texts, kind="query")
     _, positions = exact_search(query_vectors, corpus_vectors, k)
     return pipeline.ids_of(positions)
@@ -103,7 +102,7 @@ def evaluate(
     query_ids, texts, qrels = dataset.split_queries(split)
     run = run_queries(pipeline, texts, query_ids, RETRIEVE_K, show_progress)
     ranking = dict(zip(query_ids, run.ranked_ids, strict=True))
-    corpus_vectors = encode_corpus(pipeline.encoder, dataset.corpus, show_progress=show_progress).vectors
+    corpus_vectors = pipeline.document_vectors(dataset, show_progress)
     _, exact_positions = exact_search(run.vectors, corpus_vectors, 10)
     exact_ids = pipeline.ids_of(exact_positions)
     total_s = [e + s for e, s in zip(run.encode_seconds, run.search_seconds, strict=True)]
@@ -119,6 +118,7 @@ def evaluate(
         "split": split,
         "queries": len(query_ids),
         "encoder": pipeline.meta["encoder"].get("name"),
+        "doc_encoder": pipeline.meta.get("doc_encoder", pipeline.meta["encoder"]).get("name"),
         "index": pipeline.meta["factory"],
         "search_params": pipeline.search_params,
         "ndcg@10": ndcg_at_k(ranking, qrels, 10),

@@ -17,7 +17,7 @@ from compression.progress import make_progress
 from indexes.faiss_index import IndexSpec, apply_search_params, build_index, bytes_per_vector, search_index
 from indexes.store import DisplayDoc, StoredIndex, check_encoder_matches, load_index_dir, save_index_dir
 from search.datasets import Dataset, corpus_fingerprint
-from search.embeddings import encode_corpus
+from search.embeddings import encode_corpus, load_cached_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +59,22 @@ def build_index_dir(
     batch_size: int = 32,
     use_cache: bool = True,
     show_progress: bool = True,
+    doc_encoder: Encoder | None = None,
 ) -> BuildReport:
-    """Encode the corpus (cached), build and train the index, and save it with its metadata."""
+    """Encode the corpus (cached), build and train the index, and save it with its metadata.
+
+    `encoder` encodes queries. Documents are encoded by `doc_encoder` when given (asymmetric mode: e.g. the
+    teacher encodes the corpus once, a student trained into its space encodes queries), else by `encoder`.
+    """
     started = time.perf_counter()
+    doc_encoder = doc_encoder or encoder
+    if doc_encoder.dim != encoder.dim:
+        raise ValueError(
+            f"query encoder {encoder.name!r} ({encoder.dim} d) cannot search documents encoded by "
+            f"{doc_encoder.name!r} ({doc_encoder.dim} d): an asymmetric pair must share one embedding space"
+        )
     embeddings = encode_corpus(
-        encoder, dataset.corpus, batch_size=batch_size, use_cache=use_cache, show_progress=show_progress
+        doc_encoder, dataset.corpus, batch_size=batch_size, use_cache=use_cache, show_progress=show_progress
     )
     with make_progress(show_progress) as progress:
         task = progress.add_task(f"building {spec.factory}", total=len(dataset.corpus), info="")
@@ -81,6 +92,8 @@ def build_index_dir(
         "train_sample": spec.train_sample,
         "seed": spec.seed,
         "encoder": encoder.identity(),
+        "doc_encoder": doc_encoder.identity(),
+        "mode": "symmetric" if doc_encoder is encoder else "asymmetric",
         "model_bytes": encoder.model_bytes(),
         "dataset": dataset.name,
         "corpus_hash": corpus_fingerprint(dataset.corpus),
@@ -123,6 +136,16 @@ class Pipeline:
     def meta(self) -> dict[str, Any]:
         return self.stored.meta
 
+    def document_vectors(self, dataset: Dataset, show_progress: bool = False) -> np.ndarray:
+        """Full-precision corpus vectors of this index's document encoder (from the cache, else re-encoded)."""
+        cached = load_cached_embeddings(self.meta["embedding_key"])
+        if cached is not None:
+            return cached.vectors
+        doc_identity = self.meta.get("doc_encoder", self.meta["encoder"])
+        same = doc_identity == self.meta["encoder"]
+        doc_encoder = self.encoder if same else load_encoder_from_identity(doc_identity)
+        return encode_corpus(doc_encoder, dataset.corpus, show_progress=show_progress).vectors
+
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         return self.encoder.encode(list(queries), kind="query", batch_size=max(1, len(queries)))
 
@@ -158,6 +181,8 @@ class Pipeline:
         return {
             "index_dir": str(self.stored.path),
             "encoder": meta["encoder"].get("name"),
+            "doc_encoder": meta.get("doc_encoder", meta["encoder"]).get("name"),
+            "mode": meta.get("mode", "symmetric"),
             "factory": meta["factory"],
             "search_params": self.search_params,
             "ntotal": meta["ntotal"],

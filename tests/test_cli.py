@@ -184,3 +184,27 @@ def test_quantize_gate_failure_warns_and_strict_exits_1(tmp_path, beir_dir, monk
     assert strict.exit_code == 1 and "warning: int8 loses" in strict.output
     bad = invoke("quantize", "--model", str(model), "--out", str(tmp_path / "q3"), "--mode", "int4")
     assert bad.exit_code == 2 and "unknown mode 'int4': use one of dynamic, static" in bad.output
+
+
+def test_asymmetric_index_onnx_queries_over_torch_documents(tmp_path, beir_dir):
+    """The compressed query path: an ONNX (here fp32) student encodes queries, the torch model the documents."""
+    from compression.onnx_export import export_onnx
+    from tests.tiny_models import build_tiny_sentence_model
+
+    model = build_tiny_sentence_model(tmp_path / "model", seed=5)
+    onnx_dir = export_onnx(model, tmp_path / "onnx")
+    out = tmp_path / "ix"
+    built = invoke("index", "--dataset", str(beir_dir), "--encoder", f"student:{onnx_dir}", "--doc-encoder",
+                   str(model), "--out", str(out), "--threads", "1", "--json")  # fmt: skip
+    assert built.exit_code == 0, built.output
+    summary = json.loads(built.stdout)
+    assert summary["mode"] == "asymmetric" and summary["doc_encoder"] == "model"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["encoder"]["type"] == "onnx" and meta["doc_encoder"]["type"] == "sentence-transformers"
+    report = json.loads(invoke("eval", "--dataset", str(beir_dir), "--index-dir", str(out), "--json").stdout)
+    assert report["recall@10_vs_exact"] == 1.0 and report["doc_encoder"] == "model"
+    # documents and queries from models of different widths cannot share an index
+    other = build_tiny_sentence_model(tmp_path / "wide", seed=6, dense_dim=48)
+    bad = invoke("index", "--dataset", str(beir_dir), "--encoder", str(model), "--doc-encoder", str(other),
+                 "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.exit_code == 2 and "must share one embedding space" in bad.output

@@ -59,6 +59,10 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
     with pytest.raises(IndexDirError, match="not an index directory; refusing"):
         _save(tmp_path / "mine")
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(IndexDirError, match="is a file, not an index directory"):
+        _save(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 def test_load_errors_are_clear(tmp_path):
