@@ -309,6 +309,41 @@ def quantize(
             raise typer.Exit(code=1)
 
 
+@app.command(name="bench-compression")
+def bench_compression(
+    student: Annotated[str, typer.Option(help="the distilled student (sentence-transformers folder)")],
+    student_int8: Annotated[str, typer.Option(help="its int8 ONNX folder (from `semsearch quantize`, int8/)")],
+    out: Annotated[Path, typer.Option("--out", help="where summary.json, summary.md and pipelines.json go")] = Path(
+        "benchmarks/compression"
+    ),
+    dataset: Annotated[str, typer.Option(help="dataset with qrels")] = "scifact",
+    split: Annotated[str, typer.Option(help="qrels split to evaluate on")] = "test",
+    teacher: Annotated[str, typer.Option(help="teacher encoder spec")] = "teacher",
+    minilm: Annotated[str, typer.Option(help="off-the-shelf baseline encoder spec")] = "minilm",
+    threads: Annotated[int, typer.Option(help="torch and onnxruntime threads")] = 2,
+    throughput_docs: Annotated[int, typer.Option(help="documents timed for corpus throughput")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Teacher vs MiniLM vs distilled student (fp32, int8, asymmetric int8), side by side, in one run."""
+    from search.compression_bench import CompressionBenchSpec, run_compression_bench
+
+    def action() -> dict[str, Any]:
+        spec = CompressionBenchSpec(
+            student=student,
+            student_int8=student_int8,
+            dataset=dataset,
+            split=split,
+            teacher=teacher,
+            minilm=minilm,
+            threads=threads,
+            throughput_docs=throughput_docs,
+        )
+        summary = run_compression_bench(spec, out, show_progress=not as_json)
+        return {key: value for key, value in summary.items() if not isinstance(value, dict)}
+
+    print_mapping("compression benchmark", run_or_exit(action), as_json)
+
+
 @app.command()
 def serve(
     index_dir: Annotated[Path, typer.Option(help="index directory from `semsearch index`")],
