@@ -93,7 +93,7 @@ def build_index_dir(
         "seed": spec.seed,
         "encoder": encoder.identity(),
         "doc_encoder": doc_encoder.identity(),
-        "mode": "symmetric" if doc_encoder is encoder else "asymmetric",
+        "mode": "symmetric" if doc_encoder.identity() == encoder.identity() else "asymmetric",
         "model_bytes": encoder.model_bytes(),
         "dataset": dataset.name,
         "corpus_hash": corpus_fingerprint(dataset.corpus),
