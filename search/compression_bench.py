@@ -24,7 +24,7 @@ from indexes.atomic import write_json_atomic, write_text_atomic
 from indexes.faiss_index import IndexSpec
 from indexes.store import load_index_dir
 from search.datasets import load_dataset
-from search.evaluate import evaluate
+from search.evaluate import evaluate, exact_top_ids
 from search.pipeline import Pipeline, build_index_dir
 
 logger = logging.getLogger(__name__)
@@ -95,10 +95,13 @@ def run_compression_bench(spec: CompressionBenchSpec, out_dir: Path, show_progre
             build_index_dir(dataset, query_encoder, IndexSpec("Flat"), Path(tmp) / name,
                             show_progress=show_progress, doc_encoder=doc_encoder)  # fmt: skip
             pipelines[name] = Pipeline(query_encoder, load_index_dir(Path(tmp) / name))
+        teacher = pipelines["teacher"]
+        _, query_texts, _ = dataset.split_queries(spec.split)
+        teacher_top_ids = exact_top_ids(teacher, dataset, query_texts, 10, show_progress)  # once, not once per pipeline
         for name, pipeline in pipelines.items():
             logger.info("evaluating %s", name)
-            reports[name] = evaluate(pipeline, dataset, spec.split, reference=pipelines["teacher"],
-                                     show_progress=show_progress)  # fmt: skip
+            reports[name] = evaluate(pipeline, dataset, spec.split, reference=teacher, show_progress=show_progress,
+                                     reference_top_ids=teacher_top_ids)  # fmt: skip
     rng = np.random.default_rng(spec.seed)
     sample = rng.choice(len(dataset.corpus), size=min(spec.throughput_docs, len(dataset.corpus)), replace=False)
     texts = [dataset.corpus[i].full_text() for i in sorted(sample)]

@@ -90,6 +90,7 @@ def evaluate(
     split: str = "test",
     reference: Pipeline | None = None,
     show_progress: bool = True,
+    reference_top_ids: list[list[str]] | None = None,
 ) -> dict[str, Any]:
     """All figures of `semsearch eval` for one pipeline on one split.
 
@@ -108,7 +109,8 @@ def evaluate(
     total_s = [e + s for e, s in zip(run.encode_seconds, run.search_seconds, strict=True)]
     versus_reference = {}
     if reference is not None:
-        reference_ids = exact_top_ids(reference, dataset, texts, 10, show_progress)
+        # callers comparing many pipelines pass the reference's exact top-10 once instead of re-encoding it
+        reference_ids = reference_top_ids or exact_top_ids(reference, dataset, texts, 10, show_progress)
         versus_reference = {
             "recall@10_vs_teacher": knn_recall(run.ranked_ids, reference_ids, 10),
             "teacher": reference.meta["encoder"].get("name"),
