@@ -45,10 +45,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-LossName = Literal["mse", "kl", "mse+kl"]
+LossName = Literal["mse", "kl", "mse+kl", "rank", "mse+rank"]
 ProjectionMode = Literal["auto", "never"]
+BatchingMode = Literal["random", "neighbours"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 PROJECTION_MODES: tuple[str, ...] = get_args(ProjectionMode)
+BATCHING_MODES: tuple[str, ...] = get_args(BatchingMode)
 STUDENT_NAMES = ("minilm", "teacher-layers:N", "teacher-layers:i,j,...", "a local sentence-transformers folder")
 TEACHER_LAYERS_PREFIX = "teacher-layers:"
 CONFIG_FILE = "distill_config.json"
@@ -67,8 +69,9 @@ class DistillConfig:
         `teacher-layers:i,j,...` (keep those 0-based layers) or a sentence-transformers folder.
     teacher: the model whose vectors the student learns to reproduce: `teacher`, `minilm` or a folder.
     loss: `mse` (squared distance to the teacher vector), `kl` (match the teacher's in-batch similarity
-        distributions) or `mse+kl` (mse + kl_weight * kl).
-    kl_weight: weight of the KL term in `mse+kl`.
+        distributions), `mse+kl` (mse + kl_weight * kl), `rank` (match the teacher's similarity distribution over a
+        fixed document set, the corpus: see `ranking_kl_loss`) or `mse+rank`.
+    kl_weight: weight of the KL (or rank) term in `mse+kl` (`mse+rank`).
     temperature: softmax temperature of the KL term (cosine similarities are divided by it).
     epochs, learning_rate, batch_size, warmup_ratio, weight_decay, max_grad_norm: the optimiser schedule: AdamW,
         linear warmup over warmup_ratio of the steps, then linear decay to zero; gradients clipped to max_grad_norm.
@@ -79,6 +82,13 @@ class DistillConfig:
         (least-squares initialised, then Normalize) when the dims differ, so the student's vectors live in the
         teacher's space; `never` keeps the student's own dim, which only the `kl` loss can train.
     projection_fit_texts: how many of the training texts the least-squares initialisation of the projection uses.
+    label_boost: with a `rank` loss, added to the teacher's logit of each judged-relevant document of a training
+        text that is a *train* query (see `distill(positives=...)`); 0 uses the teacher alone.
+    length_grouping: sort texts by length within windows of 16 batches before cutting batches (batch order stays
+        random), so a batch pads to similar lengths: same texts, about half the compute on CPU.
+    batching: `random` batches, or `neighbours`: each epoch the texts are k-means clustered on their teacher vectors
+        and batches are filled cluster by cluster, so the KL term compares texts the teacher finds close (the fine
+        distinctions ranking depends on) rather than mostly unrelated ones.
     """
 
     student: str = "minilm"
@@ -97,9 +107,14 @@ class DistillConfig:
     max_grad_norm: float = 1.0
     projection: ProjectionMode = "auto"
     projection_fit_texts: int = 2048
+    batching: BatchingMode = "random"
+    length_grouping: bool = True
+    label_boost: float = 0.0
 
     def __post_init__(self) -> None:
         parse_student(self.student)
+        if self.batching not in BATCHING_MODES:
+            raise ValueError(f"unknown batching {self.batching!r}: use one of {', '.join(BATCHING_MODES)}")
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {self.loss!r}: use one of {', '.join(LOSS_NAMES)}")
         if self.projection not in PROJECTION_MODES:
@@ -184,6 +199,8 @@ class DistillReport:
     eval_texts: int = 0
     eval_cosine_before: float | None = None
     eval_cosine_after: float | None = None
+    eval_top10_overlap_before: float | None = None
+    eval_top10_overlap_after: float | None = None
     output_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,14 +251,53 @@ def similarity_kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature
     return F.kl_div(log_probs(student), log_probs(teacher.to(student.dtype)), log_target=True, reduction="batchmean")
 
 
+def ranking_kl_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    student_documents: torch.Tensor,
+    teacher_documents: torch.Tensor,
+    temperature: float = 0.05,
+    teacher_boost: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KL(teacher || student) between each text's similarity distributions over a fixed set of documents.
+
+    p_i = softmax_d(cos(t_i, T_d) / temperature) over the teacher's document vectors T, q_i likewise from the
+    student's vector s_i against `student_documents` S (the teacher's own vectors in the asymmetric mode, or a frozen
+    student document tower). Unlike the in-batch `similarity_kl_loss`, every text is ranked against the whole corpus,
+    which is the distribution search actually samples from: the student learns which documents the teacher puts on
+    top for that text, and in which order. `teacher_boost` (texts x documents) is added to the teacher's logits:
+    judged-relevant documents of train queries get `label_boost` there, mixing hard labels into the soft ones
+    (Hinton et al.'s distillation with true labels). Pass unit vectors.
+    """
+    import torch.nn.functional as F
+
+    if student_documents.shape[0] != teacher_documents.shape[0]:
+        raise ValueError(
+            f"{student_documents.shape[0]} student documents but {teacher_documents.shape[0]} teacher documents"
+        )
+    teacher_logits = teacher.to(teacher_documents.dtype) @ teacher_documents.T / temperature
+    if teacher_boost is not None:
+        teacher_logits = teacher_logits + teacher_boost.to(teacher_logits.dtype)
+    student_logits = student @ student_documents.to(student.dtype).T / temperature
+    return F.kl_div(
+        F.log_softmax(student_logits, dim=-1),
+        F.log_softmax(teacher_logits.to(student.dtype), dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    )
+
+
 def distillation_loss(
     student: torch.Tensor,
     teacher: torch.Tensor,
     loss: LossName = "mse",
     kl_weight: float = 1.0,
     temperature: float = 0.05,
+    documents: tuple[torch.Tensor, torch.Tensor] | None = None,
+    teacher_boost: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The training objective on L2-normalised vectors: `mse`, `kl`, or `mse+kl` = mse + kl_weight * kl."""
+    """The training objective on L2-normalised vectors: `mse`, `kl`, `mse+kl` = mse + kl_weight * kl, `rank`, or
+    `mse+rank` = mse + kl_weight * rank; the rank terms need `documents` = (student's, teacher's) document vectors."""
     import torch.nn.functional as F
 
     if loss not in LOSS_NAMES:
@@ -252,7 +308,12 @@ def distillation_loss(
         return mse_loss(student, teacher)
     if loss == "kl":
         return similarity_kl_loss(student, teacher, temperature)
-    return mse_loss(student, teacher) + kl_weight * similarity_kl_loss(student, teacher, temperature)
+    if loss == "mse+kl":
+        return mse_loss(student, teacher) + kl_weight * similarity_kl_loss(student, teacher, temperature)
+    if documents is None:
+        raise ValueError(f"the {loss!r} loss ranks against a document set: pass documents=(student's, teacher's)")
+    rank = ranking_kl_loss(student, teacher, documents[0], documents[1], temperature, teacher_boost)
+    return rank if loss == "rank" else mse_loss(student, teacher) + kl_weight * rank
 
 
 # ------------------------------------------------------------------------------------------------- teacher targets
@@ -513,6 +574,7 @@ class Student:
     model: SentenceTransformer
     kept_layers: list[int] | None = None
     projection_added: bool = False
+    inference_max_seq_length: int | None = None  # the base model's own length, restored before saving
 
 
 def build_student(
@@ -536,20 +598,22 @@ def build_student(
         kept = prune_layers(model, argument)
     else:
         model = _load_sentence_transformer(resolve_model(str(argument)).path, device)
-    model.max_seq_length = min(int(model.max_seq_length or config.max_seq_length), config.max_seq_length)
+    inference_length = int(model.max_seq_length or config.max_seq_length)
+    model.max_seq_length = min(inference_length, config.max_seq_length)
     student_dim = int(model.get_embedding_dimension())
     if student_dim == teacher_dim:
-        return Student(model, kept, False)
+        return Student(model, kept, False, inference_length)
     if config.projection == "never":
-        if config.loss != "kl":
+        if "mse" in config.loss:
             raise ValueError(
                 f"student dim {student_dim} != teacher dim {teacher_dim}: the {config.loss!r} loss compares vectors, "
-                "so use projection='auto' (adds a projection) or loss='kl'"
+                "so use projection='auto' (adds a projection) or loss 'kl' or 'rank'"
             )
-        return Student(model, kept, False)
+        return Student(model, kept, False, inference_length)
     if fit_targets is None or len(fit_texts) != len(fit_targets):
         raise ValueError("a student of another dim than the teacher needs fit_texts and their teacher fit_targets")
-    return Student(attach_projection(model, teacher_dim, fit_texts, fit_targets, device), kept, True)
+    projected = attach_projection(model, teacher_dim, fit_texts, fit_targets, device)
+    return Student(projected, kept, True, inference_length)
 
 
 # -------------------------------------------------------------------------------------------------------- training
@@ -558,6 +622,46 @@ def build_student(
 def _batches(order: np.ndarray, batch_size: int, min_size: int) -> list[np.ndarray]:
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     return [batch for batch in batches if len(batch) >= min_size]
+
+
+LENGTH_GROUP_BATCHES = 16
+
+
+def length_grouped(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Reorder `order` so each run of `batch_size` holds texts of similar length: windows of LENGTH_GROUP_BATCHES
+    batches are sorted by length and cut into batches, then the batches are shuffled. Padding is per batch, so this
+    roughly halves the compute of a batch of mixed sentences and passages."""
+    window = batch_size * LENGTH_GROUP_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    full = [b for b in batches if len(b) == batch_size]
+    partial = [b for b in batches if len(b) != batch_size]
+    shuffled = [full[i] for i in rng.permutation(len(full))]
+    return np.concatenate(shuffled + partial) if shuffled or partial else order
+
+
+def neighbour_order(targets: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of the rows of `targets` in which consecutive runs of about `batch_size` rows are k-means
+    neighbours: clusters (about one per batch) in random order, members shuffled within each cluster."""
+    n = len(targets)
+    clusters = max(1, n // batch_size)
+    if clusters == 1:
+        return rng.permutation(n)
+    try:
+        import faiss
+    except ImportError as err:  # pragma: no cover - core dependency
+        raise ImportError("neighbour batching needs `pip install faiss-cpu`") from err
+    data = np.ascontiguousarray(targets, dtype=np.float32)
+    kmeans = faiss.Kmeans(data.shape[1], clusters, niter=10, seed=int(rng.integers(2**31 - 1)), spherical=True)
+    kmeans.cp.min_points_per_centroid = 1
+    kmeans.train(data)
+    _, assignment = kmeans.index.search(data, 1)
+    assignment = assignment.ravel()
+    order = [rng.permutation(np.flatnonzero(assignment == c)) for c in rng.permutation(clusters)]
+    return np.concatenate([members for members in order if len(members)])
 
 
 def _to_device(features: dict[str, Any], device: str) -> dict[str, Any]:
@@ -579,19 +683,33 @@ def train_student(
     config: DistillConfig,
     device: str = "cpu",
     show_progress: bool = True,
+    documents: tuple[np.ndarray, np.ndarray] | None = None,
+    positives: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[float], int, float]:
     """Train `model` in place to reproduce `targets` (the teacher's vectors of `texts`); return (mean loss per epoch,
     optimiser steps, seconds).
 
-    Seeded by `config.seed` (initial state and batch order). With a KL term, a final batch of one text is skipped.
+    `documents` = (student-side, teacher-side) unit document vectors, for the `rank` losses. Seeded by `config.seed`
+    (initial state and batch order). With an in-batch KL term, a final batch of one text is skipped. `positives[i]`
+    lists the document rows judged relevant to text i (train queries only), boosted by `config.label_boost`.
     """
     import torch
+
+    if "rank" in config.loss and documents is None:
+        raise ValueError(f"the {config.loss!r} loss needs documents=(student's, teacher's) document vectors")
+    document_tensors = None
+    if documents is not None:
+        student_docs, teacher_docs = (torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32)) for d in documents)
+        if teacher_docs.shape[1] != targets.shape[1]:
+            raise ValueError(f"teacher documents are {teacher_docs.shape[1]}-d, the targets {targets.shape[1]}-d")
+        document_tensors = (student_docs.to(device), teacher_docs.to(device))
 
     if len(texts) != len(targets):
         raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    min_batch = 2 if "kl" in config.loss else 1
+    min_batch = 2 if config.loss in ("kl", "mse+kl") else 1
+    lengths = np.array([len(text) for text in texts])
     steps_per_epoch = len(_batches(np.arange(len(texts)), config.batch_size, min_batch))
     if steps_per_epoch == 0:
         raise ValueError(f"{len(texts)} texts make no training batch: give at least {min_batch}")
@@ -617,7 +735,13 @@ def train_student(
             task = progress.add_task("distilling", total=total_steps, info="")
             for epoch in range(1, config.epochs + 1):
                 losses: list[float] = []
-                for batch in _batches(rng.permutation(len(texts)), config.batch_size, min_batch):
+                if config.batching == "neighbours":
+                    order = neighbour_order(targets, config.batch_size, rng)
+                else:
+                    order = rng.permutation(len(texts))
+                    if config.length_grouping:
+                        order = length_grouped(order, lengths, config.batch_size, rng)
+                for batch in _batches(order, config.batch_size, min_batch):
                     student = embed_for_training(model, [texts[i] for i in batch], device)
                     loss = distillation_loss(
                         student,
@@ -625,6 +749,8 @@ def train_student(
                         config.loss,
                         kl_weight=config.kl_weight,
                         temperature=config.temperature,
+                        documents=document_tensors,
+                        teacher_boost=_boost(batch, positives, config.label_boost, document_tensors),
                     )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -645,10 +771,48 @@ def train_student(
     return epoch_losses, steps, time.perf_counter() - started
 
 
+def _boost(
+    batch: np.ndarray,
+    positives: Sequence[Sequence[int]] | None,
+    label_boost: float,
+    documents: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor | None:
+    """The (batch x documents) teacher-logit boost of judged-relevant documents, or None when there is none."""
+    if not positives or not label_boost or documents is None:
+        return None
+    import torch
+
+    rows = [(row, doc) for row, i in enumerate(batch) for doc in positives[i]]
+    if not rows:
+        return None
+    boost = torch.zeros(len(batch), documents[1].shape[0])
+    boost[[r for r, _ in rows], [d for _, d in rows]] = label_boost
+    return boost.to(documents[1].device)
+
+
 def mean_cosine(model: SentenceTransformer, texts: Sequence[str], targets: np.ndarray, batch_size: int = 32) -> float:
     """Mean cosine between the model's vectors of `texts` and `targets` (same dim): how close student is to teacher."""
     vectors = l2_normalise(_pooled_embeddings(model, texts, batch_size))
     return float(np.mean(np.sum(vectors * l2_normalise(targets), axis=1)))
+
+
+def ranking_overlap(
+    model: SentenceTransformer,
+    texts: Sequence[str],
+    targets: np.ndarray | None,
+    documents: tuple[np.ndarray, np.ndarray] | None,
+    k: int = 10,
+) -> float | None:
+    """Mean overlap of the student's and the teacher's top-k documents for `texts` (None without texts or documents):
+    the held-out figure the rank loss optimises."""
+    if documents is None or targets is None or not len(texts):
+        return None
+    student_docs, teacher_docs = documents
+    k = min(k, len(teacher_docs))
+    vectors = l2_normalise(_pooled_embeddings(model, texts))
+    student_top = np.argsort(-(vectors @ student_docs.T), axis=1)[:, :k]
+    teacher_top = np.argsort(-(l2_normalise(targets) @ teacher_docs.T), axis=1)[:, :k]
+    return float(np.mean([len(set(s) & set(t)) / k for s, t in zip(student_top, teacher_top, strict=True)]))
 
 
 # ---------------------------------------------------------------------------------------------------------- saving
@@ -680,8 +844,21 @@ def distill(
     threads: int | None = None,
     cache_dir: Path | None = None,
     show_progress: bool = True,
+    teacher_documents: np.ndarray | None = None,
+    student_documents: np.ndarray | None = None,
+    positives: Sequence[Sequence[int]] | None = None,
+    targets: np.ndarray | None = None,
 ) -> DistillReport:
     """Distil `config.teacher` (or the given `teacher` encoder) into `config.student` on `texts`; save to `out_dir`.
+
+    The `rank` losses rank every text against a fixed document set: `teacher_documents` (the teacher's unit vectors
+    of the corpus) on the teacher side and, on the student side, `student_documents` (a frozen document tower, e.g.
+    the base student's corpus vectors) or, when not given, the teacher's documents themselves (asymmetric mode: the
+    student must then share the teacher's dim). `positives[i]` (rows of the document set judged relevant to
+    texts[i]; train queries only, never test queries) adds `config.label_boost` to those documents' teacher logits.
+    `targets` are the teacher's vectors of `texts` when the caller has them (e.g. from two cached parts).
+    The report then also gives the held-out top-10 overlap of the
+    student's and the teacher's rankings of those documents, before and after.
 
     `texts` are the training texts, used in the given order up to `config.max_texts` (shuffle them first); the
     projection is fitted on the first `config.projection_fit_texts` of them. `eval_texts` (held out from training,
@@ -705,9 +882,14 @@ def distill(
 
         teacher = load_encoder(config.teacher, device=device)
     started = time.perf_counter()
-    targets, from_cache = compute_teacher_targets(
-        teacher, texts, config.max_seq_length, config.batch_size, cache_dir, show_progress=show_progress
-    )
+    if targets is not None:
+        if len(targets) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(targets)} targets")
+        from_cache = True
+    else:
+        targets, from_cache = compute_teacher_targets(
+            teacher, texts, config.max_seq_length, config.batch_size, cache_dir, show_progress=show_progress
+        )
     targets_seconds = time.perf_counter() - started
     eval_targets = None
     if eval_texts:
@@ -716,10 +898,25 @@ def distill(
         )
     fit = min(config.projection_fit_texts, len(texts))
     student = build_student(config, targets.shape[1], texts[:fit], targets[:fit], device)
+    documents = None
+    if "rank" in config.loss:
+        if teacher_documents is None:
+            raise ValueError(f"the {config.loss!r} loss needs teacher_documents (the teacher's corpus vectors)")
+        student_side = teacher_documents if student_documents is None else student_documents
+        if student_side.shape[1] != student.model.get_embedding_dimension():
+            raise ValueError(
+                f"the student is {student.model.get_embedding_dimension()}-d but its document set is "
+                f"{student_side.shape[1]}-d: pass student_documents in the student's space, or project the student"
+            )
+        documents = (l2_normalise(student_side), l2_normalise(teacher_documents))
     comparable = eval_targets is not None and student.model.get_embedding_dimension() == eval_targets.shape[1]
     before = mean_cosine(student.model, eval_texts, eval_targets) if comparable else None
-    epoch_losses, steps, seconds = train_student(student.model, texts, targets, config, device, show_progress)
+    overlap_before = ranking_overlap(student.model, eval_texts, eval_targets, documents)
+    epoch_losses, steps, seconds = train_student(
+        student.model, texts, targets, config, device, show_progress, documents=documents, positives=positives
+    )
     after = mean_cosine(student.model, eval_texts, eval_targets) if comparable else None
+    overlap_after = ranking_overlap(student.model, eval_texts, eval_targets, documents)
     report = DistillReport(
         config=config,
         epoch_losses=epoch_losses,
@@ -736,7 +933,12 @@ def distill(
         eval_texts=len(eval_texts),
         eval_cosine_before=before,
         eval_cosine_after=after,
+        eval_top10_overlap_before=overlap_before,
+        eval_top10_overlap_after=overlap_after,
     )
+    if student.inference_max_seq_length is not None:
+        # trained on truncated texts for speed, but searched with the base model's own length: documents are longer
+        student.model.max_seq_length = student.inference_max_seq_length
     save_student(student.model, out_dir, report)
     if before is not None:
         logger.info("held-out student-teacher cosine %.4f -> %.4f", before, after)

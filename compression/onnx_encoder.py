@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -176,16 +177,25 @@ class OnnxEncoder:
         return np.ascontiguousarray(l2_normalise(vectors), dtype=np.float32)
 
     def encode(self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32) -> np.ndarray:
+        return self.encode_timed(texts, kind=kind, batch_size=batch_size)[0]
+
+    def encode_timed(
+        self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32
+    ) -> tuple[np.ndarray, float]:
+        """`encode`, also returning the seconds spent in `encode_pre` (tokenising), so callers can split the two."""
         check_kind(kind)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([-len(str(text)) for text in texts], kind="stable")  # similar lengths pad less
+        tokenize_seconds = 0.0
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
+            started = time.perf_counter()
             features = self.encode_pre([texts[i] for i in rows])
+            tokenize_seconds += time.perf_counter() - started
             out[rows] = self.encode_post(self.encode_core(features))
-        return out
+        return out, tokenize_seconds
 
     def identity(self) -> dict[str, Any]:
         return {

@@ -46,6 +46,7 @@ class CompressionBenchSpec:
     threads: int = 2
     throughput_docs: int = 128
     seed: int = 0
+    doc_tower: str | None = None  # the base student's int8 encoder, for a student distilled against its documents
 
 
 def machine_info(threads: int) -> dict[str, Any]:
@@ -76,6 +77,8 @@ def run_compression_bench(spec: CompressionBenchSpec, out_dir: Path, show_progre
         "student_fp32": load_encoder(spec.student, threads=spec.threads),
         "student_int8": load_encoder(spec.student_int8, threads=spec.threads),
     }
+    if spec.doc_tower:
+        encoders["doc_tower"] = load_encoder(spec.doc_tower, threads=spec.threads)
     layouts = {  # pipeline -> (query encoder, document encoder)
         "teacher": ("teacher", "teacher"),
         "minilm": ("minilm", "minilm"),
@@ -83,6 +86,9 @@ def run_compression_bench(spec: CompressionBenchSpec, out_dir: Path, show_progre
         "student_int8": ("student_int8", "student_int8"),
         "asymmetric_int8": ("student_int8", "teacher"),
     }
+    if spec.doc_tower:  # student queries over the frozen base student's documents (see search.distill_run)
+        layouts["tower_int8"] = ("student_int8", "doc_tower")
+        layouts["doc_tower_int8"] = ("doc_tower", "doc_tower")
     reports: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="semsearch-bench-") as tmp:
         pipelines = {}
@@ -133,10 +139,14 @@ def summarise(
         "student_fp32_ndcg@10": get("student_fp32", "ndcg@10"),
         "student_int8_ndcg@10": get("student_int8", "ndcg@10"),
         "asymmetric_int8_ndcg@10": get("asymmetric_int8", "ndcg@10"),
+        "tower_int8_ndcg@10": get("tower_int8", "ndcg@10"),
+        "doc_tower_int8_ndcg@10": get("doc_tower_int8", "ndcg@10"),
         "minilm_recall@10_vs_teacher": get("minilm", "recall@10_vs_teacher"),
         "student_fp32_recall@10_vs_teacher": get("student_fp32", "recall@10_vs_teacher"),
         "student_int8_recall@10_vs_teacher": get("student_int8", "recall@10_vs_teacher"),
         "asymmetric_int8_recall@10_vs_teacher": get("asymmetric_int8", "recall@10_vs_teacher"),
+        "tower_int8_recall@10_vs_teacher": get("tower_int8", "recall@10_vs_teacher"),
+        "doc_tower_int8_recall@10_vs_teacher": get("doc_tower_int8", "recall@10_vs_teacher"),
         "teacher_encode_ms_p50": get("teacher", "encode_ms_p50"),
         "minilm_encode_ms_p50": get("minilm", "encode_ms_p50"),
         "student_int8_encode_ms_p50": get("student_int8", "encode_ms_p50"),

@@ -25,8 +25,10 @@ def test_search_returns_k_hits_with_timings(client):
     assert body["hits"][0]["id"] in {"vitamin-0", "vitamin-1"}
     assert set(body["hits"][0]) == {"id", "score", "title", "snippet"}
     assert body["hits"][0]["title"].startswith("vitamin study")
-    assert set(body["timings"]) == {"encode_ms", "search_ms", "total_ms"}
+    assert set(body["timings"]) == {"tokenize_ms", "encode_ms", "search_ms", "rescore_ms", "total_ms"}
     assert body["timings"]["total_ms"] >= body["timings"]["search_ms"] >= 0
+    assert body["timings"]["rescore_ms"] == 0.0  # HNSW32 has no exact re-ranking stage
+    assert body["pipeline"] == "default"  # --index-dir serves one pipeline named default
 
 
 def test_default_k_is_10(client):

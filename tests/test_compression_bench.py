@@ -23,7 +23,7 @@ def test_compression_bench_on_tiny_models(tmp_path, beir_dir):
     int8 = quantize_onnx(export_onnx(student, tmp_path / "fp32"), tmp_path / "int8")
     spec = CompressionBenchSpec(
         student=str(student), student_int8=str(int8), dataset=str(beir_dir), teacher=str(teacher),
-        minilm=str(minilm), threads=1, throughput_docs=16,
+        minilm=str(minilm), threads=1, throughput_docs=16, doc_tower=str(teacher),
     )  # fmt: skip
     summary = run_compression_bench(spec, tmp_path / "out", show_progress=False)
     for key in REQUIRED_KEYS:
@@ -33,5 +33,8 @@ def test_compression_bench_on_tiny_models(tmp_path, beir_dir):
     pipelines = json.loads((tmp_path / "out" / "pipelines.json").read_text())
     assert pipelines["teacher"]["recall@10_vs_teacher"] == 1.0  # the teacher agrees with its own exact search
     assert pipelines["asymmetric_int8"]["doc_encoder"] == "teacher"
+    # the document-tower layout: student queries over the tower's documents (here the tiny teacher, 48-d)
+    assert pipelines["tower_int8"]["doc_encoder"] == "teacher" and pipelines["tower_int8"]["encoder"] == "int8"
+    assert summary["tower_int8_ndcg@10"] == pytest.approx(pipelines["tower_int8"]["ndcg@10"])
     assert summary["student_int8_model_bytes"] < model_bytes(student)  # int8 weights are smaller than fp32 ones
     assert "| student_int8 |" in (tmp_path / "out" / "summary.md").read_text()

@@ -19,6 +19,7 @@ from compression.distill import (
     distillation_loss,
     fit_projection,
     mse_loss,
+    neighbour_order,
     select_layers,
     similarity_kl_loss,
 )
@@ -270,7 +271,8 @@ def test_saved_student_is_a_sentence_transformers_folder_with_the_teachers_dim(d
     report, out, held_out = distilled
     model = SentenceTransformer(str(out), device="cpu", local_files_only=True)
     assert [type(m) for m in model] == [Transformer, Pooling, Dense, Normalize]
-    assert model.get_embedding_dimension() == 48 and model.max_seq_length == 32
+    assert model.get_embedding_dimension() == 48
+    assert model.max_seq_length == 128  # the base model's inference length, not the training truncation (32)
     vectors = model.encode(held_out[:4], convert_to_numpy=True)
     assert vectors.shape == (4, 48)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -348,3 +350,107 @@ def test_minilm_student_gets_a_projection_to_the_teachers_768_dims(tmp_path: Pat
     vectors = model.encode(make_sentences(3, seed=21), convert_to_numpy=True)
     assert vectors.shape == (3, 768)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_neighbour_order_is_a_permutation_whose_batches_are_teacher_neighbours() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 16))
+    labels = rng.integers(0, 8, size=256)
+    targets = centres[labels] + 0.1 * rng.normal(size=(256, 16))
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    order = neighbour_order(targets.astype(np.float32), batch_size=32, rng=np.random.default_rng(1))
+    assert sorted(order.tolist()) == list(range(256))
+
+    def mean_in_batch_cosine(permutation: np.ndarray) -> float:
+        batches = [targets[permutation[i : i + 32]] for i in range(0, 256, 32)]
+        return float(np.mean([np.mean(batch @ batch.T) for batch in batches]))
+
+    assert mean_in_batch_cosine(order) > mean_in_batch_cosine(rng.permutation(256)) + 0.3
+
+
+def test_neighbour_batching_trains_and_is_validated(tiny_teacher: Path, tiny_student: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="random, neighbours"):
+        DistillConfig(batching="nearest")  # type: ignore[arg-type]
+    config = DistillConfig(
+        student=str(tiny_student),
+        teacher=str(tiny_teacher),
+        loss="kl",
+        projection="never",
+        batching="neighbours",
+        epochs=2,
+        batch_size=8,
+        max_seq_length=16,
+        learning_rate=2e-3,
+    )
+    report = distill(make_sentences(48, seed=13), tmp_path / "s", config, threads=1, show_progress=False)
+    assert report.student_dim == 32 and not report.projection_added and report.steps == 12
+    assert all(np.isfinite(report.epoch_losses))
+
+
+def test_ranking_kl_is_zero_for_the_teachers_own_ranking_and_grows_with_a_boost() -> None:
+    from compression.distill import ranking_kl_loss
+
+    generator = torch.Generator().manual_seed(0)
+    docs = torch.nn.functional.normalize(torch.randn(50, 16, generator=generator), dim=-1)
+    texts = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=-1)
+    assert float(ranking_kl_loss(texts, texts, docs, docs, 0.05)) == pytest.approx(0.0, abs=1e-6)
+    # a rotated student space ranks the rotated documents exactly like the teacher: still zero
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=generator))
+    assert float(ranking_kl_loss(texts @ rotation, texts, docs @ rotation, docs, 0.05)) == pytest.approx(0, abs=1e-5)
+    other = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=-1)
+    assert float(ranking_kl_loss(other, texts, docs, docs, 0.05)) > 0.1
+    boost = torch.zeros(6, 50)
+    boost[0, 3] = 5.0
+    assert float(ranking_kl_loss(texts, texts, docs, docs, 0.05, boost)) > 0.0
+    with pytest.raises(ValueError, match="50 student documents but 49"):
+        ranking_kl_loss(texts, texts, docs, docs[:49])
+    with pytest.raises(ValueError, match="ranks against a document set"):
+        distillation_loss(texts, texts, "rank")
+
+
+def test_length_grouping_keeps_every_text_and_pads_less() -> None:
+    from compression.distill import length_grouped
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 500, size=1000)
+    order = length_grouped(rng.permutation(1000), lengths, 32, np.random.default_rng(1))
+    assert sorted(order.tolist()) == list(range(1000))
+
+    def padded_cost(permutation: np.ndarray) -> int:
+        return sum(int(lengths[permutation[i : i + 32]].max()) * 32 for i in range(0, 1000, 32))
+
+    assert padded_cost(order) < 0.7 * padded_cost(rng.permutation(1000))
+
+
+def test_rank_distillation_against_a_frozen_document_tower(
+    tiny_teacher: Path, tiny_student: Path, tmp_path: Path
+) -> None:
+    teacher, student = load_encoder(str(tiny_teacher)), load_encoder(str(tiny_student))
+    docs = make_sentences(40, seed=20)
+    teacher_docs, student_docs = teacher.encode(docs, kind="passage"), student.encode(docs, kind="passage")
+    config = DistillConfig(student=str(tiny_student), teacher=str(tiny_teacher), loss="rank", projection="never",
+                           epochs=5, batch_size=8, max_seq_length=16, learning_rate=2e-3, label_boost=2.0)  # fmt: skip
+    texts = make_sentences(48, seed=21)
+    positives = [[i % 40] if i < 8 else [] for i in range(48)]
+    report = distill(texts, tmp_path / "s", config, teacher=teacher, eval_texts=make_sentences(16, seed=22),
+                     threads=1, show_progress=False, teacher_documents=teacher_docs,
+                     student_documents=student_docs, positives=positives)  # fmt: skip
+    assert report.student_dim == 32 and not report.projection_added
+    assert report.epoch_losses[-1] < report.epoch_losses[0]
+    assert report.eval_top10_overlap_before is not None and report.eval_top10_overlap_after is not None
+    with pytest.raises(ValueError, match="needs teacher_documents"):
+        distill(texts, tmp_path / "t", config, teacher=teacher, threads=1, show_progress=False)
+    with pytest.raises(ValueError, match="32-d but its document set is 48-d"):
+        distill(texts, tmp_path / "u", config, teacher=teacher, threads=1, show_progress=False,
+                teacher_documents=teacher_docs)  # fmt: skip
+
+
+def test_train_query_positives_map_train_queries_to_their_judged_documents(beir_dir: Path) -> None:
+    from search.distill_run import train_query_positives
+
+    dataset = load_beir(beir_dir)
+    rows = {doc.id: row for row, doc in enumerate(dataset.corpus)}
+    train_query = dataset.queries["t0"]  # judged in train: vitamin-2
+    test_query = dataset.queries["q0"]  # judged in test only
+    positives = train_query_positives(dataset, [train_query, test_query, "some corpus sentence"])
+    assert positives == [[rows["vitamin-2"]], [], []]

@@ -1,0 +1,347 @@
+"""Several named pipelines served side by side: search, compare against a reference, describe, evaluate.
+
+`PipelineSet` holds the logic of `semsearch serve`; the HTTP routes (`search.api`) and the CLI only call it.
+The reference pipeline (the teacher, by default) is what `compare` and the metrics summary measure the others by.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compression.onnx_encoder import ONNX_CONFIG_FILE
+from indexes.store import IndexDirError
+from search.datasets import Dataset, DatasetError, corpus_fingerprint, load_dataset
+from search.pipeline import BatchResult, Hit, Pipeline, SearchResult, Timings
+
+logger = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+DEFAULT_NAME = "default"
+REFERENCE_NAME = "teacher"
+METRICS_K = 10
+
+
+class UnknownPipelineError(ValueError):
+    """A request named a pipeline that is not loaded; the message lists the loaded ones."""
+
+
+class MetricsUnavailable(Exception):
+    """The metrics summary cannot be computed; `status` is the HTTP status that says why (404 or 409)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PipelineSource:
+    """A pipeline to load: its name and index directory."""
+
+    name: str
+    index_dir: Path
+
+
+def parse_pipeline_specs(specs: Sequence[str]) -> list[PipelineSource]:
+    """Parse `NAME=DIR` items; names match [A-Za-z0-9_-]+ and are unique. All problems are reported together."""
+    sources: list[PipelineSource] = []
+    problems: list[str] = []
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not folder.strip():
+            problems.append(f"{spec!r} is not NAME=DIR")
+        elif not NAME_PATTERN.match(name):
+            problems.append(f"pipeline name {name!r} must match [A-Za-z0-9_-]+")
+        else:
+            sources.append(PipelineSource(name, Path(folder.strip()).expanduser()))
+    problems += duplicate_name_problems(sources)
+    if problems:
+        raise ValueError("bad --pipeline: " + "; ".join(problems) + " (expected NAME=DIR, e.g. teacher=indexes/t)")
+    return sources
+
+
+def duplicate_name_problems(sources: Sequence[PipelineSource]) -> list[str]:
+    names = [source.name for source in sources]
+    return [
+        f"pipeline name {name!r} is used {names.count(name)} times"
+        for name in dict.fromkeys(names)
+        if names.count(name) > 1
+    ]
+
+
+def choose_reference(names: Sequence[str], reference: str | None) -> str:
+    """`reference` if loaded, else `teacher` if loaded, else the first pipeline."""
+    if not names:
+        raise ValueError("no pipelines loaded: give --index-dir DIR or --pipeline NAME=DIR")
+    if reference is not None:
+        if reference not in names:
+            raise ValueError(f"reference pipeline {reference!r} is not loaded; loaded: {', '.join(names)}")
+        return reference
+    return REFERENCE_NAME if REFERENCE_NAME in names else names[0]
+
+
+def encoder_precision(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """Weight precision of an encoder from its stored identity: ONNX folders say so (identity, else their
+    onnx_config.json, which also names the int8 quantization mode); torch and fake encoders are fp32."""
+    if identity.get("type") != "onnx":
+        return {"precision": "fp32", "quantization": None}
+    config: dict[str, Any] = {}
+    config_path = Path(str(identity.get("path", ""))) / ONNX_CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        logger.warning("cannot read %s (%s): precision taken from the index metadata only", config_path, err)
+    precision = identity.get("precision") or config.get("precision") or "fp32"
+    return {"precision": precision, "quantization": config.get("quantization")}
+
+
+def overlap(found: Sequence[str], reference: Sequence[str]) -> float:
+    """|found ∩ reference| / |reference| (1.0 when the reference is empty): the k-NN recall of one query."""
+    return len(set(found) & set(reference)) / len(reference) if reference else 1.0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One pipeline's answer to a compared query, measured against the reference's answer."""
+
+    hits: list[Hit]
+    timings: Timings
+    recall_vs_reference: float
+    missing: list[str]  # in the reference's top-k, not in this one's
+    extra: list[str]  # in this one's top-k, not in the reference's
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    query: str
+    k: int
+    reference: str
+    pipelines: dict[str, Comparison]
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    """The evaluation summary of every pipeline, computed once and cached."""
+
+    body: dict[str, Any]
+    computed_at: str
+    compute_seconds: float
+    cached: bool = False
+
+
+@dataclass
+class _MetricsCache:
+    summary: MetricsSummary | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class PipelineSet:
+    """Named pipelines, the first the default, one the reference, with an optional timings observer."""
+
+    def __init__(
+        self,
+        pipelines: Mapping[str, Pipeline],
+        reference: str | None = None,
+        metrics_dataset: str | None = None,
+        metrics_split: str = "test",
+        observer: Callable[[str, Timings], None] | None = None,
+        batch_observer: Callable[[str, Timings, int], None] | None = None,
+    ) -> None:
+        self.pipelines = dict(pipelines)
+        self.reference = choose_reference(list(self.pipelines), reference)
+        self.metrics_dataset = metrics_dataset
+        self.metrics_split = metrics_split
+        self._observer = observer
+        self._batch_observer = batch_observer
+        self._metrics = _MetricsCache()
+
+    @classmethod
+    def load(
+        cls,
+        sources: Sequence[PipelineSource],
+        threads: int | None = None,
+        search_params: Mapping[str, float] | None = None,
+        **options: Any,
+    ) -> PipelineSet:
+        """Load every index directory and its encoder (`options` go to the constructor)."""
+        problems = duplicate_name_problems(sources)
+        if problems:
+            raise ValueError("; ".join(problems))
+        pipelines = {}
+        for source in sources:
+            logger.info("loading pipeline %s from %s", source.name, source.index_dir)
+            pipelines[source.name] = Pipeline.load(source.index_dir, threads=threads, search_params=search_params)
+        return cls(pipelines, **options)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.pipelines)
+
+    @property
+    def default(self) -> str:
+        return self.names[0]
+
+    def resolve(self, name: str | None) -> str:
+        """The pipeline a request means: `name`, or the first loaded when none is given."""
+        if name is None:
+            return self.default
+        if name not in self.pipelines:
+            raise UnknownPipelineError(f"unknown pipeline {name!r}; loaded: {', '.join(self.names)}")
+        return name
+
+    def get(self, name: str | None = None) -> Pipeline:
+        return self.pipelines[self.resolve(name)]
+
+    def search(self, query: str, k: int, name: str | None = None) -> tuple[str, SearchResult]:
+        name = self.resolve(name)
+        result = self.pipelines[name].search(query, k)
+        if self._observer:
+            self._observer(name, result.timings)
+        return name, result
+
+    def search_batch(self, queries: Sequence[str], k: int, name: str | None = None) -> tuple[str, BatchResult]:
+        name = self.resolve(name)
+        result = self.pipelines[name].search_batch(queries, k)
+        if self._batch_observer:
+            self._batch_observer(name, result.timings, len(queries))
+        return name, result
+
+    def compare(self, query: str, k: int) -> CompareResult:
+        """Run every pipeline on `query`; measure each top-k against the reference's top-k."""
+        results = {name: self.search(query, k, name)[1] for name in self.names}
+        wanted = [hit.id for hit in results[self.reference].hits]
+        compared = {}
+        for name, result in results.items():
+            got = [hit.id for hit in result.hits]
+            compared[name] = Comparison(
+                hits=result.hits,
+                timings=result.timings,
+                recall_vs_reference=overlap(got, wanted),
+                missing=[doc for doc in wanted if doc not in set(got)],
+                extra=[doc for doc in got if doc not in set(wanted)],
+            )
+        return CompareResult(query, k, self.reference, compared)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """What each pipeline is: encoder and precision, documents' encoder, mode, index, sizes and build info."""
+        described = {}
+        for name, pipeline in self.pipelines.items():
+            meta = pipeline.meta
+            described[name] = {
+                **pipeline.describe(),
+                **encoder_precision(meta["encoder"]),
+                "encoder_type": meta["encoder"].get("type"),
+                "doc_encoder_precision": encoder_precision(meta.get("doc_encoder", meta["encoder"]))["precision"],
+                "threads": getattr(pipeline.encoder, "threads", None),
+                "is_reference": name == self.reference,
+            }
+        return described
+
+    # --- metrics summary -------------------------------------------------------------------------------------
+
+    def cached_metrics(self) -> MetricsSummary | None:
+        return self._metrics.summary
+
+    def metrics_summary(self) -> MetricsSummary:
+        """The evaluation summary: computed on the first call (one at a time), then served from the cache."""
+        with self._metrics.lock:
+            if self._metrics.summary is not None:
+                summary = self._metrics.summary
+                return MetricsSummary(summary.body, summary.computed_at, summary.compute_seconds, cached=True)
+            started = time.perf_counter()
+            body = self._compute_metrics()
+            self._metrics.summary = MetricsSummary(
+                body,
+                computed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                compute_seconds=time.perf_counter() - started,
+            )
+            return self._metrics.summary
+
+    def metrics_dataset_name(self) -> str:
+        """The dataset every pipeline was built on (or the configured override); 409 when they differ."""
+        if self.metrics_dataset:
+            return self.metrics_dataset
+        built_on = {name: pipeline.meta.get("dataset") for name, pipeline in self.pipelines.items()}
+        hashes = {pipeline.meta.get("corpus_hash") for pipeline in self.pipelines.values()}
+        if len(set(built_on.values())) > 1 or len(hashes) > 1:
+            raise MetricsUnavailable(
+                409,
+                "the pipelines index different corpora, so they cannot be evaluated side by side: "
+                + ", ".join(f"{name} on {dataset!r}" for name, dataset in built_on.items()),
+            )
+        paths = {pipeline.meta.get("dataset_path") for pipeline in self.pipelines.values()}
+        path = next(iter(paths)) if len(paths) == 1 else None
+        if path and Path(path).is_dir():  # recorded at build time: works for datasets loaded by path too
+            return str(path)
+        return str(next(iter(built_on.values())))
+
+    def load_metrics_dataset(self) -> Dataset:
+        """Load the evaluation dataset (never downloading) and check it has qrels and the pipelines' corpus."""
+        name = self.metrics_dataset_name()
+        try:
+            dataset = load_dataset(name, download=False)
+        except (DatasetError, OSError) as err:
+            raise MetricsUnavailable(
+                404,
+                f"cannot load dataset {name!r} the pipelines were built on: {err}. Start the server with "
+                "--metrics-dataset NAME_OR_PATH to point at it",
+            ) from err
+        if self.metrics_split not in dataset.qrels:
+            available = ", ".join(sorted(dataset.qrels)) or "none"
+            raise MetricsUnavailable(
+                404,
+                f"dataset {dataset.name!r} has no qrels for split {self.metrics_split!r} (available: {available}); "
+                "choose one with --metrics-split",
+            )
+        fingerprint = corpus_fingerprint(dataset.corpus)
+        mismatched = [name for name, p in self.pipelines.items() if p.meta.get("corpus_hash") != fingerprint]
+        if mismatched:
+            raise MetricsUnavailable(
+                409,
+                f"dataset {dataset.name!r} is not the corpus that {', '.join(mismatched)} indexes (corpus hash "
+                "differs); point --metrics-dataset at the dataset the indexes were built on",
+            )
+        return dataset
+
+    def _compute_metrics(self) -> dict[str, Any]:
+        from search.evaluate import evaluate, exact_top_ids  # evaluate imports pipeline; keep the server light
+
+        dataset = self.load_metrics_dataset()
+        _, texts, _ = dataset.split_queries(self.metrics_split)
+        reference = self.pipelines[self.reference]
+        try:
+            reference_ids = exact_top_ids(reference, dataset, texts, METRICS_K, show_progress=False)
+            reports = {
+                name: evaluate(
+                    pipeline,
+                    dataset,
+                    self.metrics_split,
+                    reference=reference,
+                    show_progress=False,
+                    reference_top_ids=reference_ids,
+                )
+                for name, pipeline in self.pipelines.items()
+            }
+        except IndexDirError as err:
+            raise MetricsUnavailable(409, str(err)) from err
+        return {
+            "dataset": dataset.name,
+            "split": self.metrics_split,
+            "queries": len(texts),
+            "reference": self.reference,
+            "note": (
+                "recall@10_vs_teacher: overlap with the reference pipeline's encoder's exact top-10 (its document "
+                "vectors, no index); recall@10_vs_exact: with the same encoder's exact top-10; latencies are per "
+                "query at batch 1 over the eval queries, encode including tokenisation, search including rescoring"
+            ),
+            "pipelines": reports,
+        }

@@ -1,0 +1,61 @@
+"""The tokenize / encode split (`encode_timed`) of every encoder: same vectors as `encode`, tokenising timed apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compression.encoders import FakeEncoder, TimedEncoder, encode_timed
+from tests.tiny_models import build_tiny_sentence_model
+
+TEXTS = ["Hi", "Vitamin D lowers the risk of fractures in older adults.", "token " * 200, "cells", "  spaced  "]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sentence_model(tmp_path_factory.mktemp("tiny") / "model", seed=0, max_seq_length=64)
+
+
+def test_fake_encoder_split():
+    encoder = FakeEncoder(dim=16)
+    vectors, tokenize_seconds = encoder.encode_timed(TEXTS)
+    np.testing.assert_array_equal(vectors, FakeEncoder(dim=16).encode(TEXTS))
+    assert tokenize_seconds >= 0.0 and encoder.calls == [len(TEXTS)]
+
+
+def test_encoders_without_the_split_report_zero_tokenize():
+    class Plain:
+        name, dim = "plain", 4
+
+        def encode(self, texts, kind="query", batch_size=32):
+            return np.ones((len(texts), 4), dtype=np.float32) / 2
+
+    assert not isinstance(Plain(), TimedEncoder)
+    vectors, tokenize_seconds = encode_timed(Plain(), ["a", "b"])  # type: ignore[arg-type]
+    assert vectors.shape == (2, 4) and tokenize_seconds == 0.0
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 32])
+def test_sentence_transformer_split_matches_encode(tiny_model_dir, batch_size):
+    from compression.encoders import SentenceTransformerEncoder
+    from compression.models import ModelRef
+
+    encoder = SentenceTransformerEncoder(ModelRef("tiny", tiny_model_dir), threads=1)
+    vectors, tokenize_seconds = encoder.encode_timed(TEXTS, batch_size=batch_size)
+    np.testing.assert_allclose(vectors, encoder.encode(TEXTS, batch_size=batch_size), atol=1e-5)
+    assert tokenize_seconds > 0.0 and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown text kind"):
+        encoder.encode_timed(TEXTS, kind="doc")  # type: ignore[arg-type]
+
+
+def test_onnx_split_matches_encode(tiny_model_dir):
+    from compression.onnx_encoder import OnnxEncoder
+    from compression.onnx_export import export_onnx
+
+    encoder = OnnxEncoder(export_onnx(tiny_model_dir, tiny_model_dir.parent / "onnx"), threads=1)
+    vectors, tokenize_seconds = encoder.encode_timed(TEXTS, batch_size=2)
+    np.testing.assert_array_equal(vectors, encoder.encode(TEXTS, batch_size=2))
+    assert tokenize_seconds > 0.0
