@@ -78,7 +78,7 @@ class MainJobSpec:
     threads: int = 2
     runs_dir: Path = Path("runs")
     quick: bool = False
-    quick_distractors: int = 300
+    quick_distractors: int = 200
     quick_distill_texts: int = 1_000
     quick_compressed_index: str = "SQ8"
     seed: int = 0

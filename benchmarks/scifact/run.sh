@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Reproduces benchmarks/scifact/ (issue 4): every encoder x index x search parameter on SciFact test, Pareto plots.
+# Needs the main job's artefacts (benchmarks/compression/run.sh step 1, cached after its first run).
+set -euo pipefail
+main=benchmarks/compression/main_job.json
+student=$(python -c "import json; print(json.load(open('$main'))['student_dir'])")
+int8=$(python -c "import json; print(json.load(open('$main'))['int8_dir'])")
+base=$(python -c "import json; print(json.load(open('$main'))['doc_int8_dir'])")
+# student / student-int8: distilled queries over the base student's documents (the shipped compressed pipeline);
+# minilm-int8: the naive baseline (off-the-shelf MiniLM, int8, both sides)
+semsearch bench --dataset scifact \
+  --encoders "teacher,student=$student@minilm,student-int8=$int8@$base^student,minilm-int8=$base" \
+  --indexes "Flat;HNSW32;IVF256,Flat;IVF256,PQ48;OPQ48,IVF256,PQ48;IVF256,PQ48,RFlat;SQ8;PQ96" \
+  --sweep "nprobe=1,2,4,8,16,32,64;efSearch=16,32,64,128,256;k_factor=1,2,4,8" \
+  --budget-ms 5 --threads 2 --repeats 3 --out benchmarks/scifact
