@@ -204,6 +204,7 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
     _, query_texts, _ = dataset.split_queries(spec.split)  # fail early on a dataset without qrels
     teacher = load_encoder(spec.recipe.teacher, threads=spec.threads)
     validate_factory(spec.teacher_index, teacher.dim)
+    validate_factory(spec.compressed_factory, teacher.dim)  # fail on a bad factory before the distillation
     student_dir, from_cache = ensure_student(dataset, spec, teacher, show_progress)
     calibration = [doc.full_text() for doc in dataset.corpus[:256]]
     int8_dir = ensure_int8(student_dir, student_dir.parent / f"{student_dir.name}-onnx", spec.quantization,

@@ -91,7 +91,13 @@ def test_quick_mode_runs_on_a_labelled_subset_with_every_judged_document(
     assert np.isfinite(result.rows[1].report["ndcg@10"])
 
 
-def test_main_job_rejects_bad_settings(tmp_path: Path) -> None:
+def test_main_job_rejects_bad_settings(tmp_path: Path, models: tuple[Path, Path], isolated_cache: Path) -> None:
+    beir = write_beir(tmp_path / "tiny")
+    bad_index = replace(spec_for(beir, models, tmp_path / "runs", loss="kl", projection="never"),
+                        compressed_index="IVF,Bogus")  # fmt: skip
+    with pytest.raises(ValueError, match="unsupported index factory"):
+        run_main_job(bad_index, show_progress=False)
+    assert not (isolated_cache / "students").exists()  # refused before any distillation
     with pytest.raises(ValueError, match="dynamic, static"):
         MainJobSpec(quantization="int4")
     with pytest.raises(ValueError, match="distill_texts must be >= 1"):
