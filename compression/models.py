@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from compression.paths import cache_root
+from common.cache import cache_root
 
 logger = logging.getLogger(__name__)
 

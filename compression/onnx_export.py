@@ -17,27 +17,22 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import shutil
-import tempfile
-import uuid
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compression.models import model_fingerprint
-from compression.onnx_encoder import (
+from common.atomic import atomic_path, copy_file_atomic, staged_folder, write_json_atomic
+from compression.encoders.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_MODEL_FILE,
     OUTPUT_NAME,
     TOKENIZER_FILE,
     OnnxModelConfig,
 )
-from indexes.atomic import atomic_path, write_json_atomic
+from compression.models import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -61,35 +56,6 @@ CHECK_TEXTS = (
     "and another sequence length than the example it was traced with",
 )
 CHECK_MIN_COSINE = 0.9999
-
-
-@contextmanager
-def staged_folder(out_dir: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside `out_dir`; on success it replaces `out_dir` whole, on error it is removed.
-
-    Write each file inside it with `indexes.atomic.atomic_path`. A reader sees the old folder or the new one, never a
-    half-written one (between the two renames `out_dir` is briefly absent when it already existed).
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-    try:
-        yield staging
-        os.chmod(staging, 0o755)  # mkdtemp creates 0700; published folders are world-readable like any other
-        if out_dir.exists():
-            retired = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(out_dir, retired)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def copy_file_atomic(source: Path, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
 
 
 def copy_tokenizer_files(source_dir: Path, target_dir: Path) -> list[str]:

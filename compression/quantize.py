@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from compression.onnx_encoder import (
+from common.atomic import atomic_path, staged_folder, write_json_atomic
+from compression.encoders.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_MODEL_FILE,
     QUANTIZATION_MODES,
@@ -38,8 +39,7 @@ from compression.onnx_encoder import (
     QuantizationMode,
     TextTokenizer,
 )
-from compression.onnx_export import check_output_dir, copy_tokenizer_files, staged_folder
-from indexes.atomic import atomic_path, write_json_atomic
+from compression.onnx_export import check_output_dir, copy_tokenizer_files
 
 logger = logging.getLogger(__name__)
 

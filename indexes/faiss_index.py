@@ -34,7 +34,7 @@ SEARCH_PARAMS = {"nprobe": ("nprobe",), "efSearch": ("efSearch",), "k_factor": (
 DEFAULT_TRAIN_SAMPLE = 100_000
 
 
-def _faiss():
+def import_faiss():
     try:
         import faiss
     except ImportError as err:  # pragma: no cover - core dependency
@@ -85,7 +85,7 @@ def parse_search_params(text: str) -> dict[str, float]:
 
 def settable_params(index) -> list[str]:
     """The public search-parameter names this index accepts."""
-    faiss = _faiss()
+    faiss = import_faiss()
     space = faiss.ParameterSpace()
     space.initialize(index)
     native = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
@@ -94,7 +94,7 @@ def settable_params(index) -> list[str]:
 
 def apply_search_params(index, params: Mapping[str, float]) -> None:
     """Set search-time parameters through faiss.ParameterSpace (it reaches through wrappers)."""
-    faiss = _faiss()
+    faiss = import_faiss()
     space = faiss.ParameterSpace()
     space.initialize(index)
     native = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
@@ -139,7 +139,7 @@ def build_index(
     `on_progress(stage, done, total)` reports `("train", 0, n_train)` before training and `("add", done, n)` after
     each chunk of vectors is added.
     """
-    faiss = _faiss()
+    faiss = import_faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) == 0:
         raise ValueError(f"need a non-empty 2-D array of vectors, got shape {vectors.shape}")
@@ -181,7 +181,7 @@ def _faiss_reason(err: RuntimeError) -> str:
 def _skip_polysemous_training(index) -> None:
     """PQ indexes from the factory also train polysemous codes (for Hamming filtering, which we never use);
     on SciFact that is ~38 of the ~42 s an IVF256,PQ48 build takes, so switch it off."""
-    faiss = _faiss()
+    faiss = import_faiss()
     node = faiss.downcast_index(index)
     while node is not None:
         if hasattr(node, "do_polysemous_training"):
@@ -192,7 +192,7 @@ def _skip_polysemous_training(index) -> None:
 
 def _seed_clustering(index, seed: int) -> None:
     """Make k-means in IVF training follow our seed (faiss defaults to a fixed 1234)."""
-    faiss = _faiss()
+    faiss = import_faiss()
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
@@ -211,12 +211,12 @@ def search_index(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 
 def serialized_size(index) -> int:
-    return int(_faiss().serialize_index(index).size)
+    return int(import_faiss().serialize_index(index).size)
 
 
 def bytes_per_vector(index) -> float:
     """Marginal bytes per stored vector: (size with vectors - size of the same index emptied) / ntotal."""
-    faiss = _faiss()
+    faiss = import_faiss()
     if index.ntotal == 0:
         return 0.0
     full = serialized_size(index)

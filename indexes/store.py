@@ -7,16 +7,13 @@ never leaves a half-written index and never loses the previous one.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexes.atomic import atomic_path, write_json_atomic, write_text_atomic
-from indexes.faiss_index import _faiss
+from common.atomic import atomic_path, staged_folder, write_json_atomic, write_text_atomic
+from indexes.faiss_index import import_faiss
 from indexes.ids import DocIdMap
 
 FORMAT_VERSION = 1
@@ -52,14 +49,12 @@ def save_index_dir(
     meta: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Write the index directory atomically and return the stored meta (with format, ntotal, dim, bytes)."""
-    faiss = _faiss()
+    faiss = import_faiss()
     out_dir = Path(out_dir)
     if len(doc_ids) != index.ntotal or len(docs) != index.ntotal:
         raise ValueError(f"index holds {index.ntotal} vectors but got {len(doc_ids)} ids and {len(docs)} docs")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.stage-"))
-    stage.chmod(0o755)
-    try:
+    _check_target(out_dir)
+    with staged_folder(out_dir) as stage:
         with atomic_path(stage / INDEX_FILE) as tmp:
             faiss.write_index(index, str(tmp))
         write_json_atomic(stage / IDS_FILE, list(doc_ids))
@@ -75,24 +70,15 @@ def save_index_dir(
             "index_bytes": (stage / INDEX_FILE).stat().st_size,
         }
         write_json_atomic(stage / META_FILE, full_meta)
-        _swap_in(stage, out_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return full_meta
 
 
-def _swap_in(stage: Path, target: Path) -> None:
+def _check_target(target: Path) -> None:
+    """Refuse to replace a file or a folder that is not an index directory."""
     if target.exists() and not target.is_dir():
         raise IndexDirError(f"{target} is a file, not an index directory; choose another --out")
     if target.exists() and not (target / META_FILE).exists() and any(target.iterdir()):
         raise IndexDirError(f"{target} exists and is not an index directory; refusing to overwrite it")
-    if not target.exists():
-        os.replace(stage, target)
-        return
-    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-    os.replace(target, old / "index")
-    os.replace(stage, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_meta(index_dir: Path | str) -> dict[str, Any]:
@@ -113,7 +99,7 @@ def read_meta(index_dir: Path | str) -> dict[str, Any]:
 
 def load_index_dir(index_dir: Path | str) -> StoredIndex:
     """Load and cross-check an index directory (file present, counts and dimension agree)."""
-    faiss = _faiss()
+    faiss = import_faiss()
     index_dir = Path(index_dir)
     meta = read_meta(index_dir)
     for name in (INDEX_FILE, IDS_FILE, DOCS_FILE):

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import save_array_atomic, write_json_atomic
+from common.cache import cache_root
+from common.progress import make_progress
 from compression.encoders import Encoder
-from compression.paths import cache_root
-from compression.progress import make_progress
-from indexes.atomic import save_array_atomic, write_json_atomic
-from search.datasets import Document, corpus_fingerprint
+from search.data.datasets import Document, corpus_fingerprint
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from common.progress import make_progress
 from compression.encoders import Encoder, encode_timed, load_encoder_from_identity
-from compression.progress import make_progress
 from indexes.faiss_index import IndexSpec, apply_search_params, build_index, bytes_per_vector, search_index
+from indexes.rescore import RefineSplit, TimedSearch
 from indexes.store import DisplayDoc, StoredIndex, check_encoder_matches, load_index_dir, save_index_dir
-from search.datasets import Dataset, corpus_fingerprint
+from search.data.datasets import Dataset, corpus_fingerprint
 from search.embeddings import encode_corpus, load_cached_embeddings
-from search.rescore import RefineSplit, TimedSearch
 
 logger = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ from fastapi.testclient import TestClient
 
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
-from search.api import ServerConfig, create_app
-from search.datasets import load_beir
+from search.data.datasets import load_beir
 from search.pipeline import build_index_dir
+from search.serve.app import ServerConfig, create_app
 
 
 @pytest.fixture

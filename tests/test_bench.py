@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import search.bench as bench
+import search.bench.ann as bench
 from compression.encoders import FakeEncoder
 from indexes.exact import exact_search
-from search.bench import (
+from search.bench.ann import (
     ROW_KEYS,
     BenchSpec,
     EncoderEntry,
@@ -25,10 +25,10 @@ from search.bench import (
     run_bench,
     sweep_grid,
 )
+from search.bench.pareto import dominates, frontier, pareto_mask
 from search.cli import app
-from search.datasets import load_dataset
-from search.metrics import knn_recall, ndcg_at_k
-from search.pareto import dominates, frontier, pareto_mask
+from search.data.datasets import load_dataset
+from search.evaluation.metrics import knn_recall, ndcg_at_k
 
 runner = CliRunner()
 

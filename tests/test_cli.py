@@ -171,7 +171,7 @@ def test_quantize_command_reports_sizes_latency_and_gate(tmp_path, beir_dir):
 
 
 def test_quantize_gate_failure_warns_and_strict_exits_1(tmp_path, beir_dir, monkeypatch):
-    import search.quantize_gate as gate_module
+    import search.evaluation.quantize_gate as gate_module
     from tests.tiny_models import build_tiny_sentence_model
 
     def failing_gate(*args, **kwargs):

@@ -5,7 +5,7 @@ import pytest
 from compression.models import model_bytes
 from compression.onnx_export import export_onnx
 from compression.quantize import quantize_onnx
-from search.compression_bench import CompressionBenchSpec, run_compression_bench
+from search.bench.compression import CompressionBenchSpec, run_compression_bench
 from tests.tiny_models import build_tiny_sentence_model
 
 REQUIRED_KEYS = (

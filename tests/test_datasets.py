@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from search import datasets
-from search.datasets import DatasetError, corpus_fingerprint, load_beir, load_corpus, load_dataset
+from search.data import datasets
+from search.data.datasets import DatasetError, corpus_fingerprint, load_beir, load_corpus, load_dataset
 
 SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "scifact"
 

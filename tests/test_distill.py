@@ -24,8 +24,8 @@ from compression.distill import (
     similarity_kl_loss,
 )
 from compression.encoders import FakeEncoder, load_encoder
-from search.datasets import Dataset, Document, load_beir
-from search.distill_data import check_no_test_queries, split_sentences, training_texts
+from search.data.datasets import Dataset, Document, load_beir
+from search.data.training_texts import check_no_test_queries, split_sentences, training_texts
 from tests.tiny_models import build_tiny_sentence_model
 
 WORDS = (
@@ -446,7 +446,7 @@ def test_rank_distillation_against_a_frozen_document_tower(
 
 
 def test_train_query_positives_map_train_queries_to_their_judged_documents(beir_dir: Path) -> None:
-    from search.distill_run import train_query_positives
+    from search.jobs.distill import train_query_positives
 
     dataset = load_beir(beir_dir)
     rows = {doc.id: row for row, doc in enumerate(dataset.corpus)}

@@ -14,7 +14,7 @@ from indexes.faiss_index import (
     validate_factory,
 )
 from indexes.ids import DocIdMap
-from search.metrics import knn_recall
+from search.evaluation.metrics import knn_recall
 from tests.conftest import unit_vectors
 
 DIM = 64

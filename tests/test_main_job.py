@@ -10,9 +10,9 @@ import pytest
 
 from compression.distill import DistillConfig
 from indexes.exact import exact_search
-from search.datasets import load_beir
-from search.main_job import MainJobSpec, quick_subset, run_main_job, side_by_side
-from search.metrics import ndcg_at_k
+from search.data.datasets import load_beir
+from search.evaluation.metrics import ndcg_at_k
+from search.jobs.main_job import MainJobSpec, quick_subset, run_main_job, side_by_side
 from tests.conftest import write_beir
 from tests.tiny_models import build_tiny_sentence_model
 

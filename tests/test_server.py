@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
-from search.api import MAX_BATCH, ServerConfig, create_app
-from search.datasets import load_beir
-from search.evaluate import evaluate
+from search.data.datasets import load_beir
+from search.evaluation.evaluate import evaluate
 from search.pipeline import Pipeline, build_index_dir
-from search.server import PipelineSource, choose_reference, encoder_precision, parse_pipeline_specs
+from search.serve.app import MAX_BATCH, ServerConfig, create_app
+from search.serve.pipelines import PipelineSource, choose_reference, encoder_precision, parse_pipeline_specs
 
 TIMING_KEYS = {"tokenize_ms", "encode_ms", "search_ms", "rescore_ms", "total_ms"}
 
@@ -328,7 +328,7 @@ def test_serve_cli_validates_before_starting(tmp_path, index_dirs, monkeypatch):
 
 def test_rflat_split_equals_faiss_refine_on_random_unit_vectors():
     from indexes.faiss_index import apply_search_params, build_index
-    from search.rescore import RefineSplit
+    from indexes.rescore import RefineSplit
     from tests.conftest import unit_vectors
 
     rng = np.random.default_rng(3)

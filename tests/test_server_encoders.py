@@ -52,7 +52,7 @@ def test_sentence_transformer_split_matches_encode(tiny_model_dir, batch_size):
 
 
 def test_onnx_split_matches_encode(tiny_model_dir):
-    from compression.onnx_encoder import OnnxEncoder
+    from compression.encoders.onnx import OnnxEncoder
     from compression.onnx_export import export_onnx
 
     encoder = OnnxEncoder(export_onnx(tiny_model_dir, tiny_model_dir.parent / "onnx"), threads=1)

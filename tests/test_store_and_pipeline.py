@@ -12,9 +12,9 @@ from indexes.store import (
     load_index_dir,
     save_index_dir,
 )
-from search.datasets import load_beir
+from search.data.datasets import load_beir
 from search.embeddings import encode_corpus
-from search.evaluate import evaluate
+from search.evaluation.evaluate import evaluate
 from search.pipeline import Pipeline, build_index_dir
 from tests.conftest import unit_vectors
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from compression.progress import make_progress
+from common.progress import make_progress
 from indexes.exact import exact_search
 from indexes.store import IndexDirError
-from search.datasets import Dataset, corpus_fingerprint
-from search.metrics import knn_recall, mrr_at_k, ndcg_at_k, percentile_ms, recall_at_k
+from search.data.datasets import Dataset, corpus_fingerprint
+from search.evaluation.metrics import knn_recall, mrr_at_k, ndcg_at_k, percentile_ms, recall_at_k
 from search.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Several named pipelines served side by side: search, compare against a reference, describe, evaluate.
 
-`PipelineSet` holds the logic of `semsearch serve`; the HTTP routes (`search.api`) and the CLI only call it.
+`PipelineSet` holds the logic of `semsearch serve`; the HTTP routes (`search.serve.app`) and the CLI only call it.
 The reference pipeline (the teacher, by default) is what `compare` and the metrics summary measure the others by.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compression.onnx_encoder import ONNX_CONFIG_FILE
+from compression.encoders.onnx import ONNX_CONFIG_FILE
 from indexes.store import IndexDirError
-from search.datasets import Dataset, DatasetError, corpus_fingerprint, load_dataset
+from search.data.datasets import Dataset, DatasetError, corpus_fingerprint, load_dataset
 from search.pipeline import BatchResult, Hit, Pipeline, SearchResult, Timings
 
 logger = logging.getLogger(__name__)
@@ -313,7 +313,10 @@ class PipelineSet:
         return dataset
 
     def _compute_metrics(self) -> dict[str, Any]:
-        from search.evaluate import evaluate, exact_top_ids  # evaluate imports pipeline; keep the server light
+        from search.evaluation.evaluate import (  # evaluate imports pipeline; keep the server light
+            evaluate,
+            exact_top_ids,
+        )
 
         dataset = self.load_metrics_dataset()
         _, texts, _ = dataset.split_queries(self.metrics_split)

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from indexes.atomic import atomic_path
-from search.pareto import frontier
+from common.atomic import atomic_path
+from search.bench.pareto import frontier
 
 MARKERS = {"Flat": "o", "HNSW": "^", "IVF-Flat": "s", "IVF-PQ": "D", "OPQ": "P", "PQ": "X", "SQ8": "v"}
 PLOTS = (

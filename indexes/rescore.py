@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from indexes.faiss_index import _faiss
+from indexes.faiss_index import import_faiss
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class RefineSplit:
     """Search a refine index's base for candidates, then re-score them exactly against its stored vectors."""
 
     def __init__(self, index: Any) -> None:
-        faiss = _faiss()
+        faiss = import_faiss()
         self.index = index
         self.base = faiss.downcast_index(index.base_index)
         self.refine = faiss.downcast_index(index.refine_index)
@@ -39,7 +39,7 @@ class RefineSplit:
     @classmethod
     def of(cls, index: Any) -> RefineSplit | None:
         """A split for `index` when it re-ranks with full precision (IndexRefine / IndexRefineFlat), else None."""
-        faiss = _faiss()
+        faiss = import_faiss()
         return cls(index) if isinstance(index, faiss.IndexRefine) else None
 
     @property

@@ -14,8 +14,8 @@ import numpy as np
 
 from compression.encoders import Encoder
 from indexes.exact import exact_search
-from search.datasets import Dataset, Document
-from search.metrics import ndcg_at_k
+from search.data.datasets import Dataset, Document
+from search.evaluation.metrics import ndcg_at_k
 
 logger = logging.getLogger(__name__)
 

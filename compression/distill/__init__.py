@@ -12,7 +12,7 @@ The pieces are separate so each can be tested and timed on its own:
 - `distill`: all of the above in order.
 
 Every function here takes plain lists of texts and never looks at a dataset: choosing the training texts (and keeping
-evaluation queries out of them) is the caller's job; see `search.distill_data.training_texts`, which uses corpus text
+evaluation queries out of them) is the caller's job; see `search.data.training_texts.training_texts`, which uses corpus text
 and *train* queries only. Never pass test queries as training or projection-fitting texts.
 
 torch and sentence-transformers are imported lazily, inside the functions that need them.
@@ -32,12 +32,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import numpy as np
 
+from common.atomic import save_array_atomic, staged_folder, write_json_atomic
+from common.cache import cache_root
+from common.progress import make_progress
 from compression.encoders import l2_normalise
 from compression.models import resolve_model
-from compression.onnx_export import staged_folder
-from compression.paths import cache_root
-from compression.progress import make_progress
-from indexes.atomic import save_array_atomic, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

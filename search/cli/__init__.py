@@ -87,7 +87,7 @@ def index(
     """Encode a corpus (cached) and build a FAISS index directory."""
     from compression.encoders import load_encoder
     from indexes.faiss_index import IndexSpec, validate_factory
-    from search.datasets import load_dataset
+    from search.data.datasets import load_dataset
     from search.pipeline import build_index_dir
 
     def action() -> dict[str, Any]:
@@ -171,8 +171,8 @@ def evaluate_command(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Evaluate an index: nDCG@10, recall@100, MRR@10, recall vs exact (and vs teacher), latency, bytes."""
-    from search.datasets import load_dataset
-    from search.evaluate import evaluate
+    from search.data.datasets import load_dataset
+    from search.evaluation.evaluate import evaluate
     from search.pipeline import Pipeline
 
     def action() -> dict[str, Any]:
@@ -218,8 +218,8 @@ def distill(
 ) -> None:
     """Distil the teacher into a student (MSE and/or in-batch similarity KL); teacher targets are cached."""
     from compression.distill import DistillConfig
-    from search.datasets import load_dataset
-    from search.distill_run import distill_on_dataset
+    from search.data.datasets import load_dataset
+    from search.jobs.distill import distill_on_dataset
 
     def action() -> dict[str, Any]:
         config = DistillConfig(
@@ -265,13 +265,13 @@ def quantize(
     """Export to ONNX (fp32), quantize to int8, and print size, latency and the train-split quality gate."""
     import numpy as np
 
+    from compression.encoders.onnx import ONNX_MODEL_FILE, OnnxEncoder
     from compression.models import model_bytes, resolve_model
-    from compression.onnx_encoder import ONNX_MODEL_FILE, OnnxEncoder
     from compression.onnx_export import export_onnx
     from compression.quantize import QUANTIZATION_MODES, quantize_onnx
-    from search.datasets import load_dataset
-    from search.evaluate import encode_latency_ms
-    from search.quantize_gate import quality_gate
+    from search.data.datasets import load_dataset
+    from search.evaluation.evaluate import encode_latency_ms
+    from search.evaluation.quantize_gate import quality_gate
 
     def action() -> dict[str, Any]:
         if mode not in QUANTIZATION_MODES:
@@ -334,7 +334,7 @@ def run_main(
     """The main job: teacher pipeline, compressed pipeline (distil, int8, compressed index), side by side."""
     from dataclasses import replace
 
-    from search.main_job import MainJobSpec, run_main_job, side_by_side
+    from search.jobs.main_job import MainJobSpec, run_main_job, side_by_side
 
     def action() -> Any:
         spec = MainJobSpec(dataset=dataset, quick=quick, quantization=quantization, runs_dir=runs_dir, threads=threads)
@@ -370,7 +370,7 @@ def bench_compression(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Teacher vs MiniLM vs distilled student (fp32, int8, asymmetric int8), side by side, in one run."""
-    from search.compression_bench import CompressionBenchSpec, run_compression_bench
+    from search.bench.compression import CompressionBenchSpec, run_compression_bench
 
     def action() -> dict[str, Any]:
         spec = CompressionBenchSpec(
@@ -422,7 +422,7 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Recall vs latency of every encoder x index x search-parameter setting, with Pareto frontier and budget pick."""
-    from search.bench import best_under_budget, format_params, make_bench_spec, run_bench
+    from search.bench.ann import best_under_budget, format_params, make_bench_spec, run_bench
 
     def action() -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         spec = make_bench_spec(encoders, indexes, sweep, doc_encoder=doc_encoder, teacher=teacher, dataset=dataset,
@@ -488,7 +488,7 @@ def bench_scale(
 ) -> None:
     """Latency, recall@10, memory and build time against N for Flat, HNSW and IVF-PQ, on vectors grown from real
     embeddings (mixes of real neighbours, or noisy copies); writes scale.json/csv/md and log-log plots."""
-    from search.scale_bench import DEFAULT_INDEXES, ScaleBenchSpec, parse_sizes, row_summary, run_scale_bench
+    from search.bench.scale import DEFAULT_INDEXES, ScaleBenchSpec, parse_sizes, row_summary, run_scale_bench
 
     def action() -> dict[str, Any]:
         spec = ScaleBenchSpec(
@@ -551,8 +551,8 @@ def serve(
     import uvicorn
 
     from indexes.store import read_meta
-    from search.api import ServerConfig, create_app
-    from search.server import choose_reference, parse_pipeline_specs
+    from search.serve.app import ServerConfig, create_app
+    from search.serve.pipelines import choose_reference, parse_pipeline_specs
 
     def action() -> ServerConfig:
         config = ServerConfig(

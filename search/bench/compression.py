@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import write_json_atomic, write_text_atomic
 from compression.encoders import Encoder, load_encoder
-from indexes.atomic import write_json_atomic, write_text_atomic
 from indexes.faiss_index import IndexSpec
 from indexes.store import load_index_dir
-from search.datasets import load_dataset
-from search.evaluate import evaluate, exact_top_ids
+from search.data.datasets import load_dataset
+from search.evaluation.evaluate import evaluate, exact_top_ids
 from search.pipeline import Pipeline, build_index_dir
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def run_compression_bench(spec: CompressionBenchSpec, out_dir: Path, show_progre
         "student_int8": ("student_int8", "student_int8"),
         "asymmetric_int8": ("student_int8", "teacher"),
     }
-    if spec.doc_tower:  # student queries over the frozen base student's documents (see search.distill_run)
+    if spec.doc_tower:  # student queries over the frozen base student's documents (see search.jobs.distill)
         layouts["tower_int8"] = ("student_int8", "doc_tower")
         layouts["doc_tower_int8"] = ("doc_tower", "doc_tower")
     reports: dict[str, dict[str, Any]] = {}

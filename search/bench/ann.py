@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import write_json_atomic, write_text_atomic
+from common.progress import make_progress
 from compression.encoders import Encoder, load_encoder
-from compression.progress import make_progress
-from indexes.atomic import write_json_atomic, write_text_atomic
 from indexes.exact import exact_search
 from indexes.faiss_index import (
     DEFAULT_TRAIN_SAMPLE,
@@ -41,11 +41,11 @@ from indexes.faiss_index import (
     default_search_params,
     validate_factory,
 )
-from search.compression_bench import machine_info
-from search.datasets import Dataset, load_dataset
+from search.bench.compression import machine_info
+from search.bench.pareto import pareto_mask
+from search.data.datasets import Dataset, load_dataset
 from search.embeddings import encode_corpus
-from search.metrics import knn_recall, ndcg_at_k, percentile_ms, recall_at_k
-from search.pareto import pareto_mask
+from search.evaluation.metrics import knn_recall, ndcg_at_k, percentile_ms, recall_at_k
 
 logger = logging.getLogger(__name__)
 
@@ -647,7 +647,7 @@ def write_outputs(
     n_queries: int,
 ) -> dict[str, Any]:
     """results.json/csv/md, machine.json, loss_split.json, summary.json and the plots, each written atomically."""
-    from search.plots import write_plots
+    from search.bench.plots import write_plots
 
     machine = bench_machine(spec.threads)
     budget = (

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from indexes.atomic import atomic_path, write_json_atomic, write_text_atomic
+from common.atomic import atomic_path, write_json_atomic, write_text_atomic
 from indexes.exact import exact_search
 from indexes.faiss_index import (
     IndexSpec,
@@ -48,8 +48,8 @@ from indexes.faiss_index import (
     serialized_size,
     validate_factory,
 )
-from search.compression_bench import machine_info
-from search.metrics import knn_recall, percentile_ms
+from search.bench.compression import machine_info
+from search.evaluation.metrics import knn_recall, percentile_ms
 
 logger = logging.getLogger(__name__)
 

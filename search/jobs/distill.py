@@ -1,8 +1,8 @@
 """Distillation on a dataset: training texts, the documents the `rank` losses rank against, then `distill`.
 
 `compression.distill` works on plain texts and arrays; this module picks them from a dataset (corpus text and train
-queries only, see `search.distill_data`) and supplies the cached corpus vectors the `rank` losses need, so the CLI
-and the main job run the same code.
+queries only, see `search.data.training_texts`) and supplies the cached corpus vectors the `rank` losses need, so
+the CLI and the main job run the same code.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 
 from compression.distill import DistillConfig, DistillReport, compute_teacher_targets, distill, parse_student
 from compression.encoders import Encoder, load_encoder
-from search.datasets import Dataset
-from search.distill_data import (
+from search.data.datasets import Dataset
+from search.data.training_texts import (
     TRAIN_SPLIT,
     held_out_query_texts,
     normalise_text,

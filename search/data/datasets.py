@@ -17,13 +17,14 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "SEMSEARCH_DATA"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MANIFEST_PATH = PROJECT_ROOT / "data" / "datasets.json"
+MANIFEST_NAME = "datasets.json"  # package data of search.data, read with importlib.resources
 CORPUS_FORMATS = ("jsonl", "csv", "tsv", "txt-folder")
 
 
@@ -236,7 +237,7 @@ def load_beir(path: Path, name: str | None = None) -> Dataset:
 
 
 def load_manifest() -> dict[str, dict]:
-    return json.loads(MANIFEST_PATH.read_text(encoding="utf-8"))
+    return json.loads(resources.files("search.data").joinpath(MANIFEST_NAME).read_text(encoding="utf-8"))
 
 
 def dataset_search_path() -> list[Path]:

@@ -22,21 +22,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from common.cache import cache_root
 from compression.distill import DistillConfig, parse_student, texts_fingerprint
 from compression.encoders import Encoder, load_encoder
+from compression.encoders.onnx import OnnxEncoder
 from compression.models import model_fingerprint, resolve_model
-from compression.onnx_encoder import OnnxEncoder
 from compression.onnx_export import export_onnx
-from compression.paths import cache_root
 from compression.quantize import QUANTIZATION_MODES, quantize_onnx
 from indexes.faiss_index import IndexSpec, validate_factory
 from indexes.store import load_index_dir
-from search.datasets import Dataset, corpus_fingerprint, load_dataset
-from search.distill_data import training_texts
-from search.distill_run import distill_on_dataset
-from search.evaluate import evaluate, exact_top_ids
+from search.data.datasets import Dataset, corpus_fingerprint, load_dataset
+from search.data.training_texts import training_texts
+from search.evaluation.evaluate import evaluate, exact_top_ids
+from search.evaluation.quantize_gate import gate_subset
+from search.jobs.distill import distill_on_dataset
 from search.pipeline import Pipeline, build_index_dir
-from search.quantize_gate import gate_subset
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def ensure_int8(model_dir: Path, onnx_dir: Path, mode: str, calibration: list[st
 
 def uses_document_tower(recipe: DistillConfig) -> bool:
     """Whether the student was trained to rank the base student's own (frozen) corpus vectors: its index must then
-    be built with the base student as document encoder (see `search.distill_run.ranking_documents`)."""
+    be built with the base student as document encoder (see `search.jobs.distill.ranking_documents`)."""
     return "rank" in recipe.loss and recipe.projection == "never"
 
 

@@ -36,7 +36,8 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from search.pipeline import Hit, Timings
-from search.server import (
+from search.serve.live_metrics import CountRequests, ServerMetrics
+from search.serve.pipelines import (
     DEFAULT_NAME,
     MetricsUnavailable,
     PipelineSet,
@@ -44,7 +45,6 @@ from search.server import (
     UnknownPipelineError,
     duplicate_name_problems,
 )
-from search.server_metrics import CountRequests, ServerMetrics
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,101 @@
+"""sentence-transformers models on torch (teacher, MiniLM, distilled students) behind the `Encoder` protocol.
+
+torch and sentence-transformers are imported when an encoder is built, never at import time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from compression.encoders.base import TextKind, check_kind
+from compression.models import ModelRef, model_bytes, model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model on torch (CPU by default) with a fixed thread count."""
+
+    def __init__(self, model: ModelRef, threads: int | None = None, device: str = "cpu") -> None:
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as err:  # pragma: no cover - core dependency
+            raise ImportError("the torch encoder needs `pip install torch==2.13.0 sentence-transformers`") from err
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
+        self.model_ref = model
+        self.device = device
+        self._model = SentenceTransformer(str(model.path), device=device, local_files_only=True)
+        self.name = model.name
+        self.dim = int(self._model.get_embedding_dimension())
+        self.max_seq_length = int(self._model.max_seq_length)
+
+    def encode(self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32) -> np.ndarray:
+        check_kind(kind)
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_timed(
+        self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32
+    ) -> tuple[np.ndarray, float]:
+        """`encode` split in two timed parts: tokenising (`preprocess`, to the device) and the forward pass.
+
+        Mirrors `SentenceTransformer.encode` (length-sorted batches, the default prompt, L2 normalisation), so the
+        vectors match `encode` to float rounding (padding differs only where batches are grouped differently).
+        """
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        check_kind(kind)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        model = self._model
+        prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
+        order = np.argsort([-len(str(text)) for text in texts], kind="stable")
+        tokenize_seconds = 0.0
+        model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = [str(texts[i]) for i in rows]
+                started = time.perf_counter()
+                if hasattr(model, "preprocess"):  # sentence-transformers >= 6
+                    features = model.preprocess(batch, prompt=prompt)
+                else:  # pragma: no cover - older sentence-transformers
+                    features = model.tokenize([(prompt or "") + text for text in batch])
+                features = batch_to_device(features, model.device)
+                tokenize_seconds += time.perf_counter() - started
+                embeddings = model(features)["sentence_embedding"]
+                embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
+                out[rows] = embeddings.float().cpu().numpy()
+        return out, tokenize_seconds
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "type": "sentence-transformers",
+            "name": self.name,
+            "path": str(self.model_ref.path),
+            "fingerprint": model_fingerprint(self.model_ref.path),
+            "dim": self.dim,
+            "max_seq_length": self.max_seq_length,
+        }
+
+    def model_bytes(self) -> int:
+        return model_bytes(self.model_ref.path)
