@@ -154,7 +154,7 @@ class Pipeline:
 
     def document_vectors(self, dataset: Dataset, show_progress: bool = False) -> np.ndarray:
         """Full-precision corpus vectors of this index's document encoder (from the cache, else re-encoded)."""
-        cached = load_cached_embeddings(self.meta["embedding_key"])
+        cached = load_cached_embeddings(self.meta["embedding_key"], self.stored.index.ntotal)
         if cached is not None:
             return cached.vectors
         doc_identity = self.meta.get("doc_encoder", self.meta["encoder"])

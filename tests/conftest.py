@@ -1,12 +1,19 @@
-"""Shared fixtures: an isolated cache dir, a tiny BEIR dataset on disk, and seeded unit vectors."""
+"""Shared fixtures: an isolated cache dir, a tiny BEIR dataset on disk, seeded unit vectors and tiny models.
+
+Builders are handed to tests as fixtures (`write_beir`, `unit_vectors`, `build_tiny_sentence_model`), never imported.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from compression.models import resolve_model
 
 TOPICS = {
     "vitamin": "vitamin d deficiency bone density calcium supplements",
@@ -25,7 +32,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return cache
 
 
-def write_beir(root: Path, n_docs_per_topic: int = 12, seed: int = 0) -> Path:
+def _write_beir(root: Path, n_docs_per_topic: int = 12, seed: int = 0) -> Path:
     """Write a small BEIR-layout dataset whose queries are answerable by word overlap."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -53,12 +60,77 @@ def write_beir(root: Path, n_docs_per_topic: int = 12, seed: int = 0) -> Path:
 
 @pytest.fixture
 def beir_dir(tmp_path: Path) -> Path:
-    return write_beir(tmp_path / "tiny")
+    return _write_beir(tmp_path / "tiny")
 
 
-def unit_vectors(n: int, dim: int, seed: int = 0, clusters: int = 16) -> np.ndarray:
+def _unit_vectors(n: int, dim: int, seed: int = 0, clusters: int = 16) -> np.ndarray:
     """Seeded clustered unit vectors, shaped like real embeddings (not uniform noise)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     x = centres[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+TINY_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _build_tiny_sentence_model(
+    out_dir: Path,
+    seed: int = 0,
+    dense_dim: int | None = None,
+    hidden_size: int = 32,
+    max_seq_length: int = 128,
+    num_layers: int = 2,
+) -> Path:
+    """Save a 2-layer BERT (hidden 32, 2 heads, intermediate 64) as Transformer -> mean Pooling -> [Dense] ->
+    Normalize at `out_dir`, with the bundled MiniLM tokenizer files; return `out_dir`.
+
+    `dense_dim` adds a Dense projection hidden_size -> dense_dim (tanh), to exercise the projection path.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from transformers import BertConfig, BertModel
+
+    out_dir = Path(out_dir)
+    minilm = resolve_model("minilm").path
+    vocab_size = sum(1 for _ in (minilm / "vocab.txt").open(encoding="utf-8"))
+    hf_dir = out_dir.parent / f"{out_dir.name}-hf"
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(hf_dir)
+    for name in TINY_TOKENIZER_FILES:
+        shutil.copyfile(minilm / name, hf_dir / name)
+
+    modules = [Transformer(str(hf_dir), max_seq_length=max_seq_length), Pooling(hidden_size, pooling_mode="mean")]
+    if dense_dim is not None:
+        modules.append(Dense(hidden_size, dense_dim, activation_function=torch.nn.Tanh()))
+    modules.append(Normalize())
+    SentenceTransformer(modules=modules, device="cpu").save(str(out_dir))
+    shutil.rmtree(hf_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def write_beir() -> Callable[..., Path]:
+    """`write_beir(root, n_docs_per_topic=12, seed=0)`: a small BEIR folder answerable by word overlap."""
+    return _write_beir
+
+
+@pytest.fixture(scope="session")
+def unit_vectors() -> Callable[..., np.ndarray]:
+    """`unit_vectors(n, dim, seed=0, clusters=16)`: seeded clustered unit vectors."""
+    return _unit_vectors
+
+
+@pytest.fixture(scope="session")
+def build_tiny_sentence_model() -> Callable[..., Path]:
+    """`build_tiny_sentence_model(out_dir, seed=0, dense_dim=None, ...)`: a tiny random sentence-transformers model."""
+    return _build_tiny_sentence_model

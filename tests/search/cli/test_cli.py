@@ -131,10 +131,8 @@ def test_search_with_params_that_do_not_apply(tmp_path, beir_dir):
     assert result.exit_code == 2 and "does not apply to this index" in result.output
 
 
-def test_distill_command_on_tiny_models(tmp_path, beir_dir):
+def test_distill_command_on_tiny_models(build_tiny_sentence_model, tmp_path, beir_dir):
     from sentence_transformers import SentenceTransformer
-
-    from tests.tiny_models import build_tiny_sentence_model
 
     teacher = build_tiny_sentence_model(tmp_path / "teacher", seed=1, dense_dim=48)
     student = build_tiny_sentence_model(tmp_path / "student", seed=2, dense_dim=48)
@@ -155,8 +153,7 @@ def test_distill_command_on_tiny_models(tmp_path, beir_dir):
     assert bad.exit_code == 2 and "l1" in bad.output
 
 
-def test_quantize_command_reports_sizes_latency_and_gate(tmp_path, beir_dir):
-    from tests.tiny_models import build_tiny_sentence_model
+def test_quantize_command_reports_sizes_latency_and_gate(build_tiny_sentence_model, tmp_path, beir_dir):
 
     model = build_tiny_sentence_model(tmp_path / "model", seed=3)
     result = invoke(
@@ -170,9 +167,8 @@ def test_quantize_command_reports_sizes_latency_and_gate(tmp_path, beir_dir):
     assert (tmp_path / "q" / "int8" / "model.onnx").exists()
 
 
-def test_quantize_gate_failure_warns_and_strict_exits_1(tmp_path, beir_dir, monkeypatch):
+def test_quantize_gate_failure_warns_and_strict_exits_1(build_tiny_sentence_model, tmp_path, beir_dir, monkeypatch):
     import search.evaluation.quantize_gate as gate_module
-    from tests.tiny_models import build_tiny_sentence_model
 
     def failing_gate(*args, **kwargs):
         return gate_module.GateResult("train", 5, 30, ndcg_reference=0.8, ndcg_candidate=0.5, tolerance=0.005)
@@ -188,10 +184,9 @@ def test_quantize_gate_failure_warns_and_strict_exits_1(tmp_path, beir_dir, monk
     assert bad.exit_code == 2 and "unknown mode 'int4': use one of dynamic, static" in bad.output
 
 
-def test_asymmetric_index_onnx_queries_over_torch_documents(tmp_path, beir_dir):
+def test_asymmetric_index_onnx_queries_over_torch_documents(build_tiny_sentence_model, tmp_path, beir_dir):
     """The compressed query path: an ONNX (here fp32) student encodes queries, the torch model the documents."""
     from compression.onnx_export import export_onnx
-    from tests.tiny_models import build_tiny_sentence_model
 
     model = build_tiny_sentence_model(tmp_path / "model", seed=5)
     onnx_dir = export_onnx(model, tmp_path / "onnx")

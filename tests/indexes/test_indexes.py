@@ -15,13 +15,12 @@ from indexes.faiss_index import (
 )
 from indexes.ids import DocIdMap
 from search.evaluation.metrics import knn_recall
-from tests.conftest import unit_vectors
 
 DIM = 64
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(unit_vectors):
     both = unit_vectors(4100, DIM, seed=1)  # queries from the same distribution as the base
     base, queries = both[:4000], both[4000:]
     _, truth = exact_search(queries, base, 10)
@@ -32,7 +31,7 @@ def recall(positions: np.ndarray, truth: np.ndarray) -> float:
     return knn_recall([list(r) for r in positions], [list(r) for r in truth], 10)
 
 
-def test_exact_search_matches_brute_force_in_blocks():
+def test_exact_search_matches_brute_force_in_blocks(unit_vectors):
     base, queries = unit_vectors(1000, 16, seed=3), unit_vectors(50, 16, seed=4)
     scores, ids = exact_search(queries, base, 7, query_block=8, doc_block=97)
     full = queries @ base.T
@@ -41,7 +40,7 @@ def test_exact_search_matches_brute_force_in_blocks():
     np.testing.assert_allclose(scores, np.take_along_axis(full, expected, axis=1), rtol=1e-6)
 
 
-def test_exact_search_k_larger_than_corpus_and_bad_k():
+def test_exact_search_k_larger_than_corpus_and_bad_k(unit_vectors):
     base = unit_vectors(5, 8)
     _, ids = exact_search(base[:2], base, 50)
     assert ids.shape == (2, 5)

@@ -217,8 +217,7 @@ def test_metrics_on_startup_are_cached_at_the_first_call(index_dirs, beir_dir):
         assert client.get("/metrics").json()["cached"] is True
 
 
-def test_metrics_unavailable_says_why(index_dirs, beir_dir, tmp_path):
-    from tests.conftest import write_beir
+def test_metrics_unavailable_says_why(write_beir, index_dirs, beir_dir, tmp_path):
 
     sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
     with TestClient(create_app(ServerConfig(pipelines=sources))) as client:  # the path recorded at build time
@@ -326,10 +325,9 @@ def test_serve_cli_validates_before_starting(tmp_path, index_dirs, monkeypatch):
         assert list(client.get("/pipelines").json()["pipelines"]) == ["teacher", "compressed"]
 
 
-def test_rflat_split_equals_faiss_refine_on_random_unit_vectors():
+def test_rflat_split_equals_faiss_refine_on_random_unit_vectors(unit_vectors):
     from indexes.faiss_index import apply_search_params, build_index
     from indexes.rescore import RefineSplit
-    from tests.conftest import unit_vectors
 
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((1000, 32)).astype(np.float32)

@@ -13,12 +13,10 @@ from indexes.exact import exact_search
 from search.data.datasets import load_beir
 from search.evaluation.metrics import ndcg_at_k
 from search.jobs.main_job import MainJobSpec, quick_subset, run_main_job, side_by_side
-from tests.conftest import write_beir
-from tests.tiny_models import build_tiny_sentence_model
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def models(build_tiny_sentence_model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("main-job-models")
     teacher = build_tiny_sentence_model(root / "teacher", seed=0, dense_dim=48)
     student = build_tiny_sentence_model(root / "student", seed=1)
@@ -34,7 +32,7 @@ def spec_for(beir: Path, models: tuple[Path, Path], runs: Path, **recipe: object
 
 
 def test_main_job_builds_teacher_and_compressed_pipelines_side_by_side(
-    tmp_path: Path, models: tuple[Path, Path]
+    write_beir, tmp_path: Path, models: tuple[Path, Path]
 ) -> None:
     beir = write_beir(tmp_path / "tiny")
     spec = spec_for(beir, models, tmp_path / "runs", loss="kl", projection="never")
@@ -64,7 +62,7 @@ def test_main_job_builds_teacher_and_compressed_pipelines_side_by_side(
 
 
 def test_a_student_in_the_teachers_space_adds_the_asymmetric_pipeline(
-    tmp_path: Path, models: tuple[Path, Path]
+    write_beir, tmp_path: Path, models: tuple[Path, Path]
 ) -> None:
     beir = write_beir(tmp_path / "tiny")
     spec = spec_for(beir, models, tmp_path / "runs", loss="mse+kl")
@@ -75,7 +73,7 @@ def test_a_student_in_the_teachers_space_adds_the_asymmetric_pipeline(
 
 
 def test_quick_mode_runs_on_a_labelled_subset_with_every_judged_document(
-    tmp_path: Path, models: tuple[Path, Path]
+    write_beir, tmp_path: Path, models: tuple[Path, Path]
 ) -> None:
     beir = write_beir(tmp_path / "tiny", n_docs_per_topic=20)
     dataset = load_beir(beir)
@@ -91,7 +89,9 @@ def test_quick_mode_runs_on_a_labelled_subset_with_every_judged_document(
     assert np.isfinite(result.rows[1].report["ndcg@10"])
 
 
-def test_main_job_rejects_bad_settings(tmp_path: Path, models: tuple[Path, Path], isolated_cache: Path) -> None:
+def test_main_job_rejects_bad_settings(
+    write_beir, tmp_path: Path, models: tuple[Path, Path], isolated_cache: Path
+) -> None:
     beir = write_beir(tmp_path / "tiny")
     bad_index = replace(spec_for(beir, models, tmp_path / "runs", loss="kl", projection="never"),
                         compressed_index="IVF,Bogus")  # fmt: skip
@@ -105,7 +105,7 @@ def test_main_job_rejects_bad_settings(tmp_path: Path, models: tuple[Path, Path]
 
 
 def test_a_student_ranked_against_a_frozen_tower_searches_base_student_documents(
-    tmp_path: Path, models: tuple[Path, Path]
+    write_beir, tmp_path: Path, models: tuple[Path, Path]
 ) -> None:
     beir = write_beir(tmp_path / "tiny")
     spec = spec_for(beir, models, tmp_path / "runs", loss="rank", projection="never", label_boost=2.0)

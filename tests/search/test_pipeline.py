@@ -16,19 +16,24 @@ from search.data.datasets import load_beir
 from search.embeddings import encode_corpus
 from search.evaluation.evaluate import evaluate
 from search.pipeline import Pipeline, build_index_dir
-from tests.conftest import unit_vectors
 
 
-def _save(path, n=50, dim=16, factory="Flat", meta=None):
-    vectors = unit_vectors(n, dim, seed=5)
-    index = build_index(vectors, IndexSpec(factory)).index
-    ids = [f"d{i}" for i in range(n)]
-    docs = [DisplayDoc(f"title {i}", f"text {i}") for i in range(n)]
-    return vectors, save_index_dir(path, index, ids, docs, meta or {"factory": factory})
+@pytest.fixture
+def save_index(unit_vectors):
+    """`save_index(path, n=50, dim=16, factory="Flat", meta=None)`: seeded vectors saved as an index directory."""
+
+    def save(path, n=50, dim=16, factory="Flat", meta=None):
+        vectors = unit_vectors(n, dim, seed=5)
+        index = build_index(vectors, IndexSpec(factory)).index
+        ids = [f"d{i}" for i in range(n)]
+        docs = [DisplayDoc(f"title {i}", f"text {i}") for i in range(n)]
+        return vectors, save_index_dir(path, index, ids, docs, meta or {"factory": factory})
+
+    return save
 
 
-def test_persistence_round_trip_gives_identical_results(tmp_path):
-    vectors, meta = _save(tmp_path / "ix", factory="IVF4,Flat")
+def test_persistence_round_trip_gives_identical_results(save_index, tmp_path):
+    vectors, meta = save_index(tmp_path / "ix", factory="IVF4,Flat")
     stored = load_index_dir(tmp_path / "ix")
     assert stored.meta == meta and meta["ntotal"] == 50 and meta["dim"] == 16
     assert stored.ids.ids[7] == "d7" and stored.docs[7] == DisplayDoc("title 7", "text 7")
@@ -37,8 +42,8 @@ def test_persistence_round_trip_gives_identical_results(tmp_path):
     assert not list(tmp_path.glob(".*")), "no staging or temporary files are left behind"
 
 
-def test_failed_save_keeps_the_previous_index(tmp_path, monkeypatch):
-    _save(tmp_path / "ix")
+def test_failed_save_keeps_the_previous_index(save_index, tmp_path, monkeypatch):
+    save_index(tmp_path / "ix")
     before = (tmp_path / "ix" / "index.faiss").read_bytes()
     import indexes.store as store
 
@@ -47,31 +52,31 @@ def test_failed_save_keeps_the_previous_index(tmp_path, monkeypatch):
 
     monkeypatch.setattr(store, "write_json_atomic", explode)
     with pytest.raises(OSError, match="disk full"):
-        _save(tmp_path / "ix", n=60)
+        save_index(tmp_path / "ix", n=60)
     assert (tmp_path / "ix" / "index.faiss").read_bytes() == before
     assert load_index_dir(tmp_path / "ix").meta["ntotal"] == 50
     assert not list(tmp_path.glob(".*"))
 
 
-def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
+def test_refuses_to_overwrite_a_foreign_folder(save_index, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(IndexDirError, match="not an index directory; refusing"):
-        _save(tmp_path / "mine")
+        save_index(tmp_path / "mine")
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(IndexDirError, match="is a file, not an index directory"):
-        _save(tmp_path / "notes.txt")
+        save_index(tmp_path / "notes.txt")
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_load_errors_are_clear(tmp_path):
+def test_load_errors_are_clear(save_index, tmp_path):
     with pytest.raises(IndexDirError, match="does not exist"):
         load_index_dir(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(IndexDirError, match="no meta.json"):
         load_index_dir(tmp_path / "empty")
-    _save(tmp_path / "ix")
+    save_index(tmp_path / "ix")
     ids_path = tmp_path / "ix" / "ids.json"
     ids_path.write_text(json.dumps(json.loads(ids_path.read_text())[:-1]))
     with pytest.raises(IndexDirError, match="inconsistent sizes"):
@@ -124,8 +129,7 @@ def test_recall_vs_teacher_uses_the_reference_exact_top10(tmp_path, beir_dir):
     assert other["recall@10_vs_exact"] == 1.0 and other["recall@10_vs_teacher"] < 1.0
 
 
-def test_evaluate_refuses_another_corpus(tmp_path, beir_dir):
-    from tests.conftest import write_beir
+def test_evaluate_refuses_another_corpus(write_beir, tmp_path, beir_dir):
 
     build_index_dir(load_beir(beir_dir), FakeEncoder(dim=16), IndexSpec("Flat"), tmp_path / "ix", show_progress=False)
     other = load_beir(write_beir(tmp_path / "other", seed=9))
@@ -171,10 +175,7 @@ def test_damaged_cache_entry_is_re_encoded(beir_dir, isolated_cache):
 
 
 def test_interrupted_encoding_resumes_from_checkpoint(beir_dir, monkeypatch):
-    import search.embeddings as embeddings
-
     corpus = load_beir(beir_dir).corpus
-    monkeypatch.setattr(embeddings, "CHECKPOINT_SECONDS", -1.0)  # checkpoint after every chunk
 
     class Flaky(FakeEncoder):
         def encode(self, texts, kind="query", batch_size=32):
@@ -184,7 +185,7 @@ def test_interrupted_encoding_resumes_from_checkpoint(beir_dir, monkeypatch):
 
     flaky = Flaky(dim=16)
     with pytest.raises(KeyboardInterrupt):
-        encode_corpus(flaky, corpus, chunk_size=10, show_progress=False)
+        encode_corpus(flaky, corpus, chunk_size=10, show_progress=False, checkpoint_seconds=-1.0)  # every chunk
     resumed = FakeEncoder(dim=16)
     result = encode_corpus(resumed, corpus, chunk_size=10, show_progress=False)
     assert sum(resumed.calls) == len(corpus) - 30  # three chunks of ten were already done

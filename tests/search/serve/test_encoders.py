@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from compression.encoders import FakeEncoder, TimedEncoder, encode_timed
-from tests.tiny_models import build_tiny_sentence_model
 
 TEXTS = ["Hi", "Vitamin D lowers the risk of fractures in older adults.", "token " * 200, "cells", "  spaced  "]
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model_dir(build_tiny_sentence_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sentence_model(tmp_path_factory.mktemp("tiny") / "model", seed=0, max_seq_length=64)
 
 

@@ -26,7 +26,6 @@ from compression.distill import (
 from compression.encoders import FakeEncoder, load_encoder
 from search.data.datasets import Dataset, Document, load_beir
 from search.data.training_texts import check_no_test_queries, split_sentences, training_texts
-from tests.tiny_models import build_tiny_sentence_model
 
 WORDS = (
     "vitamin deficiency bone density calcium tumor cells cancer chemotherapy metastasis cardiac heart failure blood "
@@ -46,19 +45,19 @@ def make_sentences(n: int, seed: int) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_teacher(build_tiny_sentence_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 48-d tiny teacher: hidden 32 -> mean pooling -> Dense(32, 48, tanh) -> Normalize."""
     return build_tiny_sentence_model(tmp_path_factory.mktemp("teacher") / "teacher", seed=0, dense_dim=48)
 
 
 @pytest.fixture(scope="session")
-def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_student(build_tiny_sentence_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32-d tiny student: distillation adds a Dense 32 -> 48, as the minilm student gets 384 -> 768."""
     return build_tiny_sentence_model(tmp_path_factory.mktemp("student") / "student", seed=1)
 
 
 @pytest.fixture(scope="session")
-def tiny_four_layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_four_layers(build_tiny_sentence_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-layer tiny BERT sentence model whose layers are told apart by their seeded weights."""
     root = tmp_path_factory.mktemp("four")
     return build_tiny_sentence_model(root / "model", seed=4, max_seq_length=64, num_layers=4)

@@ -21,13 +21,12 @@ from search.bench.scale import (
     source_neighbours,
 )
 from search.cli import app
-from tests.conftest import unit_vectors
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def source_npy(tmp_path):
+def source_npy(unit_vectors, tmp_path):
     path = tmp_path / "embeddings.npy"
     np.save(path, unit_vectors(300, 32, seed=1))
     return path
@@ -51,7 +50,7 @@ def test_vectors_are_seeded_unit_norm_and_nested(source_npy, generator):
     assert not np.allclose(base[:300], source[base_src[:300]])  # not the sources themselves
 
 
-def test_mix_prefix_holds_across_chunk_boundaries():
+def test_mix_prefix_holds_across_chunk_boundaries(unit_vectors):
     source = unit_vectors(200, 8, seed=2)
     maker = make_generator(source, "mix", seed=1)
     big, big_src = maker.corpus(GEN_CHUNK + 300)
@@ -62,7 +61,7 @@ def test_mix_prefix_holds_across_chunk_boundaries():
     assert not np.allclose(big[:100], maker.queries(100)[0])  # queries use another seed stream
 
 
-def test_mix_is_a_weighted_mix_of_the_dominant_source_and_its_nearest_neighbours():
+def test_mix_is_a_weighted_mix_of_the_dominant_source_and_its_nearest_neighbours(unit_vectors):
     source = unit_vectors(400, 64, seed=5)
     neighbours = source_neighbours(source, 3)
     scores = source @ source.T

@@ -6,7 +6,6 @@ from compression.models import model_bytes
 from compression.onnx_export import export_onnx
 from compression.quantize import quantize_onnx
 from search.bench.compression import CompressionBenchSpec, run_compression_bench
-from tests.tiny_models import build_tiny_sentence_model
 
 REQUIRED_KEYS = (
     "teacher_ndcg@10", "minilm_ndcg@10", "student_fp32_ndcg@10", "student_int8_ndcg@10", "asymmetric_int8_ndcg@10",
@@ -16,7 +15,7 @@ REQUIRED_KEYS = (
 )  # fmt: skip
 
 
-def test_compression_bench_on_tiny_models(tmp_path, beir_dir):
+def test_compression_bench_on_tiny_models(build_tiny_sentence_model, tmp_path, beir_dir):
     teacher = build_tiny_sentence_model(tmp_path / "teacher", seed=1, dense_dim=48)
     minilm = build_tiny_sentence_model(tmp_path / "minilm", seed=2)
     student = build_tiny_sentence_model(tmp_path / "student", seed=3, dense_dim=48)

@@ -14,7 +14,6 @@ import pytest
 from compression.encoders.onnx import ONNX_CONFIG_FILE, ONNX_MODEL_FILE, OnnxEncoder
 from compression.onnx_export import export_onnx
 from compression.quantize import quantize_onnx
-from tests.tiny_models import build_tiny_sentence_model
 
 SENTENCES = (
     "Hi",
@@ -46,7 +45,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session", params=[None, 48], ids=["mean", "mean-dense48"])
-def tiny_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model_dir(
+    build_tiny_sentence_model, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     return build_tiny_sentence_model(root / "model", seed=0, dense_dim=request.param)
 
