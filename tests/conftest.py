@@ -134,3 +134,25 @@ def unit_vectors() -> Callable[..., np.ndarray]:
 def build_tiny_sentence_model() -> Callable[..., Path]:
     """`build_tiny_sentence_model(out_dir, seed=0, dense_dim=None, ...)`: a tiny random sentence-transformers model."""
     return _build_tiny_sentence_model
+
+
+def _assert_same_top_k(
+    found_ids: np.ndarray, found_scores: np.ndarray, exact_scores: np.ndarray, eps: float = 1e-5
+) -> None:
+    """Check a top-k search against exact scores from an independent computation, robust to float summation order:
+    every id scoring clearly above the k-th exact score (by more than `eps`) must be found, no id scoring clearly
+    below it may be, and each found score must equal that id's exact score within `eps`."""
+    found_ids, exact_scores = np.asarray(found_ids), np.asarray(exact_scores)
+    k = found_ids.shape[1]
+    for row, (ids, scores, exact) in enumerate(zip(found_ids, np.asarray(found_scores), exact_scores, strict=True)):
+        kth = np.sort(exact)[::-1][k - 1]
+        must = set(np.flatnonzero(exact > kth + eps).tolist())
+        assert must <= set(ids.tolist()), f"query {row}: missed {sorted(must - set(ids.tolist()))}"
+        assert (exact[ids] >= kth - eps).all(), f"query {row}: found ids scoring clearly below the k-th"
+        np.testing.assert_allclose(scores, exact[ids], atol=eps, err_msg=f"query {row}")
+
+
+@pytest.fixture(scope="session")
+def assert_same_top_k() -> Callable[..., None]:
+    """`assert_same_top_k(found_ids, found_scores, exact_scores, eps=1e-5)`: top-k equal wherever gaps exceed eps."""
+    return _assert_same_top_k

@@ -2,7 +2,7 @@
 
 The query path of the compressed model runs through this module only. It must never import torch, transformers or
 sentence-transformers, at import time or when encoding: it imports numpy, onnxruntime, tokenizers and the
-stdlib-and-numpy modules `compression.encoders` and `compression.models`.
+stdlib-and-numpy modules `compression.encoders.base` and `compression.models`.
 
 A model folder holds `model.onnx` (input ids, attention mask and, for BERT-style models, token type ids in; the
 L2-normalised sentence embedding out, with pooling, any Dense layers and normalisation inside the graph), the
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from compression.encoders import TextKind, check_kind, l2_normalise
+from compression.encoders.base import TextKind, check_kind, l2_normalise
 from compression.models import model_bytes, model_fingerprint
 
 logger = logging.getLogger(__name__)

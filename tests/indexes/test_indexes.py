@@ -31,13 +31,12 @@ def recall(positions: np.ndarray, truth: np.ndarray) -> float:
     return knn_recall([list(r) for r in positions], [list(r) for r in truth], 10)
 
 
-def test_exact_search_matches_brute_force_in_blocks(unit_vectors):
+def test_exact_search_matches_brute_force_in_blocks(unit_vectors, assert_same_top_k):
     base, queries = unit_vectors(1000, 16, seed=3), unit_vectors(50, 16, seed=4)
     scores, ids = exact_search(queries, base, 7, query_block=8, doc_block=97)
-    full = queries @ base.T
-    expected = np.argsort(-full, axis=1, kind="stable")[:, :7]
-    np.testing.assert_array_equal(ids, expected)
-    np.testing.assert_allclose(scores, np.take_along_axis(full, expected, axis=1), rtol=1e-6)
+    full = queries.astype(np.float64) @ base.T.astype(np.float64)  # an independent, more precise computation
+    assert_same_top_k(ids, scores, full)
+    assert (np.diff(scores, axis=1) <= 1e-7).all()  # best first
 
 
 def test_exact_search_k_larger_than_corpus_and_bad_k(unit_vectors):
@@ -48,13 +47,12 @@ def test_exact_search_k_larger_than_corpus_and_bad_k(unit_vectors):
         exact_search(base, base, 0)
 
 
-def test_flat_equals_exact_search(data):
+def test_flat_equals_exact_search(data, assert_same_top_k):
     base, queries, truth = data
     built = build_index(base, IndexSpec("Flat"))
     scores, positions = search_index(built.index, queries, 10)
-    np.testing.assert_array_equal(positions, truth)
-    exact_scores, _ = exact_search(queries, base, 10)
-    np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-6)
+    assert_same_top_k(positions, scores, queries.astype(np.float64) @ base.T.astype(np.float64))
+    assert recall(positions, truth) > 0.99  # FAISS and the blockwise numpy search agree but for near-ties
 
 
 def test_ivf_recall_rises_with_nprobe(data):
