@@ -24,13 +24,8 @@ UNMATCHED = "unmatched"
 
 
 def stage_seconds(timings: Timings) -> dict[str, float]:
-    return {
-        "tokenize": timings.tokenize_ms / 1e3,
-        "encode": timings.encode_ms / 1e3,
-        "search": timings.search_ms / 1e3,
-        "rescore": timings.rescore_ms / 1e3,
-        "total": timings.total_ms / 1e3,
-    }
+    """Each stage's duration in seconds (Prometheus' unit), from the `{stage}_ms` fields of `timings`."""
+    return {stage: getattr(timings, f"{stage}_ms") / 1e3 for stage in STAGES}
 
 
 class ServerMetrics:

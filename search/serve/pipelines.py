@@ -20,6 +20,8 @@ from typing import Any
 from compression.encoders.onnx import ONNX_CONFIG_FILE
 from indexes.store import IndexDirError
 from search.data.datasets import Dataset, DatasetError, corpus_fingerprint, load_dataset
+from search.evaluation.evaluate import evaluate, exact_top_ids
+from search.evaluation.metrics import knn_recall
 from search.pipeline import BatchResult, Hit, Pipeline, SearchResult, Timings
 
 logger = logging.getLogger(__name__)
@@ -104,18 +106,13 @@ def encoder_precision(identity: Mapping[str, Any]) -> dict[str, Any]:
     return {"precision": precision, "quantization": config.get("quantization")}
 
 
-def overlap(found: Sequence[str], reference: Sequence[str]) -> float:
-    """|found ∩ reference| / |reference| (1.0 when the reference is empty): the k-NN recall of one query."""
-    return len(set(found) & set(reference)) / len(reference) if reference else 1.0
-
-
 @dataclass(frozen=True)
 class Comparison:
     """One pipeline's answer to a compared query, measured against the reference's answer."""
 
     hits: list[Hit]
     timings: Timings
-    recall_vs_reference: float
+    recall_vs_reference: float  # knn_recall of this top-k against the reference's (1.0 when that is empty)
     missing: list[str]  # in the reference's top-k, not in this one's
     extra: list[str]  # in this one's top-k, not in the reference's
 
@@ -222,12 +219,13 @@ class PipelineSet:
         compared = {}
         for name, result in results.items():
             got = [hit.id for hit in result.hits]
+            got_set, wanted_set = set(got), set(wanted)
             compared[name] = Comparison(
                 hits=result.hits,
                 timings=result.timings,
-                recall_vs_reference=overlap(got, wanted),
-                missing=[doc for doc in wanted if doc not in set(got)],
-                extra=[doc for doc in got if doc not in set(wanted)],
+                recall_vs_reference=knn_recall([got], [wanted], k),
+                missing=[doc for doc in wanted if doc not in got_set],
+                extra=[doc for doc in got if doc not in wanted_set],
             )
         return CompareResult(query, k, self.reference, compared)
 
@@ -247,9 +245,6 @@ class PipelineSet:
         return described
 
     # --- metrics summary -------------------------------------------------------------------------------------
-
-    def cached_metrics(self) -> MetricsSummary | None:
-        return self._metrics.summary
 
     def metrics_summary(self) -> MetricsSummary:
         """The evaluation summary: computed on the first call (one at a time), then served from the cache."""
@@ -313,11 +308,6 @@ class PipelineSet:
         return dataset
 
     def _compute_metrics(self) -> dict[str, Any]:
-        from search.evaluation.evaluate import (  # evaluate imports pipeline; keep the server light
-            evaluate,
-            exact_top_ids,
-        )
-
         dataset = self.load_metrics_dataset()
         _, texts, _ = dataset.split_queries(self.metrics_split)
         reference = self.pipelines[self.reference]

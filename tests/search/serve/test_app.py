@@ -1,15 +1,35 @@
+"""The HTTP API: /search, /search/batch, /compare, /pipelines, /metrics, /health, through the real app factory."""
+
+from __future__ import annotations
+
 import pytest
 from fastapi.testclient import TestClient
 
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
 from search.data.datasets import load_beir
-from search.pipeline import build_index_dir
-from search.serve.app import ServerConfig, create_app
+from search.pipeline import Pipeline, build_index_dir
+from search.serve.app import MAX_BATCH, ServerConfig, create_app
+from search.serve.pipelines import PipelineSource
+
+TIMING_KEYS = {"tokenize_ms", "encode_ms", "search_ms", "rescore_ms", "total_ms"}
+
+
+def make_config(index_dirs, beir_dir, **options) -> ServerConfig:
+    sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
+    return ServerConfig(pipelines=sources, metrics_dataset=str(beir_dir), **options)
 
 
 @pytest.fixture
-def client(tmp_path, beir_dir):
+def client(index_dirs, beir_dir):
+    """Two pipelines: teacher (Flat, the default and the reference) and compressed (PQ4x4,RFlat)."""
+    with TestClient(create_app(make_config(index_dirs, beir_dir))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def hnsw_client(tmp_path, beir_dir):
+    """One pipeline from --index-dir (served as "default"): HNSW32 over 256-d fake vectors."""
     build_index_dir(
         load_beir(beir_dir), FakeEncoder(dim=256), IndexSpec("HNSW32"), tmp_path / "ix", show_progress=False
     )
@@ -17,22 +37,32 @@ def client(tmp_path, beir_dir):
         yield test_client
 
 
-def test_search_returns_k_hits_with_timings(client):
-    response = client.post("/search", json={"query": "vitaminkey", "k": 5})
+def ids(hits) -> list[str]:
+    return [hit["id"] for hit in hits]
+
+
+def test_search_returns_k_hits_with_timings(hnsw_client):
+    response = hnsw_client.post("/search", json={"query": "vitaminkey", "k": 5})
     assert response.status_code == 200
     body = response.json()
-    assert len(body["hits"]) == 5
-    assert body["hits"][0]["id"] in {"vitamin-0", "vitamin-1"}
+    assert body["pipeline"] == "default" and len(body["hits"]) == 5
+    assert body["hits"][0]["id"] in {"vitamin-0", "vitamin-1"}  # the two documents holding the rare query word
     assert set(body["hits"][0]) == {"id", "score", "title", "snippet"}
     assert body["hits"][0]["title"].startswith("vitamin study")
-    assert set(body["timings"]) == {"tokenize_ms", "encode_ms", "search_ms", "rescore_ms", "total_ms"}
-    assert body["timings"]["total_ms"] >= body["timings"]["search_ms"] >= 0
-    assert body["timings"]["rescore_ms"] == 0.0  # HNSW32 has no exact re-ranking stage
-    assert body["pipeline"] == "default"  # --index-dir serves one pipeline named default
+    assert set(body["timings"]) == TIMING_KEYS and body["timings"]["rescore_ms"] == 0.0  # HNSW: no re-ranking
+    assert len(hnsw_client.post("/search", json={"query": "heart"}).json()["hits"]) == 10  # default k
 
 
-def test_default_k_is_10(client):
-    assert len(client.post("/search", json={"query": "heart"}).json()["hits"]) == 10
+def test_search_defaults_to_the_first_pipeline_and_serves_faiss_own_results(client, index_dirs):
+    default = client.post("/search", json={"query": "vitaminkey", "k": 5}).json()
+    assert default["pipeline"] == "teacher" and default["timings"]["rescore_ms"] == 0.0  # Flat: no re-ranking
+    compressed = client.post("/search", json={"query": "vitaminkey", "k": 5, "pipeline": "compressed"}).json()
+    assert compressed["pipeline"] == "compressed" and compressed["timings"]["rescore_ms"] > 0.0
+    t = compressed["timings"]
+    assert t["total_ms"] >= t["tokenize_ms"] + t["encode_ms"] + t["search_ms"] + t["rescore_ms"] - 1e-6
+    pipeline = Pipeline.load(index_dirs["compressed"])  # FAISS's own refine search of the stored index
+    _, positions = pipeline.stored.index.search(pipeline.encode_queries(["vitaminkey"]), 5)
+    assert ids(compressed["hits"]) == pipeline.ids_of(positions)[0]
 
 
 @pytest.mark.parametrize(
@@ -48,31 +78,193 @@ def test_default_k_is_10(client):
         ({"query": "x", "k": "many"}, "valid integer"),
     ],
 )
-def test_bad_input_is_422_with_a_message(client, payload, message):
-    response = client.post("/search", json=payload)
+def test_bad_search_is_422_with_a_message(hnsw_client, payload, message):
+    response = hnsw_client.post("/search", json=payload)
     assert response.status_code == 422
     assert message in str(response.json()["detail"])
 
 
-def test_curl_style_form_content_type_is_read_as_json(client):
+@pytest.mark.parametrize("route", ["/search", "/search/batch", "/compare"])
+def test_bad_json_blank_query_and_k_are_422(client, route):
+    bad_json = client.post(route, content=b'{"query": ', headers={"content-type": "application/json"})
+    assert bad_json.status_code == 422 and "json" in str(bad_json.json()["detail"]).lower()
+    body = {"queries": [" "]} if route.endswith("batch") else {"query": " "}
+    assert "empty or whitespace-only" in str(client.post(route, json=body).json()["detail"])
+    body = {"queries": ["x"], "k": 0} if route.endswith("batch") else {"query": "x", "k": 0}
+    assert client.post(route, json=body).status_code == 422
+
+
+def test_curl_style_form_content_type_is_read_as_json(hnsw_client):
     body = b'{"query": "heartkey", "k": 3}'
-    response = client.post("/search", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    response = hnsw_client.post("/search", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 200 and len(response.json()["hits"]) == 3
-    response = client.post("/search", content=b'{"query": "", "k": 3}')  # no content type at all
+    response = hnsw_client.post("/search", content=b'{"query": "", "k": 3}')  # no content type at all
     assert response.status_code == 422 and "empty" in str(response.json()["detail"])
 
 
-def test_malformed_json_is_422(client):
-    response = client.post("/search", content=b"{not json", headers={"content-type": "application/json"})
+@pytest.mark.parametrize("route", ["/search", "/search/batch"])
+def test_unknown_pipeline_is_422_listing_the_loaded_ones(client, route):
+    body = {"queries": ["x"]} if route.endswith("batch") else {"query": "x"}
+    response = client.post(route, json={**body, "pipeline": "nope"})
     assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {
+            "type": "value_error",
+            "loc": ["body", "pipeline"],
+            "msg": "unknown pipeline 'nope'; loaded: teacher, compressed",
+        }
+    ]
 
 
-def test_health_and_openapi(client):
-    health = client.get("/health").json()
-    assert health["status"] == "ok" and health["pipeline"]["ntotal"] == 60
+def test_batch_matches_single_searches(client):
+    queries = ["vitaminkey", "heart artery", "brain memory synapse"]
+    body = client.post("/search/batch", json={"queries": queries, "k": 4, "pipeline": "compressed"}).json()
+    assert body["pipeline"] == "compressed" and set(body["timings"]) == TIMING_KEYS
+    assert [item["query"] for item in body["results"]] == queries
+    for item in body["results"]:
+        single = client.post("/search", json={"query": item["query"], "k": 4, "pipeline": "compressed"}).json()
+        assert ids(item["hits"]) == ids(single["hits"])
+
+
+@pytest.mark.parametrize(
+    "payload,message",
+    [
+        ({"queries": ["x"] * (MAX_BATCH + 1)}, "at most 256 items"),
+        ({"queries": []}, "at least 1 item"),
+        ({"queries": ["fine", "  "]}, "query must not be empty or whitespace-only: queries[1]"),
+        ({"queries": ["x"], "k": 0}, "greater than or equal to 1"),
+        ({"queries": "x"}, "valid list"),
+        ({"queries": ["x" * 10_001]}, "at most 10000 characters"),
+    ],
+)
+def test_bad_batch_is_422(client, payload, message):
+    response = client.post("/search/batch", json=payload)
+    assert response.status_code == 422
+    assert message in str(response.json()["detail"])
+
+
+def test_full_batch_of_256_is_accepted(client):
+    response = client.post("/search/batch", json={"queries": [f"heart {i}" for i in range(MAX_BATCH)], "k": 1})
+    assert response.status_code == 200 and len(response.json()["results"]) == MAX_BATCH
+
+
+def test_compare_overlap_equals_a_hand_computation(client):
+    k = 10
+    search = {
+        name: ids(client.post("/search", json={"query": "heart artery", "k": k, "pipeline": name}).json()["hits"])
+        for name in ("teacher", "compressed")
+    }
+    reference, other = search["teacher"], search["compressed"]
+    body = client.post("/compare", json={"query": "heart artery", "k": k}).json()
+    assert body["reference"] == "teacher" and body["k"] == k and body["query"] == "heart artery"
+    teacher, compressed = body["pipelines"]["teacher"], body["pipelines"]["compressed"]
+    assert ids(teacher["hits"]) == reference and ids(compressed["hits"]) == other
+    assert teacher["recall@k_vs_teacher"] == 1.0 and teacher["missing"] == teacher["extra"] == []
+    assert compressed["recall@k_vs_teacher"] == pytest.approx(len(set(reference) & set(other)) / k)
+    assert compressed["missing"] == [d for d in reference if d not in other]
+    assert compressed["extra"] == [d for d in other if d not in reference]
+    assert set(compressed["timings"]) == TIMING_KEYS
+
+
+def test_reference_option_changes_what_compare_measures_against(index_dirs, beir_dir):
+    with TestClient(create_app(make_config(index_dirs, beir_dir, reference="compressed"))) as client:
+        body = client.post("/compare", json={"query": "viral vaccine", "k": 5}).json()
+        assert body["reference"] == "compressed" and body["pipelines"]["compressed"]["recall@k_vs_teacher"] == 1.0
+        assert client.get("/pipelines").json()["reference"] == "compressed"
+
+
+def test_pipelines_describes_each(client):
+    body = client.get("/pipelines").json()
+    assert body["default"] == "teacher" and body["reference"] == "teacher"
+    assert list(body["pipelines"]) == ["teacher", "compressed"]
+    small = body["pipelines"]["compressed"]
+    assert small["factory"] == "PQ4x4,RFlat" and small["search_params"] == {"k_factor": 4}
+    assert small["precision"] == "fp32" and small["mode"] == "symmetric" and small["encoder"] == "fake"
+    assert small["ntotal"] == 60 and small["dim"] == 32 and small["bytes_per_vector"] == pytest.approx(2 + 32 * 4)
+    assert small["is_reference"] is False and body["pipelines"]["teacher"]["is_reference"] is True
+    for key in ("doc_encoder", "model_bytes", "build", "index_dir"):
+        assert key in small
+
+
+def test_health_and_openapi(hnsw_client):
+    health = hnsw_client.get("/health").json()
+    assert health["status"] == "ok" and health["pipelines"] == ["default"] and health["reference"] == "default"
+    assert health["pipeline"]["ntotal"] == 60
     assert health["pipeline"]["factory"] == "HNSW32" and health["pipeline"]["search_params"] == {"efSearch": 64}
-    assert client.get("/docs").status_code == 200
-    assert "/search" in client.get("/openapi.json").json()["paths"]
+    assert hnsw_client.get("/docs").status_code == 200
+    assert "/search" in hnsw_client.get("/openapi.json").json()["paths"]
+
+
+def test_metrics_are_computed_once_and_cached(client):
+    first = client.get("/metrics")
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["cached"] is False and body["reference"] == "teacher" and body["split"] == "test"
+    assert set(body["pipelines"]) == {"teacher", "compressed"} and body["compute_seconds"] > 0
+    for name in ("teacher", "compressed"):
+        got = body["pipelines"][name]
+        for stage in ("encode", "search", "total"):
+            assert got[f"{stage}_ms_p50"] <= got[f"{stage}_ms_p95"] <= got[f"{stage}_ms_p99"]
+    second = client.get("/metrics").json()
+    assert second["cached"] is True and second["computed_at"] == body["computed_at"]
+    assert second["pipelines"] == body["pipelines"]
+
+
+def test_metrics_on_startup_are_cached_at_the_first_call(index_dirs, beir_dir):
+    with TestClient(create_app(make_config(index_dirs, beir_dir, metrics_on_startup=True))) as client:
+        assert client.get("/metrics").json()["cached"] is True
+
+
+def test_metrics_unavailable_says_why(write_beir, index_dirs, beir_dir, tmp_path):
+    sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
+    with TestClient(create_app(ServerConfig(pipelines=sources))) as client:  # the path recorded at build time
+        assert client.get("/metrics").status_code == 200
+    moved = beir_dir.rename(beir_dir.with_name("moved"))  # now neither the recorded path nor the name "tiny" resolves
+    cases = [
+        (ServerConfig(pipelines=sources), 404, "cannot load dataset"),
+        (ServerConfig(pipelines=sources, metrics_dataset=str(moved), metrics_split="dev"), 404, "no qrels"),
+        (ServerConfig(pipelines=sources, metrics_dataset=str(write_beir(tmp_path / "other", seed=9))), 409, "corpus"),
+    ]
+    for config, status, message in cases:
+        with TestClient(create_app(config)) as client:
+            response = client.get("/metrics")
+            assert response.status_code == status and message in response.json()["detail"], response.text
+            assert client.post("/search", json={"query": "x"}).status_code == 200  # the server still serves
+
+
+def test_workers_threads_sets_the_thread_pool(index_dirs, beir_dir):
+    import anyio.to_thread
+
+    async def pool_size() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    with TestClient(create_app(make_config(index_dirs, beir_dir, workers_threads=3))) as client:
+        assert client.portal.call(pool_size) == 3
+        assert client.post("/search", json={"query": "x"}).status_code == 200
+
+
+def test_config_validation(tmp_path, index_dirs, beir_dir):
+    with pytest.raises(ValueError, match="no pipelines to serve"):
+        ServerConfig()
+    with pytest.raises(ValueError, match="'a' is used 2 times"):
+        ServerConfig(pipelines=(PipelineSource("a", tmp_path), PipelineSource("a", tmp_path)))
+    with pytest.raises(ValueError, match="'default' is used 2 times"):
+        ServerConfig(index_dir=tmp_path, pipelines=(PipelineSource("default", tmp_path),))
+    for name in ("threads", "workers_threads"):
+        with pytest.raises(ValueError, match=f"{name} must be >= 1, got 0"):
+            ServerConfig(index_dir=tmp_path, **{name: 0})
+    with pytest.raises(ValueError, match="reference pipeline 'x' is not loaded; loaded: teacher, compressed"):
+        with TestClient(create_app(make_config(index_dirs, beir_dir, reference="x"))):
+            pass
+
+
+def test_index_dir_and_named_pipelines_together(index_dirs):
+    config = ServerConfig(
+        index_dir=index_dirs["teacher"], pipelines=(PipelineSource("compressed", index_dirs["compressed"]),)
+    )
+    with TestClient(create_app(config)) as client:
+        assert client.get("/health").json()["pipelines"] == ["default", "compressed"]
+        assert client.post("/compare", json={"query": "x", "k": 3}).json()["reference"] == "default"
 
 
 def test_startup_fails_clearly_on_a_missing_index(tmp_path):
