@@ -119,7 +119,8 @@ class RowCache:
         if cached is not None:
             logger.info("reusing cached %s %s (%d x %d)", label, key, *cached.vectors.shape)
             return cached
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.use_cache:
+            self.folder.mkdir(parents=True, exist_ok=True)
         vectors_path, meta_path, partial_path, partial_meta = self.paths(key)
         order = list(range(n)) if order is None else list(order)
         vectors, done, spent = self._resume(key, n)

@@ -12,7 +12,7 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 
-from search.data.datasets import Dataset, Document
+from search.data.records import Dataset, Document
 
 logger = logging.getLogger(__name__)
 

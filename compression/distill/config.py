@@ -1,0 +1,141 @@
+"""What a distillation run is: `DistillConfig` (whose defaults are the shipped recipe), its allowed names, and
+`parse_student`, which reads a student spec."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+LossName = Literal["mse", "kl", "mse+kl", "rank", "mse+rank"]
+ProjectionMode = Literal["auto", "never"]
+BatchingMode = Literal["random", "neighbours"]
+StudentKind = Literal["minilm", "teacher-layers", "folder"]
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+PROJECTION_MODES: tuple[str, ...] = get_args(ProjectionMode)
+BATCHING_MODES: tuple[str, ...] = get_args(BatchingMode)
+STUDENT_NAMES = ("minilm", "teacher-layers:N", "teacher-layers:i,j,...", "a local sentence-transformers folder")
+TEACHER_LAYERS_PREFIX = "teacher-layers:"
+CONFIG_FILE = "distill_config.json"
+REPORT_FILE = "distill_report.json"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """What to distil into what, and how. The defaults ARE the shipped recipe (`DistillConfig()`): the CLI and the
+    main job read them from here; see benchmarks/compression/README.md for the measured alternatives.
+
+    student: `minilm`, `teacher-layers:N` (keep N evenly spaced layers of the teacher, see `select_layers`),
+        `teacher-layers:i,j,...` (keep those 0-based layers) or a sentence-transformers folder.
+    teacher: the model whose vectors the student learns to reproduce: `teacher`, `minilm` or a folder.
+    loss: `mse` (squared distance to the teacher vector), `kl` (match the teacher's in-batch similarity
+        distributions), `mse+kl` (mse + kl_weight * kl), `rank` (match the teacher's similarity distribution over a
+        fixed document set, the corpus: see `ranking_kl_loss`) or `mse+rank`.
+    kl_weight: weight of the KL (or rank) term in `mse+kl` (`mse+rank`).
+    temperature: softmax temperature of the KL term (cosine similarities are divided by it).
+    epochs, learning_rate, batch_size, warmup_ratio, weight_decay, max_grad_norm: the optimiser schedule: AdamW,
+        linear warmup over warmup_ratio of the steps, then linear decay to zero; gradients clipped to max_grad_norm.
+    max_seq_length: truncation of the student, and of the teacher when computing targets (part of the cache key).
+    max_texts: use at most this many of the given texts (the first ones: pass them shuffled); None for all.
+    seed: seeds torch and the batch order.
+    projection: output dim behaviour. `auto` appends a trainable linear Dense projection student_dim -> teacher_dim
+        (least-squares initialised, then Normalize) when the dims differ, so the student's vectors live in the
+        teacher's space; `never` keeps the student's own dim, which only the `kl` and `rank` losses can train
+        (`rank` against a frozen document tower of the student's own corpus vectors).
+    projection_fit_texts: how many of the training texts the least-squares initialisation of the projection uses.
+    label_boost: with a `rank` loss, added to the teacher's logit of each judged-relevant document of a training
+        text that is a *train* query (see `distill(positives=...)`); 0 uses the teacher alone.
+    length_grouping: sort texts by length within windows of 16 batches before cutting batches (batch order stays
+        random), so a batch pads to similar lengths: same texts, about half the compute on CPU.
+    batching: `random` batches, or `neighbours`: each epoch the texts are k-means clustered on their teacher vectors
+        and batches are filled cluster by cluster, so the KL term compares texts the teacher finds close (the fine
+        distinctions ranking depends on) rather than mostly unrelated ones.
+    """
+
+    student: str = "minilm"
+    teacher: str = "teacher"
+    loss: LossName = "rank"
+    kl_weight: float = 1.0
+    temperature: float = 0.05
+    epochs: int = 1
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    max_seq_length: int = 128
+    max_texts: int | None = None
+    seed: int = 0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    projection: ProjectionMode = "never"
+    projection_fit_texts: int = 2048
+    batching: BatchingMode = "random"
+    length_grouping: bool = True
+    label_boost: float = 3.0
+
+    def __post_init__(self) -> None:
+        parse_student(self.student)
+        if self.batching not in BATCHING_MODES:
+            raise ValueError(f"unknown batching {self.batching!r}: use one of {', '.join(BATCHING_MODES)}")
+        if self.loss not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {self.loss!r}: use one of {', '.join(LOSS_NAMES)}")
+        if self.projection not in PROJECTION_MODES:
+            raise ValueError(f"unknown projection {self.projection!r}: use one of {', '.join(PROJECTION_MODES)}")
+        positive = {"temperature": self.temperature, "learning_rate": self.learning_rate}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        at_least = {
+            "epochs": (self.epochs, 1),
+            "batch_size": (self.batch_size, 2),
+            "max_seq_length": (self.max_seq_length, 8),
+            "projection_fit_texts": (self.projection_fit_texts, 1),
+        }
+        if self.max_texts is not None:
+            at_least["max_texts"] = (self.max_texts, 2)
+        for name, (value, low) in at_least.items():
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name, value in {"kl_weight": self.kl_weight, "weight_decay": self.weight_decay}.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown distill config keys {unknown}: use {', '.join(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+def parse_student(spec: str) -> tuple[StudentKind, Any]:
+    """Split a student spec into its kind and argument: ("minilm", "minilm"), ("teacher-layers", N),
+    ("teacher-layers", [i, j, ...]) for explicit 0-based layer indices, or ("folder", path); raise ValueError listing
+    the allowed forms."""
+    if spec == "minilm":
+        return "minilm", spec
+    if spec.startswith(TEACHER_LAYERS_PREFIX):
+        argument = spec[len(TEACHER_LAYERS_PREFIX) :]
+        parts = argument.split(",")
+        if not argument or not all(part.strip().isdigit() for part in parts):
+            raise ValueError(
+                f"bad student {spec!r}: use teacher-layers:N (N evenly spaced layers, N >= 1) or "
+                "teacher-layers:i,j,... (those 0-based layers)"
+            )
+        if len(parts) == 1:
+            if int(argument) < 1:
+                raise ValueError(f"bad student {spec!r}: use teacher-layers:N with N >= 1")
+            return "teacher-layers", int(argument)
+        indices = [int(part) for part in parts]
+        if indices != sorted(set(indices)):
+            raise ValueError(f"bad student {spec!r}: list the layers in increasing order, each once")
+        return "teacher-layers", indices
+    if Path(spec).expanduser().is_dir():
+        return "folder", spec
+    raise ValueError(f"unknown student {spec!r}: use one of {', '.join(STUDENT_NAMES)}")
