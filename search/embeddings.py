@@ -34,17 +34,14 @@ class CorpusEmbeddings:
     from_cache: bool
     encode_seconds: float
 
-    @property
-    def docs_per_second(self) -> float:
-        return len(self.vectors) / self.encode_seconds if self.encode_seconds > 0 else float("inf")
 
-
-def embedding_cache_key(identity: dict[str, Any], corpus_hash: str, kind: str = "passage") -> str:
-    """Hash of the encoder identity (model files and settings), the corpus content and the text format."""
+def embedding_cache_key(identity: dict[str, Any], corpus_hash: str) -> str:
+    """Hash of the encoder identity (model files and settings), the corpus content and the text format (documents
+    are encoded as passages)."""
     payload = {
         "encoder": location_free(identity),
         "corpus": corpus_hash,
-        "kind": kind,
+        "kind": "passage",
         "format": TEXT_FORMAT,
         "dtype": "float32",
     }
@@ -52,6 +49,7 @@ def embedding_cache_key(identity: dict[str, Any], corpus_hash: str, kind: str = 
 
 
 def embeddings_cache(cache_dir: Path | None = None, use_cache: bool = True, **options: Any) -> RowCache:
+    """The corpus-embedding entries of `common.array_cache`, under `<cache_root>/embeddings` by default."""
     return RowCache((cache_dir or cache_root()) / EMBEDDINGS_DIR, use_cache=use_cache, **options)
 
 

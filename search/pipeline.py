@@ -61,8 +61,29 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class BuildReport:
+    """Where an index directory was written, and its stored metadata."""
+
     out_dir: Path
     meta: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """The figures `semsearch index` prints: what was built, its size, and where the time went."""
+        meta = self.meta
+        return {
+            "out": str(self.out_dir),
+            "dataset": meta["dataset"],
+            "documents": meta["ntotal"],
+            "encoder": meta["encoder"]["name"],
+            "doc_encoder": meta["doc_encoder"]["name"],
+            "mode": meta["mode"],
+            "index": meta["factory"],
+            "search_params": meta["search_params"],
+            "bytes_per_vector": meta["bytes_per_vector"],
+            "index_bytes": meta["index_bytes"],
+            "embeddings_from_cache": meta["build"]["encode_from_cache"],
+            "train_seconds": meta["build"]["train_seconds"],
+            "total_seconds": meta["build"]["total_seconds"],
+        }
 
 
 def build_index_dir(

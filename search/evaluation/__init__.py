@@ -1,0 +1,10 @@
+"""Evaluation of a pipeline: pure retrieval metrics, the evaluator, and the int8 quality gate.
+
+- `metrics`: nDCG@k (graded), recall@k, MRR@k and recall against a reference top-k, over id lists (trec_eval rules);
+- `evaluate`: `semsearch eval`'s figures for one pipeline on one split (quality, recall vs exact and vs the
+  teacher, encode and search latency timed apart with `common.timing`, bytes);
+- `quantize_gate`: does int8 cost more nDCG@10 than allowed? Measured on TRAIN queries only.
+
+May import `common`, `compression`, `indexes`, `search.data` and `search.pipeline`; never the jobs, benchmarks,
+server or CLI that use it.
+"""

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from common.progress import make_progress
+from common.timing import WARMUP_CALLS, TimedCalls, percentile_ms, time_each
+from compression.encoders import Encoder
 from indexes.exact import exact_search
 from indexes.store import IndexDirError
 from search.data.datasets import Dataset, corpus_fingerprint
-from search.evaluation.metrics import knn_recall, mrr_at_k, ndcg_at_k, percentile_ms, recall_at_k
+from search.evaluation.metrics import knn_recall, mrr_at_k, ndcg_at_k, recall_at_k
 from search.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
 RETRIEVE_K = 100
-WARMUP_QUERIES = 3
+PROGRESS_CHUNK = 50  # queries timed between two progress-bar updates
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -29,41 +33,52 @@ class QueryRun:
     query_ids: list[str]
     vectors: np.ndarray
     ranked_ids: list[list[str]]
-    encode_seconds: list[float]
-    search_seconds: list[float]
+    encode_seconds: np.ndarray
+    search_seconds: np.ndarray
+
+    @property
+    def total_seconds(self) -> np.ndarray:
+        return self.encode_seconds + self.search_seconds
+
+
+def time_each_with_progress(
+    call: Callable[[T], R], items: Sequence[T], description: str, show_progress: bool
+) -> TimedCalls[R]:
+    """`time_each(call, items)` (warm-up, then one call at a time), with a progress bar advanced between chunks of
+    items so it never runs inside a timed call; only the first chunk warms up."""
+    results: list[R] = []
+    seconds: list[np.ndarray] = []
+    with make_progress(show_progress) as progress:
+        task = progress.add_task(description, total=len(items), info="")
+        for start in range(0, len(items), PROGRESS_CHUNK):
+            chunk = items[start : start + PROGRESS_CHUNK]
+            timed = time_each(call, chunk, warmup=WARMUP_CALLS if start == 0 else 0)
+            results += timed.results
+            seconds.append(timed.seconds)
+            progress.advance(task, len(chunk))
+    return TimedCalls(results, np.concatenate(seconds) if seconds else np.empty(0))
 
 
 def run_queries(pipeline: Pipeline, texts: list[str], query_ids: list[str], k: int, show_progress: bool) -> QueryRun:
-    """Encode and search one query at a time, timing each stage, after a short untimed warm-up."""
-    for text in texts[:WARMUP_QUERIES]:
-        pipeline.search_vectors(pipeline.encode_queries([text]), k)
-    vectors, ranked, encode_s, search_s = [], [], [], []
-    with make_progress(show_progress) as progress:
-        task = progress.add_task("querying", total=len(texts), info="")
-        for text in texts:
-            t0 = time.perf_counter()
-            vector = pipeline.encode_queries([text])
-            t1 = time.perf_counter()
-            _, positions = pipeline.search_vectors(vector, k)
-            t2 = time.perf_counter()
-            vectors.append(vector[0])
-            ranked.append(pipeline.ids_of(positions)[0])
-            encode_s.append(t1 - t0)
-            search_s.append(t2 - t1)
-            progress.advance(task)
-    return QueryRun(query_ids, np.stack(vectors), ranked, encode_s, search_s)
+    """Encode every query one at a time, then search each vector one at a time, timing each call (after the
+    untimed warm-up of `common.timing`): encode and search times are measured apart, as `semsearch eval` reports."""
+    if not texts:
+        raise ValueError("no queries to run")
+    encoded = time_each_with_progress(
+        lambda text: pipeline.encode_queries([text]), texts, "encoding queries", show_progress
+    )
+    searched = time_each_with_progress(
+        lambda vector: pipeline.search_vectors(vector, k)[1], encoded.results, "searching", show_progress
+    )
+    ranked = [pipeline.ids_of(positions)[0] for positions in searched.results]
+    vectors = np.concatenate(encoded.results)
+    return QueryRun(query_ids, vectors, ranked, encoded.seconds, searched.seconds)
 
 
-def encode_latency_ms(encoder: Any, texts: list[str]) -> dict[str, float]:
-    """p50/p95 of encoding one query at a time (batch 1), after a short untimed warm-up."""
-    for text in texts[:WARMUP_QUERIES]:
-        encoder.encode([text], kind="query", batch_size=1)
-    samples = []
-    for text in texts:
-        started = time.perf_counter()
-        encoder.encode([text], kind="query", batch_size=1)
-        samples.append(time.perf_counter() - started)
-    return {"encode_ms_p50": percentile_ms(samples, 50), "encode_ms_p95": percentile_ms(samples, 95)}
+def encode_latency_ms(encoder: Encoder, texts: list[str]) -> dict[str, float]:
+    """p50/p95 of encoding one query at a time (batch 1), after the untimed warm-up of `common.timing`."""
+    timed = time_each(lambda text: encoder.encode([text], kind="query", batch_size=1), texts)
+    return {"encode_ms_p50": timed.percentile_ms(50), "encode_ms_p95": timed.percentile_ms(95)}
 
 
 def check_same_corpus(pipeline: Pipeline, dataset: Dataset) -> None:
@@ -106,7 +121,7 @@ def evaluate(
     corpus_vectors = pipeline.document_vectors(dataset, show_progress)
     _, exact_positions = exact_search(run.vectors, corpus_vectors, 10)
     exact_ids = pipeline.ids_of(exact_positions)
-    total_s = [e + s for e, s in zip(run.encode_seconds, run.search_seconds, strict=True)]
+    total_s = run.total_seconds
     versus_reference = {}
     if reference is not None:
         # callers comparing many pipelines pass the reference's exact top-10 once instead of re-encoding it

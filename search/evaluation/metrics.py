@@ -67,10 +67,3 @@ def mrr_at_k(ranking: Ranking, qrels: Qrels, k: int = 10) -> float:
         first = next((rank for rank, doc in enumerate(ranking.get(qid, ())[:k], start=1) if doc in relevant), None)
         scores.append(1.0 / first if first else 0.0)
     return float(np.mean(scores))
-
-
-def percentile_ms(samples_seconds: Sequence[float], q: float) -> float:
-    """The q-th percentile of durations given in seconds, in milliseconds."""
-    if not samples_seconds:
-        raise ValueError("no timing samples")
-    return float(np.percentile(np.asarray(samples_seconds) * 1000.0, q))

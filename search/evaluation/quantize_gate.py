@@ -15,7 +15,7 @@ import numpy as np
 from compression.encoders import Encoder
 from indexes.exact import exact_search
 from search.data.datasets import Dataset, Document
-from search.evaluation.metrics import ndcg_at_k
+from search.evaluation.metrics import Qrels, ndcg_at_k
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ FORBIDDEN_SPLITS = ("test",)
 
 @dataclass(frozen=True)
 class GateResult:
+    """nDCG@10 of the reference (fp32) and the candidate (int8) on the same queries and documents."""
+
     split: str
     queries: int
     documents: int
@@ -52,7 +54,8 @@ def gate_subset(dataset: Dataset, split: str, distractors: int, seed: int) -> tu
     return tuple(doc for i, doc in enumerate(dataset.corpus) if doc.id in judged or i in picked)
 
 
-def subset_ndcg(encoder: Encoder, docs: tuple[Document, ...], texts: list[str], qrels: dict, qids: list[str]) -> float:
+def subset_ndcg(encoder: Encoder, docs: tuple[Document, ...], texts: list[str], qrels: Qrels, qids: list[str]) -> float:
+    """nDCG@10 of `encoder` alone (queries and documents, exact search) on the documents `docs`."""
     doc_vectors = encoder.encode([doc.full_text() for doc in docs], kind="passage")
     _, positions = exact_search(encoder.encode(texts, kind="query"), doc_vectors, 10)
     ranking = {qid: [docs[p].id for p in row] for qid, row in zip(qids, positions, strict=True)}

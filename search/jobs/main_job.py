@@ -15,14 +15,12 @@ output says so on every line.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from common.cache import cache_root
+from common.cache import cache_key, cache_root, location_free
 from compression.distill import DistillConfig, parse_student, texts_fingerprint
 from compression.encoders import Encoder, load_encoder
 from compression.encoders.onnx import OnnxEncoder
@@ -42,25 +40,15 @@ logger = logging.getLogger(__name__)
 
 STUDENTS_DIR = "students"
 SUBSET_LABEL = "SUBSET"
-
-# The shipped recipe: see benchmarks/compression/README.md for the measured alternatives and why this one won.
-DEFAULT_RECIPE = DistillConfig(
-    student="minilm",
-    loss="rank",
-    projection="never",
-    label_boost=3.0,
-    learning_rate=2e-5,
-    temperature=0.05,
-    epochs=1,
-    batch_size=32,
-    max_seq_length=128,
-)
+STUDENT_KEY_LENGTH = 24
 
 
 @dataclass(frozen=True)
 class MainJobSpec:
     """What the main job builds and measures.
 
+    recipe: the distillation; its defaults are the shipped recipe (benchmarks/compression/README.md gives the
+        measured alternatives and why this one won).
     distill_texts: training texts for the student (corpus sentences and windows, train queries; never test queries).
     compressed_index: the FAISS factory of the compressed pipelines (the teacher's is `teacher_index`).
     quick: run on a subset (judged documents of `split` + `quick_distractors` seeded others) with
@@ -69,7 +57,7 @@ class MainJobSpec:
 
     dataset: str = "scifact"
     split: str = "test"
-    recipe: DistillConfig = field(default_factory=lambda: DEFAULT_RECIPE)
+    recipe: DistillConfig = field(default_factory=DistillConfig)  # the shipped recipe: DistillConfig's defaults
     distill_texts: int = 8_000
     eval_texts: int = 256
     teacher_index: str = "Flat"
@@ -131,6 +119,19 @@ class MainJobResult:
         return data
 
 
+def main_job_spec(
+    compressed_index: str | None = None, distill_texts: int | None = None, **settings: Any
+) -> MainJobSpec:
+    """A `MainJobSpec` where `compressed_index` and `distill_texts`, when given, apply to full and quick runs alike
+    (what `semsearch run --compressed-index/--distill-texts` mean)."""
+    spec = MainJobSpec(**settings)
+    if compressed_index is not None:
+        spec = replace(spec, compressed_index=compressed_index, quick_compressed_index=compressed_index)
+    if distill_texts is not None:
+        spec = replace(spec, distill_texts=distill_texts, quick_distill_texts=distill_texts)
+    return spec
+
+
 def quick_subset(dataset: Dataset, split: str, distractors: int, seed: int) -> Dataset:
     """The judged documents of `split` plus `distractors` seeded others, as a dataset named `<name>-subset`.
 
@@ -144,9 +145,8 @@ def quick_subset(dataset: Dataset, split: str, distractors: int, seed: int) -> D
 def student_key(config: DistillConfig, data: dict[str, str], teacher_identity: dict[str, Any]) -> str:
     """Cache key of a distilled student: the recipe, the data (texts and corpus hashes) and the teacher (not its
     location)."""
-    teacher = {k: v for k, v in teacher_identity.items() if k != "path"}
-    payload = {"config": config.to_dict(), "data": data, "teacher": teacher}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    payload = {"config": config.to_dict(), "data": data, "teacher": location_free(teacher_identity)}
+    return cache_key(payload, length=STUDENT_KEY_LENGTH)
 
 
 def ensure_student(dataset: Dataset, spec: MainJobSpec, teacher: Encoder, show_progress: bool) -> tuple[Path, bool]:

@@ -3,6 +3,7 @@ import pytest
 
 from compression.encoders import FakeEncoder
 from search.data.datasets import load_beir
+from search.evaluation.metrics import ndcg_at_k
 from search.evaluation.quantize_gate import gate_subset, quality_gate
 
 
@@ -35,3 +36,22 @@ def test_gate_subset_keeps_judged_documents(beir_dir):
     docs = gate_subset(dataset, "train", distractors=7, seed=0)
     judged = {d for per in dataset.qrels["train"].values() for d in per}
     assert judged <= {d.id for d in docs} and len(docs) == len(judged) + 7
+
+
+def test_gate_ndcg_equals_an_independent_numpy_ranking_of_the_subset(beir_dir):
+    dataset = load_beir(beir_dir)
+    reference, candidate = FakeEncoder(dim=256), FakeEncoder(dim=8)
+    result = quality_gate(reference, candidate, dataset, split="train", tolerance=0.01, distractors=20)
+    docs = gate_subset(dataset, "train", distractors=20, seed=0)
+    qids, texts, qrels = dataset.split_queries("train")
+    expected = []
+    for encoder in (reference, candidate):
+        scores = encoder.encode(texts) @ encoder.encode([d.full_text() for d in docs], kind="passage").T
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :11]
+        assert (-np.diff(np.take_along_axis(scores, order, axis=1), axis=1) > 1e-5).all()  # no near-ties in the top 10
+        ranking = {q: [docs[p].id for p in row[:10]] for q, row in zip(qids, order, strict=True)}
+        expected.append(ndcg_at_k(ranking, qrels, 10))
+    assert result.ndcg_reference == pytest.approx(expected[0], abs=1e-9)
+    assert result.ndcg_candidate == pytest.approx(expected[1], abs=1e-9)
+    assert result.documents == len(docs) and result.drop == pytest.approx(expected[0] - expected[1])
+    assert result.passed == (expected[0] - expected[1] <= 0.01)

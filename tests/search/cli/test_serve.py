@@ -1,5 +1,4 @@
-"""HANDOFF, not a server-module test: this tests the `semsearch serve` command (`search.cli`) and belongs in
-tests/search/cli/test_cli.py; it was in the server tests. Kept here, running, until it is moved."""
+"""`semsearch serve`: the config is validated (exit 2, one line) before the server starts; then it serves."""
 
 from __future__ import annotations
 

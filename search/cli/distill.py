@@ -1,0 +1,124 @@
+"""`semsearch distill` and `quantize`: make the compressed query encoder (a distilled student, then int8 ONNX).
+
+The distill options default to `DistillConfig()`'s fields, the shipped recipe, so the CLI and the main job agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from compression.distill import DistillConfig
+from search.cli.base import AsJson, app, print_mapping, run_or_exit
+
+DEFAULTS = DistillConfig()
+DISTILL_MAX_TEXTS = 8_000
+DISTILL_EVAL_TEXTS = 256
+
+
+@app.command()
+def distill(
+    out: Annotated[Path, typer.Option("--out", help="folder for the distilled sentence-transformers student")],
+    dataset: Annotated[str, typer.Option(help="training texts: corpus sentences and TRAIN queries, never test")] = (
+        "scifact"
+    ),
+    student: Annotated[str, typer.Option(help="minilm, teacher-layers:N, or a sentence-transformers folder")] = (
+        DEFAULTS.student
+    ),
+    teacher: Annotated[str, typer.Option(help="teacher, minilm or a folder")] = DEFAULTS.teacher,
+    loss: Annotated[str, typer.Option(help="mse, kl, mse+kl, rank or mse+rank (see DistillConfig)")] = DEFAULTS.loss,
+    kl_weight: Annotated[float, typer.Option(help="weight of the KL term in mse+kl")] = DEFAULTS.kl_weight,
+    temperature: Annotated[float, typer.Option(help="softmax temperature of the KL term")] = DEFAULTS.temperature,
+    epochs: Annotated[int, typer.Option(help="passes over the training texts")] = DEFAULTS.epochs,
+    lr: Annotated[float, typer.Option(help="peak learning rate (AdamW, linear warmup/decay)")] = (
+        DEFAULTS.learning_rate
+    ),
+    batch_size: Annotated[int, typer.Option(help="texts per step (also the in-batch set of the KL term)")] = (
+        DEFAULTS.batch_size
+    ),
+    max_seq_length: Annotated[int, typer.Option(help="tokens per text, student and teacher")] = (
+        DEFAULTS.max_seq_length
+    ),
+    max_texts: Annotated[int | None, typer.Option(help="cap on training texts (seeded shuffle first)")] = (
+        DISTILL_MAX_TEXTS
+    ),
+    eval_texts: Annotated[int, typer.Option(help="held-out texts for the before/after cosine")] = DISTILL_EVAL_TEXTS,
+    seed: Annotated[int, typer.Option(help="seed for the text shuffle and training")] = DEFAULTS.seed,
+    projection: Annotated[
+        str, typer.Option(help="auto: project to the teacher's dim (needed for asymmetric search); never: keep own dim")
+    ] = DEFAULTS.projection,
+    batching: Annotated[str, typer.Option(help="random, or neighbours (k-means clustered batches for the KL term)")] = (
+        DEFAULTS.batching
+    ),
+    label_boost: Annotated[
+        float, typer.Option(help="rank losses: teacher-logit boost of the documents judged relevant to train queries")
+    ] = DEFAULTS.label_boost,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Distil the teacher into a student (MSE and/or in-batch similarity KL); teacher targets are cached."""
+    from search.data.datasets import load_dataset
+    from search.jobs.distill import distill_on_dataset
+
+    def action() -> dict[str, Any]:
+        config = DistillConfig(
+            student=student,
+            teacher=teacher,
+            loss=loss,  # type: ignore[arg-type]
+            kl_weight=kl_weight,
+            temperature=temperature,
+            epochs=epochs,
+            learning_rate=lr,
+            batch_size=batch_size,
+            max_seq_length=max_seq_length,
+            max_texts=None,  # the cap is applied to the dataset's texts below, after the held-out ones
+            seed=seed,
+            projection=projection,  # type: ignore[arg-type]
+            batching=batching,  # type: ignore[arg-type]
+            label_boost=label_boost,
+        )
+        report = distill_on_dataset(load_dataset(dataset), config, out, max_texts, eval_texts, seed, device=device,
+                                    threads=threads, show_progress=not as_json)  # fmt: skip
+        return {"out": str(out), **report.to_dict()}
+
+    print_mapping("distillation", run_or_exit(action), as_json)
+
+
+@app.command()
+def quantize(
+    model: Annotated[str, typer.Option(help="sentence-transformers folder (a distilled student), minilm or teacher")],
+    out: Annotated[Path, typer.Option("--out", help="output folder: fp32/ and int8/ ONNX model folders")],
+    mode: Annotated[str, typer.Option(help="int8 mode: dynamic or static (QDQ, calibrated on corpus text)")] = (
+        "dynamic"
+    ),
+    dataset: Annotated[str, typer.Option(help="calibration corpus and TRAIN queries for the quality gate")] = (
+        "scifact"
+    ),
+    tolerance: Annotated[float, typer.Option(help="largest allowed nDCG@10 drop of int8 vs fp32")] = 0.005,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 1 when the gate fails (default: warn)")] = False,
+    gate_docs: Annotated[int, typer.Option(help="distractor documents in the gate's corpus subset")] = 2000,
+    calibration_texts: Annotated[int, typer.Option(help="corpus passages for static calibration")] = 256,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Export to ONNX (fp32), quantize to int8, and print size, latency and the train-split quality gate."""
+    from search.jobs.quantize import QuantizeSpec, run_quantize_job
+
+    def action() -> dict[str, Any]:
+        spec = QuantizeSpec(model=model, out=out, mode=mode, dataset=dataset, tolerance=tolerance,
+                            gate_docs=gate_docs, calibration_texts=calibration_texts, threads=threads)  # fmt: skip
+        return run_quantize_job(spec)
+
+    result = run_or_exit(action)
+    print_mapping("quantization", result, as_json)
+    if not result["gate_passed"]:
+        typer.echo(
+            f"warning: int8 loses {result['gate_ndcg_drop']:.4f} nDCG@10 on {result['gate_split']} queries, "
+            f"more than the tolerance {tolerance}",
+            err=True,
+        )
+        if strict:
+            raise typer.Exit(code=1)

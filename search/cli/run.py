@@ -1,0 +1,47 @@
+"""`semsearch run`: the main job (teacher and compressed pipelines, side by side), see `search.jobs.main_job`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.base import AsJson, app, print_json, run_or_exit
+
+
+@app.command(name="run")
+def run_main(
+    dataset: Annotated[str, typer.Option(help="dataset with qrels (BEIR layout or a name in data/datasets.json)")] = (
+        "scifact"
+    ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a labelled subset (judged docs + distractors), short distillation")
+    ] = False,
+    compressed_index: Annotated[str | None, typer.Option(help="FAISS factory of the compressed pipelines")] = None,
+    quantization: Annotated[str, typer.Option(help="int8 mode: dynamic or static")] = "dynamic",
+    distill_texts: Annotated[int | None, typer.Option(help="training texts for the student")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="where the index directories go")] = Path("runs"),
+    threads: Annotated[int, typer.Option(help="torch and onnxruntime threads")] = 2,
+    as_json: AsJson = False,
+) -> None:
+    """The main job: teacher pipeline, compressed pipeline (distil, int8, compressed index), side by side."""
+    from search.jobs.main_job import MainJobResult, main_job_spec, run_main_job, side_by_side
+
+    def action() -> MainJobResult:
+        spec = main_job_spec(
+            dataset=dataset,
+            quick=quick,
+            quantization=quantization,
+            runs_dir=runs_dir,
+            threads=threads,
+            compressed_index=compressed_index,
+            distill_texts=distill_texts,
+        )
+        return run_main_job(spec, show_progress=not as_json)
+
+    result = run_or_exit(action)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        typer.echo(side_by_side(result))

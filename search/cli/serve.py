@@ -1,0 +1,67 @@
+"""`semsearch serve`: the multi-pipeline HTTP server (see `search.serve`); the config is checked before it starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.base import app, parse_params, run_or_exit
+
+
+@app.command()
+def serve(
+    index_dir: Annotated[
+        Path | None, typer.Option(help="index directory from `semsearch index`, served as pipeline 'default'")
+    ] = None,
+    pipeline: Annotated[
+        list[str] | None,
+        typer.Option("--pipeline", help="NAME=DIR, repeatable, e.g. --pipeline teacher=ix/t --pipeline small=ix/s"),
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="pipeline the others are compared with (default: teacher if loaded, else first)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime / torch intra-op threads per pipeline")] = None,
+    workers_threads: Annotated[
+        int | None, typer.Option(help="request worker threads (anyio thread pool; default 40)")
+    ] = None,
+    params: Annotated[str | None, typer.Option(help="search parameters for every pipeline, e.g. nprobe=32")] = None,
+    metrics_dataset: Annotated[
+        str | None, typer.Option(help="dataset for GET /metrics (default: the one in the indexes' meta.json)")
+    ] = None,
+    metrics_split: Annotated[str, typer.Option(help="qrels split GET /metrics evaluates on")] = "test",
+    metrics_on_startup: Annotated[
+        bool, typer.Option("--metrics-on-startup", help="compute GET /metrics at startup instead of on first call")
+    ] = False,
+) -> None:
+    """Serve /search, /search/batch, /compare, /pipelines, /metrics (+ /metrics/prometheus) over HTTP (docs at /docs).
+
+    GET /metrics is computed on its first call and cached, unless --metrics-on-startup computes it while starting.
+    """
+    import uvicorn
+
+    from indexes.store import read_meta
+    from search.serve.app import ServerConfig, create_app
+    from search.serve.pipelines import choose_reference, parse_pipeline_specs
+
+    def action() -> ServerConfig:
+        config = ServerConfig(
+            index_dir=index_dir,
+            pipelines=tuple(parse_pipeline_specs(pipeline or [])),
+            reference=reference,
+            threads=threads,
+            workers_threads=workers_threads,
+            search_params=parse_params(params),
+            metrics_dataset=metrics_dataset,
+            metrics_split=metrics_split,
+            metrics_on_startup=metrics_on_startup,
+        )
+        choose_reference([source.name for source in config.sources()], reference)
+        for source in config.sources():  # fail fast, before the server starts, on a missing or broken index
+            read_meta(source.index_dir)
+        return config
+
+    uvicorn.run(create_app(run_or_exit(action)), host=host, port=port)

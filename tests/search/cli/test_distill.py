@@ -1,0 +1,96 @@
+"""`semsearch distill` and `quantize` on tiny models: defaults, reports, the gate's warning and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner, Result
+
+from search.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def test_distill_command_on_tiny_models(build_tiny_sentence_model, tmp_path, beir_dir):
+    from sentence_transformers import SentenceTransformer
+
+    teacher = build_tiny_sentence_model(tmp_path / "teacher", seed=1, dense_dim=48)
+    student = build_tiny_sentence_model(tmp_path / "student", seed=2, dense_dim=48)
+    result = invoke(
+        "distill", "--dataset", str(beir_dir), "--teacher", str(teacher), "--student", str(student),
+        "--out", str(tmp_path / "out"), "--epochs", "2", "--max-texts", "40", "--eval-texts", "8",
+        "--batch-size", "8", "--threads", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    # the default recipe (rank loss, train-query labels) adds the train queries the 40-text sample missed
+    assert 40 <= report["texts"] <= 45 and len(report["epoch_losses"]) == 2
+    assert report["config"]["loss"] == "rank" and report["eval_top10_overlap_after"] is not None
+    assert report["epoch_losses"][-1] < report["epoch_losses"][0]
+    vectors = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["a claim"], normalize_embeddings=True)
+    assert vectors.shape == (1, 48)
+    bad = invoke("distill", "--dataset", str(beir_dir), "--loss", "l1", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "l1" in bad.output
+
+
+def test_quantize_command_reports_sizes_latency_and_gate(build_tiny_sentence_model, tmp_path, beir_dir):
+
+    model = build_tiny_sentence_model(tmp_path / "model", seed=3)
+    result = invoke(
+        "quantize", "--model", str(model), "--out", str(tmp_path / "q"), "--dataset", str(beir_dir),
+        "--gate-docs", "20", "--threads", "1", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["int8_model_bytes"] < report["fp32_model_bytes"]
+    assert report["gate_split"] == "train" and report["gate_queries"] == 5
+    assert report["int8_model_bytes"] == (tmp_path / "q" / "int8" / "model.onnx").stat().st_size
+    assert report["fp32_model_bytes"] == (tmp_path / "q" / "fp32" / "model.onnx").stat().st_size
+    assert report["mode"] == "dynamic" and report["latency_queries"] == "first 100 train queries, batch 1"
+
+
+def test_quantize_gate_failure_warns_and_strict_exits_1(build_tiny_sentence_model, tmp_path, beir_dir, monkeypatch):
+    import search.evaluation.quantize_gate as gate_module
+    import search.jobs.quantize as quantize_job
+
+    def failing_gate(*args, **kwargs):
+        return gate_module.GateResult("train", 5, 30, ndcg_reference=0.8, ndcg_candidate=0.5, tolerance=0.005)
+
+    monkeypatch.setattr(quantize_job, "quality_gate", failing_gate)
+    model = build_tiny_sentence_model(tmp_path / "model", seed=3)
+    args = ["quantize", "--model", str(model), "--out", str(tmp_path / "q"), "--dataset", str(beir_dir), "--json"]
+    warned = invoke(*args)
+    assert warned.exit_code == 0 and "warning: int8 loses 0.3000 nDCG@10 on train queries" in warned.output
+    strict = invoke(*args, "--strict")
+    assert strict.exit_code == 1 and "warning: int8 loses" in strict.output
+    bad = invoke("quantize", "--model", str(model), "--out", str(tmp_path / "q3"), "--mode", "int4")
+    assert bad.exit_code == 2 and "unknown mode 'int4': use one of dynamic, static" in bad.output
+
+
+def test_distill_options_default_to_the_shipped_recipe(tmp_path, beir_dir, monkeypatch):
+    """With no options, the command hands `distill_on_dataset` exactly `DistillConfig()` (the shipped recipe)."""
+    import search.jobs.distill as distill_job
+    from compression.distill import DistillConfig
+
+    calls = []
+
+    def fake_distill(dataset, config, out, max_texts, eval_texts, seed, **options):
+        calls.append((config, max_texts, eval_texts, seed))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(distill_job, "distill_on_dataset", fake_distill)
+    result = invoke("distill", "--dataset", str(beir_dir), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "stop here" in result.output
+    config, max_texts, eval_texts, seed = calls[0]
+    assert config == DistillConfig() and (max_texts, eval_texts, seed) == (8_000, 256, 0)
+    shipped = {"student": "minilm", "loss": "rank", "projection": "never", "label_boost": 3.0, "learning_rate": 2e-5,
+               "temperature": 0.05, "epochs": 1, "batch_size": 32, "max_seq_length": 128}  # fmt: skip
+    assert {name: getattr(config, name) for name in shipped} == shipped
+    invoke("distill", "--dataset", str(beir_dir), "--out", str(tmp_path / "o2"), "--lr", "0.001", "--loss", "kl",
+           "--projection", "auto", "--label-boost", "0")  # fmt: skip
+    changed = calls[1][0]
+    assert (changed.learning_rate, changed.loss, changed.projection, changed.label_boost) == (1e-3, "kl", "auto", 0.0)

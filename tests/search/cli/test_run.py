@@ -1,0 +1,50 @@
+"""`semsearch run`: its options become the main job's spec (the job itself is tested in tests/search/jobs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from compression.distill import DistillConfig
+from search.cli import app
+from search.jobs.main_job import MainJobSpec
+
+
+@pytest.fixture
+def captured_spec(monkeypatch: pytest.MonkeyPatch) -> list[MainJobSpec]:
+    """Replace the job by one that records its spec and stops with an expected error (exit 2)."""
+    import search.jobs.main_job as main_job
+
+    specs: list[MainJobSpec] = []
+
+    def fake_run(spec: MainJobSpec, show_progress: bool = True) -> None:
+        specs.append(spec)
+        raise ValueError("stopped before the job")
+
+    monkeypatch.setattr(main_job, "run_main_job", fake_run)
+    return specs
+
+
+def test_run_defaults_are_the_main_job_defaults(captured_spec: list[MainJobSpec]) -> None:
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 2 and "stopped before the job" in result.output
+    spec = captured_spec[0]
+    assert spec == MainJobSpec(threads=2, runs_dir=Path("runs"))
+    assert spec.recipe == DistillConfig() and not spec.quick and spec.compressed_factory == "SQ8"
+
+
+def test_run_overrides_apply_to_full_and_quick_runs(captured_spec: list[MainJobSpec], tmp_path: Path) -> None:
+    args = ["run", "--quick", "--compressed-index", "IVF4,PQ8", "--distill-texts", "50", "--quantization", "static",
+            "--runs-dir", str(tmp_path), "--threads", "1", "--dataset", "somewhere"]  # fmt: skip
+    CliRunner().invoke(app, args)
+    spec = captured_spec[0]
+    assert spec.quick and spec.compressed_index == spec.quick_compressed_index == spec.compressed_factory == "IVF4,PQ8"
+    assert spec.distill_texts == spec.quick_distill_texts == spec.texts_for_training == 50
+    assert (spec.quantization, spec.runs_dir, spec.threads, spec.dataset) == ("static", tmp_path, 1, "somewhere")
+
+
+def test_run_refuses_a_bad_quantization_mode_with_exit_2() -> None:
+    result = CliRunner().invoke(app, ["run", "--quantization", "int4"])
+    assert result.exit_code == 2 and "unknown quantization 'int4': use one of dynamic, static" in result.output
