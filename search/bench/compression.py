@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,9 @@ from typing import Any
 import numpy as np
 
 from common.atomic import write_json_atomic, write_text_atomic
+from common.machine import machine_info
+from common.tables import markdown_table
+from common.timing import time_pass
 from compression.encoders import Encoder, load_encoder
 from indexes.faiss_index import IndexSpec
 from indexes.store import load_index_dir
@@ -49,23 +49,13 @@ class CompressionBenchSpec:
     doc_tower: str | None = None  # the base student's int8 encoder, for a student distilled against its documents
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
-        simd = [f for f in ("avx2", "avx512f", "avx512_vnni") if f" {f}" in flags]
-        cpu = f"{names[0] if names else 'unknown'} ({', '.join(simd)})"
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version()}
-
-
 def docs_per_second(encoder: Encoder, texts: list[str]) -> float:
-    """Passages per second on `texts`, after a short warm-up."""
-    encoder.encode(texts[:THROUGHPUT_WARMUP], kind="passage")
-    started = time.perf_counter()
-    encoder.encode(texts, kind="passage")
-    return len(texts) / (time.perf_counter() - started)
+    """Passages per second on `texts` (one pass), after a warm-up on the first `THROUGHPUT_WARMUP` of them."""
+    seconds = time_pass(
+        lambda: encoder.encode(texts, kind="passage"),
+        warmup=lambda: encoder.encode(texts[:THROUGHPUT_WARMUP], kind="passage"),
+    )
+    return len(texts) / seconds
 
 
 def run_compression_bench(spec: CompressionBenchSpec, out_dir: Path, show_progress: bool = True) -> dict[str, Any]:
@@ -126,6 +116,8 @@ def summarise(
     throughput: dict[str, float],
     encoders: dict[str, Encoder],
 ) -> dict[str, Any]:
+    """summary.json: each pipeline's headline figures, model sizes, throughput, the student's identity, machine."""
+
     def get(name: str, key: str) -> Any:
         return reports.get(name, {}).get(key)
 
@@ -165,24 +157,29 @@ def summarise(
     }
 
 
+PIPELINE_HEADERS = ("pipeline", "nDCG@10", "recall@10 vs teacher", "encode ms p50", "vs teacher", "model MB")
+
+
+def pipeline_cells(name: str, report: dict[str, Any], teacher_ms: float) -> list[str]:
+    """One summary.md line: nDCG to 4 decimals, recall to 3, the encode-speed ratio to the teacher, model MB."""
+    ratio = teacher_ms / report["encode_ms_p50"] if report["encode_ms_p50"] else float("nan")
+    return [
+        name, f"{report['ndcg@10']:.4f}", f"{report.get('recall@10_vs_teacher', float('nan')):.3f}",
+        f"{report['encode_ms_p50']:.2f}", f"{ratio:.1f}x faster", f"{report['model_bytes'] / 1e6:.1f}",
+    ]  # fmt: skip
+
+
 def summary_markdown(summary: dict[str, Any], reports: dict[str, dict[str, Any]]) -> str:
+    """summary.md: one line per pipeline and the corpus throughput of the teacher and the int8 student."""
     teacher_ms = summary["teacher_encode_ms_p50"]
+    rows = [pipeline_cells(name, report, teacher_ms) for name, report in reports.items()]
     lines = [
         f"# Compression on {summary['dataset']} ({summary['split']} split), one run",
         "",
         f"Machine: {summary['machine']['cpu']}, {summary['machine']['cores']} cores, "
         f"{summary['machine']['threads']} threads. Flat (exact) indexes; latency is one query at a time.",
         "",
-        "| pipeline | nDCG@10 | recall@10 vs teacher | encode ms p50 | vs teacher | model MB |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, report in reports.items():
-        ratio = teacher_ms / report["encode_ms_p50"] if report["encode_ms_p50"] else float("nan")
-        lines.append(
-            f"| {name} | {report['ndcg@10']:.4f} | {report.get('recall@10_vs_teacher', float('nan')):.3f} | "
-            f"{report['encode_ms_p50']:.2f} | {ratio:.1f}x faster | {report['model_bytes'] / 1e6:.1f} |"
-        )
-    lines += [
+        markdown_table(PIPELINE_HEADERS, rows).rstrip("\n"),
         "",
         f"Corpus throughput on {summary['throughput_docs']} sampled documents: teacher "
         f"{summary['teacher_docs_per_s']:.1f} docs/s, int8 student {summary['student_int8_docs_per_s']:.1f} docs/s "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 
@@ -13,24 +14,24 @@ def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
 def pareto_mask(points: Sequence[tuple[float, float]]) -> list[bool]:
     """For each (quality, cost) point, whether no other point dominates it; equal points are all kept.
 
-    Sorting by cost (then quality descending) makes it O(n log n): a point is on the frontier iff its quality
-    beats every point that costs less, and it is the best among the points of equal cost.
+    O(n log n): sort by cost (quality descending within a cost), then sweep the groups of equal cost once, keeping
+    the best quality among strictly cheaper points. A point is on the frontier iff it has its group's top quality
+    (a same-cost point of higher quality dominates it) and that quality beats every strictly cheaper point's (one
+    of equal or higher quality at a lower cost dominates it).
     """
     for quality, cost in points:
         if quality != quality or cost != cost:  # NaN compares false with everything: reject rather than guess
             raise ValueError(f"pareto points must be numbers, got ({quality}, {cost})")
     order = sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][0]))
     mask = [False] * len(points)
-    best_cheaper = float("-inf")  # best quality among points strictly cheaper than the current cost
-    i = 0
-    while i < len(order):
-        cost = points[order[i]][1]
-        group = [j for j in order[i:] if points[j][1] == cost]
-        top = points[group[0]][0]  # sorted by quality descending within one cost
-        for j in group:
-            mask[j] = points[j][0] == top and top > best_cheaper
-        best_cheaper = max(best_cheaper, top)
-        i += len(group)
+    best_cheaper: float | None = None  # best quality among points strictly cheaper (None: none yet; not -inf,
+    # so a cheapest point of quality -inf is still kept)
+    for _, group in itertools.groupby(order, key=lambda i: points[i][1]):
+        members = list(group)
+        top = points[members[0]][0]  # sorted by quality descending within one cost
+        for i in members:
+            mask[i] = points[i][0] == top and (best_cheaper is None or top > best_cheaper)
+        best_cheaper = top if best_cheaper is None else max(best_cheaper, top)
     return mask
 
 

@@ -5,6 +5,7 @@ The distill options default to `DistillConfig()`'s fields, the shipped recipe, s
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,8 +13,10 @@ import typer
 
 from compression.distill import DistillConfig
 from search.cli.base import AsJson, app, print_mapping, run_or_exit
+from search.jobs.quantize import QuantizeSpec, run_quantize_job
 
 DEFAULTS = DistillConfig()
+QUANTIZE_DEFAULTS = {field.name: field.default for field in fields(QuantizeSpec)}
 DISTILL_MAX_TEXTS = 8_000
 DISTILL_EVAL_TEXTS = 256
 
@@ -92,20 +95,25 @@ def quantize(
     model: Annotated[str, typer.Option(help="sentence-transformers folder (a distilled student), minilm or teacher")],
     out: Annotated[Path, typer.Option("--out", help="output folder: fp32/ and int8/ ONNX model folders")],
     mode: Annotated[str, typer.Option(help="int8 mode: dynamic or static (QDQ, calibrated on corpus text)")] = (
-        "dynamic"
+        QUANTIZE_DEFAULTS["mode"]
     ),
     dataset: Annotated[str, typer.Option(help="calibration corpus and TRAIN queries for the quality gate")] = (
-        "scifact"
+        QUANTIZE_DEFAULTS["dataset"]
     ),
-    tolerance: Annotated[float, typer.Option(help="largest allowed nDCG@10 drop of int8 vs fp32")] = 0.005,
+    tolerance: Annotated[float, typer.Option(help="largest allowed nDCG@10 drop of int8 vs fp32")] = (
+        QUANTIZE_DEFAULTS["tolerance"]
+    ),
     strict: Annotated[bool, typer.Option("--strict", help="exit 1 when the gate fails (default: warn)")] = False,
-    gate_docs: Annotated[int, typer.Option(help="distractor documents in the gate's corpus subset")] = 2000,
-    calibration_texts: Annotated[int, typer.Option(help="corpus passages for static calibration")] = 256,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = None,
+    gate_docs: Annotated[int, typer.Option(help="distractor documents in the gate's corpus subset")] = (
+        QUANTIZE_DEFAULTS["gate_docs"]
+    ),
+    calibration_texts: Annotated[int, typer.Option(help="corpus passages for static calibration")] = (
+        QUANTIZE_DEFAULTS["calibration_texts"]
+    ),
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = QUANTIZE_DEFAULTS["threads"],
     as_json: AsJson = False,
 ) -> None:
     """Export to ONNX (fp32), quantize to int8, and print size, latency and the train-split quality gate."""
-    from search.jobs.quantize import QuantizeSpec, run_quantize_job
 
     def action() -> dict[str, Any]:
         spec = QuantizeSpec(model=model, out=out, mode=mode, dataset=dataset, tolerance=tolerance,

@@ -8,25 +8,27 @@ from typing import Annotated
 import typer
 
 from search.cli.base import AsJson, app, print_json, run_or_exit
+from search.jobs.main_job import MainJobResult, MainJobSpec, main_job_spec, run_main_job, side_by_side
+
+DEFAULTS = MainJobSpec()
 
 
 @app.command(name="run")
 def run_main(
-    dataset: Annotated[str, typer.Option(help="dataset with qrels (BEIR layout or a name in data/datasets.json)")] = (
-        "scifact"
+    dataset: Annotated[str, typer.Option(help="dataset with qrels (a BEIR folder or a named dataset)")] = (
+        DEFAULTS.dataset
     ),
     quick: Annotated[
         bool, typer.Option("--quick", help="a labelled subset (judged docs + distractors), short distillation")
     ] = False,
     compressed_index: Annotated[str | None, typer.Option(help="FAISS factory of the compressed pipelines")] = None,
-    quantization: Annotated[str, typer.Option(help="int8 mode: dynamic or static")] = "dynamic",
+    quantization: Annotated[str, typer.Option(help="int8 mode: dynamic or static")] = DEFAULTS.quantization,
     distill_texts: Annotated[int | None, typer.Option(help="training texts for the student")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="where the index directories go")] = Path("runs"),
-    threads: Annotated[int, typer.Option(help="torch and onnxruntime threads")] = 2,
+    runs_dir: Annotated[Path, typer.Option(help="where the index directories go")] = DEFAULTS.runs_dir,
+    threads: Annotated[int, typer.Option(help="torch and onnxruntime threads")] = DEFAULTS.threads,
     as_json: AsJson = False,
 ) -> None:
     """The main job: teacher pipeline, compressed pipeline (distil, int8, compressed index), side by side."""
-    from search.jobs.main_job import MainJobResult, main_job_spec, run_main_job, side_by_side
 
     def action() -> MainJobResult:
         spec = main_job_spec(
