@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces benchmarks/scifact/ (issue 4): every encoder x index x search parameter on SciFact test, Pareto plots.
 # Needs the main job's artefacts (benchmarks/compression/run.sh step 1, cached after its first run).
+# MAIN and OUT override the main job's output it reads and where results go.
 set -euo pipefail
-main=benchmarks/compression/main_job.json
+main=${MAIN:-benchmarks/compression/main_job.json}
+out=${OUT:-benchmarks/scifact}
 student=$(python -c "import json; print(json.load(open('$main'))['student_dir'])")
 int8=$(python -c "import json; print(json.load(open('$main'))['int8_dir'])")
 base=$(python -c "import json; print(json.load(open('$main'))['doc_int8_dir'])")
@@ -12,4 +14,4 @@ semsearch bench --dataset scifact \
   --encoders "teacher,student=$student@minilm,student-int8=$int8@$base^student,minilm-int8=$base" \
   --indexes "Flat;HNSW32;IVF256,Flat;IVF256,PQ48;OPQ48,IVF256,PQ48;IVF256,PQ48,RFlat;SQ8;PQ96" \
   --sweep "nprobe=1,2,4,8,16,32,64;efSearch=16,32,64,128,256;k_factor=1,2,4,8" \
-  --budget-ms 5 --threads 2 --repeats 3 --out benchmarks/scifact
+  --budget-ms 5 --threads 2 --repeats 3 --out $out

@@ -15,7 +15,7 @@ from search.jobs.main_job import MainJobSpec
 @pytest.fixture
 def captured_spec(monkeypatch: pytest.MonkeyPatch) -> list[MainJobSpec]:
     """Replace the job by one that records its spec and stops with an expected error (exit 2)."""
-    import search.jobs.main_job as main_job
+    import search.cli.run as run_command
 
     specs: list[MainJobSpec] = []
 
@@ -23,7 +23,7 @@ def captured_spec(monkeypatch: pytest.MonkeyPatch) -> list[MainJobSpec]:
         specs.append(spec)
         raise ValueError("stopped before the job")
 
-    monkeypatch.setattr(main_job, "run_main_job", fake_run)
+    monkeypatch.setattr(run_command, "run_main_job", fake_run)
     return specs
 
 
