@@ -149,5 +149,5 @@ class RowCache:
             write_json_atomic(meta_path, full_meta)
             partial_path.unlink(missing_ok=True)
             partial_meta.unlink(missing_ok=True)
-        logger.info("computed %d %s in %.1f s (%.1f %s/s)", n, label, seconds, n / max(seconds, 1e-9), unit)
+        logger.info("%s: %d %s in %.1f s (%.1f %s/s)", label, n, unit, seconds, n / max(seconds, 1e-9), unit)
         return CachedRows(vectors, key, False, seconds, full_meta)
