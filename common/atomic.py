@@ -73,7 +73,10 @@ def staged_folder(out_dir: Path | str) -> Iterator[Path]:
             retired = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(out_dir, retired)
             os.replace(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
+            if retired.is_symlink():  # a link was replaced: drop the link, never what it points to
+                retired.unlink()
+            else:
+                shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(staging, out_dir)
     finally:

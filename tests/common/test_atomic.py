@@ -48,3 +48,15 @@ def test_staged_folder_swaps_in_whole_and_a_failure_keeps_the_old_folder(tmp_pat
         (stage / "two.txt").write_text("2")
     assert sorted(p.name for p in out.iterdir()) == ["two.txt"]  # replaced whole, not merged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or retired folders left
+
+
+def test_staged_folder_replaces_a_link_without_touching_its_target(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("keep")
+    (tmp_path / "out").symlink_to(elsewhere)
+    with staged_folder(tmp_path / "out") as stage:
+        (stage / "new.txt").write_text("new")
+    assert not (tmp_path / "out").is_symlink() and (tmp_path / "out" / "new.txt").exists()
+    assert (elsewhere / "keep.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "out"]
