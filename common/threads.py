@@ -1,8 +1,13 @@
 """Thread limits, set in one place and on purpose.
 
 BLAS (numpy's and FAISS's OpenBLAS) and OpenMP (FAISS's libgomp) are limited with threadpoolctl, which finds every
-loaded copy. ONNX Runtime threads are session options (`compression.encoders.onnx`); torch's are process-wide and
-set by the torch encoder. Mixing spinning ONNX threads with a full OpenMP team per call costs milliseconds per query.
+loaded copy. ONNX Runtime threads are session options (`compression.encoders.onnx`, spinning off by default); torch's
+are process-wide and set by the torch encoder. Mixing spinning ONNX threads with a full OpenMP team per call costs
+milliseconds per query (issue 9, benchmarks/latency/).
+
+Mind the scope: a pthreads BLAS limit is process-wide, but OpenMP thread counts are per calling thread, so
+`limit_threads` in the main thread does not reach a server's worker threads. Single-query FAISS searches are capped
+per call, in the thread that searches (`indexes.faiss_index.openmp_threads` / `search_index`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from threadpoolctl import ThreadpoolController, threadpool_info
 def limit_threads(threads: int | None) -> Iterator[list[dict[str, Any]]]:
     """Limit every BLAS and OpenMP pool loaded in the process to `threads` inside the block (None: no change).
 
-    Import FAISS/numpy before entering, so their pools are loaded and found. Yields the pools as limited.
+    Import FAISS/numpy before entering, so their pools are loaded and found. Yields the pools as limited. OpenMP
+    limits hold for the calling thread only (see the module docstring).
     """
     if threads is None:
         yield threadpool_info()

@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from common.cache import cache_root
 
@@ -156,3 +157,19 @@ def _fingerprint(root: str, stats: tuple[tuple[str, int, int], ...]) -> str:
                 file_digest.update(chunk)
         digest.update(file_digest.digest())
     return digest.hexdigest()
+
+
+def folder_encoder_identity(
+    kind: str, name: str, folder: Path, dim: int, max_seq_length: int, precision: str
+) -> dict[str, Any]:
+    """The identity of an encoder served from a model folder (ONNX, static): what its vectors depend on, for
+    index metadata and cache keys; the one shape both folder encoders share."""
+    return {
+        "type": kind,
+        "name": name,
+        "path": str(folder),
+        "fingerprint": model_fingerprint(folder),
+        "dim": dim,
+        "max_seq_length": max_seq_length,
+        "precision": precision,
+    }

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 SUPPORTED_FACTORIES = (
     "Flat",
     "HNSW{M}",
+    "HNSW{M},SQ8",
     "IVF{nlist},Flat",
     "PQ{m}",
     "IVF{nlist},PQ{m}",
@@ -27,11 +29,16 @@ SUPPORTED_FACTORIES = (
     "any of the above (except Flat) followed by ,RFlat",
 )
 _PQ = r"PQ\d+(?:x\d+)?"
-_CORE = rf"(?:Flat|HNSW\d+(?:,Flat)?|IVF\d+,(?:Flat|{_PQ})|OPQ\d+(?:_\d+)?,IVF\d+,{_PQ}|{_PQ}|SQ8)"
+_CORE = rf"(?:Flat|HNSW\d+(?:,Flat|,SQ8)?|IVF\d+,(?:Flat|{_PQ})|OPQ\d+(?:_\d+)?,IVF\d+,{_PQ}|{_PQ}|SQ8)"
 _FACTORY = re.compile(rf"^{_CORE}(?:,RFlat)?$")
 # public search-parameter name -> the names faiss.ParameterSpace may use for it
 SEARCH_PARAMS = {"nprobe": ("nprobe",), "efSearch": ("efSearch",), "k_factor": ("k_factor_rf", "k_factor")}
 DEFAULT_TRAIN_SAMPLE = 100_000
+# OpenMP threads for a search of one query. FAISS parallelises over queries, so a second thread has nothing to do
+# for one query, yet some indexes (SQ8, PQ) still open a parallel region and wait for its whole team: on a busy
+# 2-core machine an SQ8 search over 5,183 vectors took 2.5 ms (p50) that way, 5-7 ms beside spinning onnxruntime
+# sessions, against 0.35-0.39 ms on one thread (issue 9; benchmarks/latency/). Batches keep the default team.
+SINGLE_QUERY_THREADS = 1
 
 
 def import_faiss():
@@ -200,14 +207,49 @@ def _seed_clustering(index, seed: int) -> None:
     ivf.cp.seed = 1234 + seed
 
 
-def search_index(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k inner-product search; returns (scores, positions), position -1 where fewer than k exist."""
+@contextmanager
+def openmp_threads(threads: int | None) -> Iterator[int]:
+    """Cap FAISS's OpenMP team for calls made by *this thread* inside the block at `threads`, then restore it.
+
+    libgomp keeps the thread count per calling thread: `omp_set_num_threads` (and threadpoolctl, which calls it) in
+    the main thread does not reach a server's worker threads, each of which starts with the process default and
+    gets its own team. So the cap is set around each call, in the thread that searches (two calls, under a
+    microsecond). None, or a cap at or above the current count, changes nothing. Yields the count in force.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {threads}")
+    faiss = import_faiss()
+    before = faiss.omp_get_max_threads()
+    if threads is None or threads >= before:
+        yield before
+        return
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def search_threads(n_queries: int, single_query_threads: int | None = SINGLE_QUERY_THREADS) -> int | None:
+    """The OpenMP cap for a search of `n_queries`: `single_query_threads` for one query, none for batches."""
+    return single_query_threads if n_queries == 1 else None
+
+
+def search_index(
+    index, queries: np.ndarray, k: int, single_query_threads: int | None = SINGLE_QUERY_THREADS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k inner-product search; returns (scores, positions), position -1 where fewer than k exist.
+
+    A single query runs on `single_query_threads` OpenMP threads (None: the calling thread's default team)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if single_query_threads is not None and single_query_threads < 1:
+        raise ValueError(f"single_query_threads must be >= 1 or None, got {single_query_threads}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] != index.d:
         raise ValueError(f"queries must have shape (n, {index.d}), got {queries.shape}")
-    return index.search(queries, k)
+    with openmp_threads(search_threads(len(queries), single_query_threads)):
+        return index.search(queries, k)
 
 
 def serialized_size(index) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from indexes.faiss_index import import_faiss
+from indexes.faiss_index import SINGLE_QUERY_THREADS, import_faiss, search_index
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,16 @@ class RefineSplit:
     def k_factor(self) -> float:
         return float(self.index.k_factor)
 
-    def search(self, queries: np.ndarray, k: int) -> TimedSearch:
-        """Top-k by exact score among the base index's top `int(k * k_factor)` candidates, as FAISS's refine does."""
+    def search(
+        self, queries: np.ndarray, k: int, single_query_threads: int | None = SINGLE_QUERY_THREADS
+    ) -> TimedSearch:
+        """Top-k by exact score among the base index's top `int(k * k_factor)` candidates, as FAISS's refine does.
+
+        The candidate search follows `search_index`'s thread policy (`single_query_threads` for one query)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         started = time.perf_counter()
         k_base = max(k, int(k * self.k_factor))
-        _, candidates = self.base.search(queries, k_base)
+        _, candidates = search_index(self.base, queries, k_base, single_query_threads)
         searched = time.perf_counter()
         scores, positions = self._rescore(queries, candidates, k)
         return TimedSearch(scores, positions, searched - started, time.perf_counter() - searched)

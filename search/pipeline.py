@@ -14,7 +14,14 @@ import numpy as np
 
 from common.progress import make_progress
 from compression.encoders import Encoder, encode_timed, load_encoder_from_identity
-from indexes.faiss_index import IndexSpec, apply_search_params, build_index, bytes_per_vector, search_index
+from indexes.faiss_index import (
+    SINGLE_QUERY_THREADS,
+    IndexSpec,
+    apply_search_params,
+    build_index,
+    bytes_per_vector,
+    search_index,
+)
 from indexes.rescore import RefineSplit, TimedSearch
 from indexes.store import DisplayDoc, StoredIndex, check_encoder_matches, load_index_dir, save_index_dir
 from search.data.datasets import Dataset, corpus_fingerprint
@@ -25,8 +32,11 @@ logger = logging.getLogger(__name__)
 SNIPPET_CHARS = 300
 
 
-@dataclass(frozen=True)
+@dataclass
 class Hit:
+    """One search result. Not frozen on purpose: a frozen dataclass sets each field through `object.__setattr__`,
+    which made building k = 100 hits cost 2-3x more (~0.1 ms a query; issue 9, benchmarks/latency/)."""
+
     id: str
     score: float
     title: str
@@ -150,12 +160,25 @@ def build_index_dir(
 
 
 class Pipeline:
-    """Query encoder + index: `search(query, k)` returns hits and how long each stage took."""
+    """Query encoder + index: `search(query, k)` returns hits and how long each stage took.
 
-    def __init__(self, encoder: Encoder, stored: StoredIndex, search_params: Mapping[str, float] | None = None):
+    `single_query_threads` caps FAISS's OpenMP team for one-query searches, in whichever thread searches (see
+    `indexes.faiss_index.search_index`; None leaves the calling thread's default); batches keep the default team.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        stored: StoredIndex,
+        search_params: Mapping[str, float] | None = None,
+        single_query_threads: int | None = SINGLE_QUERY_THREADS,
+    ):
         check_encoder_matches(stored.meta, encoder.identity(), stored.path)
+        if single_query_threads is not None and single_query_threads < 1:
+            raise ValueError(f"single_query_threads must be >= 1 or None, got {single_query_threads}")
         self.encoder = encoder
         self.stored = stored
+        self.single_query_threads = single_query_threads
         self.search_params = {**stored.meta.get("search_params", {}), **dict(search_params or {})}
         apply_search_params(stored.index, self.search_params)
         self._refine = RefineSplit.of(stored.index)  # None unless the index re-ranks with full precision
@@ -200,21 +223,23 @@ class Pipeline:
         k = min(k, self.stored.index.ntotal)
         if self._refine is None:
             started = time.perf_counter()
-            scores, positions = search_index(self.stored.index, vectors, k)
+            scores, positions = search_index(self.stored.index, vectors, k, self.single_query_threads)
             return TimedSearch(scores, positions, time.perf_counter() - started, 0.0)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if vectors.ndim != 2 or vectors.shape[1] != self.stored.index.d:
             raise ValueError(f"queries must have shape (n, {self.stored.index.d}), got {vectors.shape}")
-        return self._refine.search(vectors, k)
+        return self._refine.search(vectors, k, self.single_query_threads)
 
     def ids_of(self, positions: np.ndarray) -> list[list[str]]:
         return self.stored.ids.to_ids(positions)
 
     def _hits(self, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:
+        """Hits of one query's row; Python numbers via `tolist` (numpy scalars cost more to index and convert)."""
+        ids, docs = self.stored.ids.ids, self.stored.docs
         return [
-            Hit(self.stored.ids.ids[pos], float(score), self.stored.docs[pos].title, self.stored.docs[pos].snippet)
-            for score, pos in zip(scores, positions, strict=True)
+            Hit(ids[pos], score, docs[pos].title, docs[pos].snippet)
+            for score, pos in zip(scores.tolist(), positions.tolist(), strict=True)
             if pos >= 0
         ]
 
@@ -256,6 +281,7 @@ class Pipeline:
             "mode": meta.get("mode", "symmetric"),
             "factory": meta["factory"],
             "search_params": self.search_params,
+            "single_query_threads": self.single_query_threads,
             "ntotal": meta["ntotal"],
             "dim": meta["dim"],
             "bytes_per_vector": meta["bytes_per_vector"],

@@ -174,15 +174,17 @@ def build_student(
 ) -> Student:
     """Load or derive the student of `config`, truncated to `config.max_seq_length`.
 
-    `minilm` and folders are loaded as they are; `teacher-layers:N` loads `config.teacher` and prunes it to N layers.
+    `minilm` and folders are loaded as they are; `teacher-layers:N` loads `config.teacher` and prunes it to N layers,
+    `minilm-layers:N` does the same to all-MiniLM-L6-v2.
     With `projection="auto"`, a student whose dim differs from `teacher_dim` gets a linear projection to it,
     least-squares fitted from the student's vectors of `fit_texts` to `fit_targets` (the teacher's vectors of the
     same texts: training texts only, never test queries).
     """
     kind, argument = parse_student(config.student)
     kept: list[int] | None = None
-    if kind == "teacher-layers":
-        model = _load_sentence_transformer(resolve_model(config.teacher).path, device)
+    if kind in ("teacher-layers", "minilm-layers"):
+        base = config.teacher if kind == "teacher-layers" else "minilm"
+        model = _load_sentence_transformer(resolve_model(base).path, device)
         kept = prune_layers(model, argument)
     else:
         model = _load_sentence_transformer(resolve_model(str(argument)).path, device)

@@ -23,6 +23,7 @@ from compression.distill.losses import distillation_loss
 from compression.distill.students import build_student, pooled_embeddings
 from compression.distill.targets import TeacherEncoder, compute_teacher_targets
 from compression.encoders import l2_normalise
+from compression.precision import autocast, resolve_precision
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -43,6 +44,7 @@ class DistillReport:
     student_dim: int
     teacher_dim: int
     device: str = "cpu"
+    precision: str = "fp32"
     kept_layers: list[int] | None = None
     projection_added: bool = False
     targets_from_cache: bool = False
@@ -107,6 +109,7 @@ def train_student(
     """Train `model` in place to reproduce `targets` (the teacher's vectors of `texts`); return (mean loss per epoch,
     optimiser steps, seconds).
 
+    The forward pass runs under `config.precision`'s autocast (bf16 where it is native), the loss in fp32.
     `documents` = (student-side, teacher-side) unit document vectors, for the `rank` losses. Seeded by `config.seed`
     (initial state and batch order). With an in-batch KL term, a final batch of one text is skipped. `positives[i]`
     lists the document rows judged relevant to text i (train queries only), boosted by `config.label_boost`.
@@ -160,7 +163,9 @@ def train_student(
                     if config.length_grouping:
                         order = length_grouped(order, lengths, config.batch_size, rng)
                 for batch in cut_batches(order, config.batch_size, min_batch):
-                    student = embed_for_training(model, [texts[i] for i in batch], device)
+                    with autocast(config.precision, device):  # the transformer in bf16 where it pays ...
+                        student = embed_for_training(model, [texts[i] for i in batch], device)
+                    student = student.float()  # ... the loss in fp32: rank logits are cos / 0.05
                     loss = distillation_loss(
                         student,
                         target_tensor[batch].to(device),
@@ -290,14 +295,16 @@ def distill(
         from_cache = True
     else:
         targets, from_cache = compute_teacher_targets(
-            teacher, texts, config.max_seq_length, config.batch_size, cache_dir, show_progress=show_progress
-        )
+            teacher, texts, config.max_seq_length, config.batch_size, cache_dir, show_progress=show_progress,
+            precision=config.precision, device=device,
+        )  # fmt: skip
     targets_seconds = time.perf_counter() - started
     eval_targets = None
     if eval_texts:
         eval_targets, _ = compute_teacher_targets(
-            teacher, eval_texts, config.max_seq_length, config.batch_size, cache_dir, show_progress=False
-        )
+            teacher, eval_texts, config.max_seq_length, config.batch_size, cache_dir, show_progress=False,
+            precision=config.precision, device=device,
+        )  # fmt: skip
     fit = min(config.projection_fit_texts, len(texts))
     student = build_student(config, targets.shape[1], texts[:fit], targets[:fit], device)
     documents = None
@@ -328,6 +335,7 @@ def distill(
         student_dim=int(student.model.get_embedding_dimension()),
         teacher_dim=int(targets.shape[1]),
         device=device,
+        precision=resolve_precision(config.precision, device),
         kept_layers=student.kept_layers,
         projection_added=student.projection_added,
         targets_from_cache=from_cache,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from compression.encoders.base import TextKind, check_kind, l2_normalise
-from compression.models import model_bytes, model_fingerprint
+from compression.models import folder_encoder_identity, model_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,11 @@ TOKENIZER_FILE = "tokenizer.json"
 OUTPUT_NAME = "sentence_embedding"
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+# After each run, onnxruntime's intra-op worker threads spin waiting for more work unless this is "0". Spinning
+# threads steal the cores that FAISS, the tokenizer and the other sessions of the process need next: on a busy
+# 2-core machine a MiniLM int8 query encode took 17 ms (p50) with spinning on against 6 ms off, 33 against 6 ms with
+# four sessions alternating, and corpus batches were no faster with it (issue 9; benchmarks/latency/).
+ALLOW_SPINNING = "session.intra_op.allow_spinning"
 
 Precision = Literal["fp32", "int8"]
 QuantizationMode = Literal["dynamic", "static"]
@@ -131,7 +136,11 @@ class OnnxEncoder:
         threads: int | None = None,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         name: str | None = None,
+        spinning: bool = False,
     ) -> None:
+        """`threads`: intra-op threads (None: one per physical core). `spinning`: let idle intra-op threads spin
+        between runs (onnxruntime's default); off by default, measured in benchmarks/latency/. Neither is part of
+        `identity()`: they change speed, not vectors, so caches and index directories stay valid."""
         import onnxruntime as ort
 
         if threads is not None and threads < 1:
@@ -149,6 +158,7 @@ class OnnxEncoder:
         self.max_seq_length = self.config.max_seq_length
         self.precision: Precision = self.config.precision
         self.threads = threads
+        self.spinning = spinning
         self.providers = tuple(providers)
 
         options = ort.SessionOptions()
@@ -156,6 +166,7 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry(ALLOW_SPINNING, "1" if spinning else "0")
         self._session = ort.InferenceSession(
             str(self.folder / ONNX_MODEL_FILE), sess_options=options, providers=list(self.providers)
         )
@@ -163,6 +174,13 @@ class OnnxEncoder:
         if set(graph_inputs) != set(self.config.inputs):
             raise ValueError(f"{self.folder}: graph inputs {graph_inputs} != configured {self.config.inputs}")
         self._tokenizer = TextTokenizer(self.folder, self.config)
+
+    def session_setting(self, key: str) -> str | None:
+        """A session config entry as the live session holds it (e.g. `ALLOW_SPINNING`); None when unset."""
+        try:
+            return self._session.get_session_options().get_session_config_entry(key)
+        except RuntimeError:
+            return None
 
     def encode_pre(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenise one batch into the graph's int64 inputs."""
@@ -198,15 +216,7 @@ class OnnxEncoder:
         return out, tokenize_seconds
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "type": "onnx",
-            "name": self.name,
-            "path": str(self.folder),
-            "fingerprint": model_fingerprint(self.folder),
-            "dim": self.dim,
-            "max_seq_length": self.max_seq_length,
-            "precision": self.precision,
-        }
+        return folder_encoder_identity("onnx", self.name, self.folder, self.dim, self.max_seq_length, self.precision)
 
     def model_bytes(self) -> int:
         return model_bytes(self.folder)

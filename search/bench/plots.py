@@ -19,7 +19,7 @@ PLOTS = (
 )
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError as err:
@@ -46,7 +46,7 @@ def write_plots(
     rows: Sequence[Mapping[str, Any]], out_dir: Path, reference: tuple[str, str] | None = None
 ) -> list[Path]:
     """Write the three plots into `out_dir` atomically; `reference` = (encoder, index) of the point to star."""
-    plt = _pyplot()
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     encoders = list(dict.fromkeys(row["encoder"] for row in rows))
     colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(encoders)}

@@ -2,8 +2,9 @@
 
 - `base`: the typer `app`, logging setup, the error-to-exit-code rule (expected errors: one line, exit 2), shared
   options and output helpers;
-- `index`: `index`, `search`, `eval`; `distill`: `distill`, `quantize`; `run`: the main job;
-  `bench`: `bench`, `bench-compression`, `bench-scale`; `serve`: the HTTP server.
+- `index`: `index`, `search`, `eval`; `distill`: `distill`, `quantize`, `prune-vocab`; `run`: the main job;
+  `bench`: `bench`, `bench-compression`, `bench-scale`; `students`: `bench-students` (the student frontier);
+  `serve`: the HTTP server.
 
 Commands parse options, call one function and print its result; the work lives in `search.jobs`, `search.bench`,
 `search.evaluation`, `search.serve` and `search.pipeline`, imported inside each command so `--help` stays fast.
@@ -12,7 +13,7 @@ May import everything under `search`, `compression`, `indexes` and `common`.
 
 # Importing a module registers its commands; this order is the order `semsearch --help` lists them in.
 # isort: off
-from search.cli import index, distill, run, bench, serve  # noqa: F401
+from search.cli import index, distill, run, bench, students, serve  # noqa: F401
 from search.cli.base import app
 
 # isort: on

@@ -13,11 +13,12 @@ import typer
 
 from compression.distill import DistillConfig
 from search.cli.base import AsJson, app, print_mapping, run_or_exit
+from search.jobs.main_job import MainJobSpec
 from search.jobs.quantize import QuantizeSpec, run_quantize_job
 
 DEFAULTS = DistillConfig()
 QUANTIZE_DEFAULTS = {field.name: field.default for field in fields(QuantizeSpec)}
-DISTILL_MAX_TEXTS = 8_000
+DISTILL_MAX_TEXTS = MainJobSpec().distill_texts  # what the main job trains each student on
 DISTILL_EVAL_TEXTS = 256
 
 
@@ -27,9 +28,9 @@ def distill(
     dataset: Annotated[str, typer.Option(help="training texts: corpus sentences and TRAIN queries, never test")] = (
         "scifact"
     ),
-    student: Annotated[str, typer.Option(help="minilm, teacher-layers:N, or a sentence-transformers folder")] = (
-        DEFAULTS.student
-    ),
+    student: Annotated[
+        str, typer.Option(help="teacher-layers:i,j,..., minilm, minilm-layers:i,j,..., or a sentence-transformers dir")
+    ] = (DEFAULTS.student),
     teacher: Annotated[str, typer.Option(help="teacher, minilm or a folder")] = DEFAULTS.teacher,
     loss: Annotated[str, typer.Option(help="mse, kl, mse+kl, rank or mse+rank (see DistillConfig)")] = DEFAULTS.loss,
     kl_weight: Annotated[float, typer.Option(help="weight of the KL term in mse+kl")] = DEFAULTS.kl_weight,
@@ -58,6 +59,9 @@ def distill(
     label_boost: Annotated[
         float, typer.Option(help="rank losses: teacher-logit boost of the documents judged relevant to train queries")
     ] = DEFAULTS.label_boost,
+    precision: Annotated[
+        str, typer.Option(help="auto, fp32 or bf16: autocast of the teacher's targets and the training forward pass")
+    ] = DEFAULTS.precision,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     as_json: AsJson = False,
@@ -82,6 +86,7 @@ def distill(
             projection=projection,  # type: ignore[arg-type]
             batching=batching,  # type: ignore[arg-type]
             label_boost=label_boost,
+            precision=precision,  # type: ignore[arg-type]
         )
         report = distill_on_dataset(load_dataset(dataset), config, out, max_texts, eval_texts, seed, device=device,
                                     threads=threads, show_progress=not as_json)  # fmt: skip
@@ -130,3 +135,23 @@ def quantize(
         )
         if strict:
             raise typer.Exit(code=1)
+
+
+@app.command(name="prune-vocab")
+def prune_vocab(
+    model: Annotated[Path, typer.Option(help="an exported ONNX folder (fp32/ or int8-*/ of `semsearch quantize`)")],
+    out: Annotated[Path, typer.Option("--out", help="the pruned ONNX folder")],
+    dataset: Annotated[str, typer.Option(help="keep the tokens of this corpus and its TRAIN queries (never test)")] = (
+        "scifact"
+    ),
+    max_tokens: Annotated[
+        int | None, typer.Option(help="keep only the N most frequent of them (smaller file; the rest read as [UNK])")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Prune the token-embedding table to the tokens a corpus produces (the tokenizer is unchanged)."""
+    from search.data.datasets import load_dataset
+    from search.jobs.quantize import prune_for_dataset
+
+    result = run_or_exit(lambda: prune_for_dataset(model, load_dataset(dataset), out, max_tokens))
+    print_mapping("vocabulary pruning", result, as_json)

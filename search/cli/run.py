@@ -23,7 +23,17 @@ def run_main(
     ] = False,
     compressed_index: Annotated[str | None, typer.Option(help="FAISS factory of the compressed pipelines")] = None,
     quantization: Annotated[str, typer.Option(help="int8 mode: dynamic or static")] = DEFAULTS.quantization,
-    distill_texts: Annotated[int | None, typer.Option(help="training texts for the student")] = None,
+    distill_texts: Annotated[int | None, typer.Option(help="training texts for the students")] = None,
+    student: Annotated[
+        list[str] | None,
+        typer.Option(help="a candidate student (repeat): teacher-layers:i,j, minilm, minilm-layers:i,j, static"),
+    ] = None,
+    budget_ratio: Annotated[
+        float, typer.Option(help="ship the best student encoding a query within teacher's time / this")
+    ] = DEFAULTS.budget_ratio,
+    large: Annotated[
+        bool, typer.Option("--large", help="the bigger recipe: every training text, more epochs (hours on 2 cores)")
+    ] = False,
     runs_dir: Annotated[Path, typer.Option(help="where the index directories go")] = DEFAULTS.runs_dir,
     threads: Annotated[int, typer.Option(help="torch and onnxruntime threads")] = DEFAULTS.threads,
     as_json: AsJson = False,
@@ -39,6 +49,9 @@ def run_main(
             threads=threads,
             compressed_index=compressed_index,
             distill_texts=distill_texts,
+            students=tuple(student) if student else DEFAULTS.students,
+            budget_ratio=budget_ratio,
+            large=large,
         )
         return run_main_job(spec, show_progress=not as_json)
 

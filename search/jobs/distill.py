@@ -45,6 +45,8 @@ def ranking_documents(
     kind, argument = parse_student(config.student)
     if kind == "teacher-layers":
         raise ValueError("a teacher-layers student shares the teacher's space: use projection='auto' with a rank loss")
+    if kind == "minilm-layers":
+        argument = "minilm"
     base = load_encoder(str(argument), threads=threads)
     return teacher_docs, encode_corpus(base, dataset.corpus, show_progress=show_progress).vectors
 
@@ -66,22 +68,31 @@ def distill_on_dataset(
     dataset: Dataset,
     config: DistillConfig,
     out_dir: Path,
-    max_texts: int | None,
+    max_texts: int | None = None,
     eval_texts: int = 256,
     seed: int = 0,
     teacher: Encoder | None = None,
     device: str = "cpu",
     threads: int | None = None,
     show_progress: bool = True,
+    train_texts: list[str] | None = None,
+    held_out: list[str] | None = None,
 ) -> DistillReport:
     """Distil on `dataset`'s training texts (the first `eval_texts` of the seeded shuffle are held out for the
-    report's before/after figures); never on test queries."""
-    wanted = None if max_texts is None else max_texts + eval_texts
-    texts = training_texts(dataset, max_texts=wanted, seed=seed)
-    held_out, train = texts[:eval_texts], texts[eval_texts:]
+    report's before/after figures), or on the given `train_texts` / `held_out` (chosen by the caller from
+    `training_texts`); never on test queries."""
+    if (train_texts is None) != (held_out is None):
+        raise ValueError("give both train_texts and held_out, or neither")
+    if train_texts is None or held_out is None:
+        wanted = None if max_texts is None else max_texts + eval_texts
+        texts = training_texts(dataset, max_texts=wanted, seed=seed)
+        held_out, train = texts[:eval_texts], texts[eval_texts:]
+    else:
+        train = list(train_texts)
     teacher = teacher or load_encoder(config.teacher, threads=threads, device=device)
     targets = compute_teacher_targets(teacher, train, config.max_seq_length, config.batch_size,
-                                      show_progress=show_progress)[0]  # fmt: skip
+                                      show_progress=show_progress, precision=config.precision,
+                                      device=device)[0]  # fmt: skip
     if config.label_boost and "rank" in config.loss:
         # every train query carries hard labels: add the ones the seeded sample missed (targets cached separately)
         sampled = set(train)
@@ -93,7 +104,8 @@ def distill_on_dataset(
         ]
         if extra:
             extra_targets = compute_teacher_targets(teacher, extra, config.max_seq_length, config.batch_size,
-                                                    show_progress=show_progress)[0]  # fmt: skip
+                                                    show_progress=show_progress, precision=config.precision,
+                                                    device=device)[0]  # fmt: skip
             train, targets = train + extra, np.concatenate([targets, extra_targets])
     teacher_docs, student_docs = ranking_documents(dataset, config, teacher, threads, show_progress)
     positives = train_query_positives(dataset, train) if config.label_boost and "rank" in config.loss else None

@@ -1,16 +1,21 @@
 """`semsearch run`: the main job, end to end, in one command.
 
-Index the dataset with the teacher, build the compressed pipeline (distil the student, export it to ONNX, quantize
-it to int8, index the corpus into a compressed FAISS index), evaluate every pipeline on the test split and print
-them side by side: nDCG@10, recall@10 against the teacher's exact top-10, latency, model and index size.
+1. Index the dataset with the teacher (its corpus vectors are cached: the one slow step of a cold run).
+2. Distil every candidate student into the teacher's space on the dataset's training texts (corpus sentences and
+   windows, train queries; never test queries), export each to ONNX and quantize it to int8 (or, for the static
+   encoder, store its table in int8). See `search.jobs.students`.
+3. Pick the one to ship on a held-out slice of the training texts: the best recall@10 against the teacher among the
+   students whose single-query encode p50 is within the budget (default: 1/15 of the teacher's, measured in the same
+   run on the same texts). `search.bench.students.budget_pick` says which and why.
+4. Search the teacher's document vectors with each student's queries (asymmetric; the shipped one is `compressed`,
+   in the compressed index), plus the naive int8 MiniLM on its own documents as the reference a user gets in ten
+   lines, and evaluate every pipeline on the test split: nDCG@10, recall@10 against the teacher's exact top-10,
+   latency, model and index size, side by side.
 
-Every expensive artefact is cached under `cache_root()` and keyed by content, so a second run takes seconds: corpus
-embeddings (`search.embeddings`), teacher targets (`compression.distill`), and the student and its ONNX exports
-(`students/<key>`, keyed by the distillation config, the training texts and the teacher's identity).
-
+Every expensive artefact is cached under `cache_root()` and keyed by content, so a second run takes seconds.
 `--quick` runs the same steps on a labelled subset (the judged documents of the split plus seeded distractors) with
-a short distillation, so a cold run fits in minutes; its figures are not comparable with full-corpus ones, and the
-output says so on every line.
+fewer training texts, so a cold run fits in minutes; its figures are not comparable with full-corpus ones, and the
+output says so on every line. `--large` is the bigger training recipe (every training text, more epochs).
 """
 
 from __future__ import annotations
@@ -20,73 +25,116 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from common.cache import cache_key, cache_root, location_free
-from compression.distill import DistillConfig, parse_student, texts_fingerprint
+from compression.distill import DistillConfig, compute_teacher_targets
 from compression.encoders import Encoder, load_encoder
 from compression.encoders.onnx import OnnxEncoder
-from compression.models import model_fingerprint, resolve_model
-from compression.onnx_export import export_onnx
-from compression.quantize import QUANTIZATION_MODES, quantize_onnx
+from compression.quantize import QUANTIZATION_MODES
+from compression.static import StaticConfig
 from indexes.faiss_index import IndexSpec, validate_factory
 from indexes.store import load_index_dir
-from search.data.datasets import Dataset, corpus_fingerprint, load_dataset
+from search.bench.students import budget_pick
+from search.data.datasets import Dataset, load_dataset
 from search.data.training_texts import training_texts
+from search.embeddings import encode_corpus
+from search.evaluation.agreement import agreement, encode_p50_ms, query_like, top_k_rows
 from search.evaluation.evaluate import evaluate, exact_top_ids
 from search.evaluation.quantize_gate import gate_subset
-from search.jobs.distill import distill_on_dataset
+from search.jobs.students import (
+    STATIC_STUDENT,
+    BuiltStudent,
+    TrainingData,
+    base_model_int8,
+    ensure_static_student,
+    ensure_transformer_student,
+    validate_student_spec,
+)
 from search.pipeline import Pipeline, build_index_dir
 
 logger = logging.getLogger(__name__)
 
-STUDENTS_DIR = "students"
 SUBSET_LABEL = "SUBSET"
-STUDENT_KEY_LENGTH = 24
+# the compressed pipelines' index: 768 B of SQ8 codes a vector plus an HNSW graph, so a query reads a few thousand
+# codes instead of all of them: 0.13 ms for k = 100 at SciFact size against 0.46 ms for a full SQ8 scan (one thread,
+# 768-d teacher vectors), recall@10 vs exact 0.998 for both (issue 9: the total must stay within encode + 0.3 ms)
+COMPRESSED_INDEX = "HNSW32,SQ8"
+DEFAULT_STUDENTS = ("teacher-layers:0,11", STATIC_STUDENT)
+VALIDATION_METRIC = "val_recall@10_vs_teacher"
+TEACHER_MAX_LENGTH = 512  # validation texts are encoded by the teacher at its own length (capped by its model)
 
 
 @dataclass(frozen=True)
 class MainJobSpec:
     """What the main job builds and measures.
 
-    recipe: the distillation; its defaults are the shipped recipe (benchmarks/compression/README.md gives the
-        measured alternatives and why this one won).
-    distill_texts: training texts for the student (corpus sentences and windows, train queries; never test queries).
-    compressed_index: the FAISS factory of the compressed pipelines (the teacher's is `teacher_index`).
+    students: the candidate query encoders (see `search.jobs.students`); the first is the one to beat.
+    recipe / static_recipe: how transformer students and the static one are trained; their defaults are the
+        shipped recipes (benchmarks/students/README.md gives the measured alternatives).
+    distill_texts: training texts (corpus sentences and windows, train queries; never test queries);
+        `large` uses every training text and `large_epochs` instead.
+    validation_texts: held out from training; the pick uses the query-like ones among them (`query_like`).
+    latency_texts: how many of them time the single-query encode of the teacher and each student, interleaved.
+    budget_ratio: a student qualifies when its encode p50 <= the teacher's / budget_ratio.
+    reference: the off-the-shelf model shown as the naive int8 symmetric row (None: no such row).
     quick: run on a subset (judged documents of `split` + `quick_distractors` seeded others) with
         `quick_distill_texts` training texts; labelled as a subset in every output.
     """
 
     dataset: str = "scifact"
     split: str = "test"
-    recipe: DistillConfig = field(default_factory=DistillConfig)  # the shipped recipe: DistillConfig's defaults
-    distill_texts: int = 8_000
-    eval_texts: int = 256
+    students: tuple[str, ...] = DEFAULT_STUDENTS
+    recipe: DistillConfig = field(default_factory=DistillConfig)
+    static_recipe: StaticConfig = field(default_factory=StaticConfig)
+    distill_texts: int = 16_000
+    large: bool = False
+    large_epochs: int = 3
+    validation_texts: int = 512
+    latency_texts: int = 64
+    budget_ratio: float = 15.0
+    reference: str | None = "minilm"
     teacher_index: str = "Flat"
-    compressed_index: str = "SQ8"
+    compressed_index: str = COMPRESSED_INDEX
     quantization: str = "dynamic"
     threads: int = 2
     runs_dir: Path = Path("runs")
     quick: bool = False
     quick_distractors: int = 200
-    quick_distill_texts: int = 1_000
-    quick_compressed_index: str = "SQ8"
+    quick_distill_texts: int = 2_000
+    quick_compressed_index: str = COMPRESSED_INDEX
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATION_MODES:
             raise ValueError(f"unknown quantization {self.quantization!r}: use one of {', '.join(QUANTIZATION_MODES)}")
-        for name in ("distill_texts", "quick_distill_texts", "threads"):
+        for name in ("distill_texts", "quick_distill_texts", "threads", "large_epochs", "latency_texts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_texts < 0 or self.quick_distractors < 0:
-            raise ValueError("eval_texts and quick_distractors must be >= 0")
+        if self.validation_texts < 2 or self.quick_distractors < 0:
+            raise ValueError("validation_texts must be >= 2 and quick_distractors >= 0")
+        if not self.budget_ratio > 0:
+            raise ValueError(f"budget_ratio must be > 0, got {self.budget_ratio}")
+        if not self.students:
+            raise ValueError(f"give at least one student, e.g. {', '.join(DEFAULT_STUDENTS)}")
+        for student in self.students:
+            validate_student_spec(student)
 
     @property
-    def texts_for_training(self) -> int:
+    def texts_for_training(self) -> int | None:
+        if self.large:
+            return None
         return self.quick_distill_texts if self.quick else self.distill_texts
 
     @property
     def compressed_factory(self) -> str:
         return self.quick_compressed_index if self.quick else self.compressed_index
+
+    @property
+    def training_recipe(self) -> DistillConfig:
+        return replace(self.recipe, epochs=self.large_epochs) if self.large else self.recipe
+
+    @property
+    def static_training_recipe(self) -> StaticConfig:
+        return replace(self.static_recipe, epochs=max(self.static_recipe.epochs, self.large_epochs)) if self.large \
+            else self.static_recipe  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -106,17 +154,19 @@ class MainJobResult:
     subset: bool
     documents: int
     queries: int
-    student_dir: Path
-    int8_dir: Path
-    student_from_cache: bool
     rows: list[PipelineRow]
-    doc_int8_dir: Path | None = None  # the int8 base student encoding documents, for a document-tower student
+    selection: list[dict[str, Any]]  # validation figures of every candidate (held-out texts, never test queries)
+    picked: str
+    reason: str
+    students: dict[str, dict[str, Any]]  # spec -> folders and cache state
+    training_texts: int = 0
+
+    @property
+    def int8_dir(self) -> Path:
+        return Path(self.students[self.picked]["int8_dir"])
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["student_dir"], data["int8_dir"] = str(self.student_dir), str(self.int8_dir)
-        data["doc_int8_dir"] = str(self.doc_int8_dir) if self.doc_int8_dir else None
-        return data
+        return asdict(self)
 
 
 def main_job_spec(
@@ -142,62 +192,65 @@ def quick_subset(dataset: Dataset, split: str, distractors: int, seed: int) -> D
     return replace(dataset, name=f"{dataset.name}-subset", corpus=docs)
 
 
-def student_key(config: DistillConfig, data: dict[str, str], teacher_identity: dict[str, Any]) -> str:
-    """Cache key of a distilled student: the recipe, the data (texts and corpus hashes) and the teacher (not its
-    location)."""
-    payload = {"config": config.to_dict(), "data": data, "teacher": location_free(teacher_identity)}
-    return cache_key(payload, length=STUDENT_KEY_LENGTH)
+def split_training_texts(dataset: Dataset, spec: MainJobSpec) -> TrainingData:
+    """The seeded training texts: the first `validation_texts` held out, then up to `texts_for_training`."""
+    wanted = spec.texts_for_training
+    texts = training_texts(dataset, max_texts=None if wanted is None else wanted + spec.validation_texts,
+                           seed=spec.seed)  # fmt: skip
+    if len(texts) < spec.validation_texts + 2:
+        raise ValueError(
+            f"{dataset.name!r} gives only {len(texts)} training texts: need more than validation_texts="
+            f"{spec.validation_texts} (a corpus with more sentences, or a smaller --validation-texts)"
+        )
+    return TrainingData(train=texts[spec.validation_texts :], held_out=texts[: spec.validation_texts])
 
 
-def ensure_student(dataset: Dataset, spec: MainJobSpec, teacher: Encoder, show_progress: bool) -> tuple[Path, bool]:
-    """The distilled student folder for `spec.recipe` on `dataset`'s training texts: from the cache, else trained."""
-    texts = training_texts(dataset, max_texts=spec.texts_for_training + spec.eval_texts, seed=spec.seed)
-    config = replace(spec.recipe, seed=spec.seed)
-    key_payload = {"dataset": corpus_fingerprint(dataset.corpus), "texts": texts_fingerprint(texts)}
-    out = cache_root() / STUDENTS_DIR / student_key(config, key_payload, teacher.identity())
-    if (out / "distill_report.json").exists():
-        logger.info("reusing the distilled student %s", out)
-        return out, True
-    logger.info("distilling %s on %d texts into %s", config.student, len(texts) - spec.eval_texts, out)
-    distill_on_dataset(dataset, config, out, spec.texts_for_training, spec.eval_texts, spec.seed, teacher=teacher,
-                       threads=spec.threads, show_progress=show_progress)  # fmt: skip
-    return out, False
+def build_students(
+    dataset: Dataset, spec: MainJobSpec, data: TrainingData, teacher: Encoder, show_progress: bool
+) -> dict[str, BuiltStudent]:
+    """Every candidate of `spec.students`, trained (or found in the cache), exported and quantized."""
+    built: dict[str, BuiltStudent] = {}
+    for student in spec.students:
+        if student == STATIC_STUDENT:
+            built[student] = ensure_static_student(dataset, data, replace(spec.static_training_recipe, seed=spec.seed),
+                                                   spec.recipe.teacher, teacher, spec.recipe.precision,
+                                                   show_progress)  # fmt: skip
+        else:
+            built[student] = ensure_transformer_student(dataset, data, spec.training_recipe, student, teacher,
+                                                        spec.quantization, spec.seed, spec.threads,
+                                                        show_progress)  # fmt: skip
+    return built
 
 
-def ensure_int8(model_dir: Path, onnx_dir: Path, mode: str, calibration: list[str]) -> Path:
-    """fp32 ONNX export and int8 quantization of `model_dir` into `onnx_dir` (cached); return the int8 folder."""
-    fp32_dir, int8_dir = onnx_dir / "fp32", onnx_dir / f"int8-{mode}"
-    if not (fp32_dir / "onnx_config.json").exists():
-        export_onnx(model_dir, fp32_dir)
-    if not (int8_dir / "onnx_config.json").exists():
-        quantize_onnx(fp32_dir, int8_dir, mode=mode, calibration_texts=calibration if mode == "static" else None)  # type: ignore[arg-type]
-    return int8_dir
-
-
-def uses_document_tower(recipe: DistillConfig) -> bool:
-    """Whether the student was trained to rank the base student's own (frozen) corpus vectors: its index must then
-    be built with the base student as document encoder (see `search.jobs.distill.ranking_documents`)."""
-    return "rank" in recipe.loss and recipe.projection == "never"
-
-
-def base_student_int8(recipe: DistillConfig, mode: str, calibration: list[str]) -> Path:
-    """int8 ONNX of the student's starting point (e.g. all-MiniLM-L6-v2), cached by its content fingerprint."""
-    kind, argument = parse_student(recipe.student)
-    if kind == "teacher-layers":
-        raise ValueError("a teacher-layers student has no separate document tower")
-    base = resolve_model(str(argument)).path
-    return ensure_int8(base, cache_root() / STUDENTS_DIR / f"base-{model_fingerprint(base)[:16]}-onnx", mode,
-                       calibration)  # fmt: skip
+def validate_students(
+    dataset: Dataset, spec: MainJobSpec, data: TrainingData, teacher: Encoder, encoders: dict[str, Encoder],
+    show_progress: bool,
+) -> tuple[list[dict[str, Any]], float]:  # fmt: skip
+    """Each student's agreement with the teacher on the query-like held-out texts (exact search over the teacher's
+    documents) and single-query encode p50, timed interleaved with the teacher's; return (rows, teacher p50 ms)."""
+    teacher_docs = encode_corpus(teacher, dataset.corpus, show_progress=show_progress).vectors
+    held_out = query_like(data.held_out)
+    teacher_vectors, _ = compute_teacher_targets(teacher, held_out, TEACHER_MAX_LENGTH, show_progress=False,
+                                                 precision="fp32")  # fmt: skip
+    teacher_top = top_k_rows(teacher_vectors, teacher_docs, 10)
+    latency = encode_p50_ms({"teacher": teacher, **encoders}, held_out[: spec.latency_texts])
+    rows = []
+    for name, encoder in encoders.items():
+        agreed = agreement(encoder.encode(held_out), teacher_vectors, teacher_docs, 10, teacher_top)
+        rows.append({
+            "name": name,
+            "encoder": encoder.name,
+            VALIDATION_METRIC: agreed.recall_vs_teacher,
+            "val_cosine": agreed.cosine,
+            "encode_ms_p50": latency[name],
+            "model_bytes": encoder.model_bytes(),
+        })  # fmt: skip
+    return rows, latency["teacher"]
 
 
 def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult:
-    """Teacher pipeline and compressed pipeline(s), evaluated on `spec.split` against qrels and the teacher's exact
-    top-10.
-
-    The compressed pipeline's queries are encoded by the int8 student; its documents by the int8 student too
-    (symmetric), or, for a student distilled against a frozen document tower, by the int8 base student. A student in
-    the teacher's space also gets the asymmetric pipeline (teacher documents, student queries).
-    """
+    """Teacher pipeline, every candidate student over the teacher's documents, the picked one as `compressed`, and the
+    naive int8 reference, evaluated on `spec.split` against qrels and the teacher's exact top-10."""
     dataset = load_dataset(spec.dataset)
     if spec.quick:
         dataset = quick_subset(dataset, spec.split, spec.quick_distractors, spec.seed)
@@ -205,27 +258,27 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
     teacher = load_encoder(spec.recipe.teacher, threads=spec.threads)
     validate_factory(spec.teacher_index, teacher.dim)
     validate_factory(spec.compressed_factory, teacher.dim)  # fail on a bad factory before the distillation
-    student_dir, from_cache = ensure_student(dataset, spec, teacher, show_progress)
-    calibration = [doc.full_text() for doc in dataset.corpus[:256]]
-    int8_dir = ensure_int8(student_dir, student_dir.parent / f"{student_dir.name}-onnx", spec.quantization,
-                           calibration)  # fmt: skip
-    student: Encoder = OnnxEncoder(int8_dir, name=f"student-{spec.quantization}-int8", threads=spec.threads)
-    documents: Encoder = student
-    base_dir: Path | None = None
-    if uses_document_tower(spec.recipe):
-        base_name = Path(str(parse_student(spec.recipe.student)[1])).name
-        base_dir = base_student_int8(spec.recipe, spec.quantization, calibration)
-        documents = OnnxEncoder(base_dir, name=f"{base_name}-int8", threads=spec.threads)
-    layouts: list[tuple[str, Encoder, Encoder, str]] = [
-        ("teacher", teacher, teacher, spec.teacher_index),
-        ("compressed", student, documents, spec.compressed_factory),
-    ]
-    if student.dim == teacher.dim:
-        layouts.append(("compressed-asymmetric", student, teacher, spec.compressed_factory))
+    data = split_training_texts(dataset, spec)
+    built = build_students(dataset, spec, data, teacher, show_progress)
+    encoders = {name: student.encoder("int8", threads=spec.threads) for name, student in built.items()}
+    selection, teacher_p50 = validate_students(dataset, spec, data, teacher, encoders, show_progress)
+    picked_row, reason = budget_pick(selection, teacher_p50, spec.budget_ratio, metric=VALIDATION_METRIC)
+    picked = str(picked_row["name"])
+    logger.info("picked %s: %s", picked, reason)
+
+    layouts: list[tuple[str, Encoder, Encoder, str]] = [("teacher", teacher, teacher, spec.teacher_index)]
+    layouts.append(("compressed", encoders[picked], teacher, spec.compressed_factory))
+    layouts += [(f"student:{name}", enc, teacher, spec.compressed_factory) for name, enc in encoders.items()
+                if name != picked]  # fmt: skip
+    if spec.reference is not None:
+        calibration = [doc.full_text() for doc in dataset.corpus[:256]]
+        naive = OnnxEncoder(base_model_int8(spec.reference, spec.quantization, calibration),
+                            name=f"{spec.reference}-int8", threads=spec.threads)  # fmt: skip
+        layouts.append((f"{spec.reference}-int8 (naive, symmetric)", naive, naive, spec.compressed_factory))
     root = spec.runs_dir / dataset.name
     pipelines: dict[str, Pipeline] = {}
     for name, query_encoder, doc_encoder, factory in layouts:
-        out = root / name
+        out = root / name.split(" ")[0].replace(":", "-")
         build_index_dir(dataset, query_encoder, IndexSpec(factory, seed=spec.seed), out,
                         show_progress=show_progress, doc_encoder=doc_encoder)  # fmt: skip
         pipelines[name] = Pipeline(query_encoder, load_index_dir(out))
@@ -237,38 +290,44 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
                           reference_top_ids=teacher_top)  # fmt: skip
         report["model_bytes"] = query_encoder.model_bytes()
         rows.append(PipelineRow(name, query_encoder.name, doc_encoder.name, factory, report))
+    students = {name: {"family": s.family, "fp32_dir": str(s.fp32_dir), "int8_dir": str(s.int8_dir),
+                       "from_cache": s.from_cache} for name, s in built.items()}  # fmt: skip
     return MainJobResult(
         dataset=dataset.name,
         subset=spec.quick,
         documents=len(dataset.corpus),
         queries=len(query_texts),
-        student_dir=student_dir,
-        int8_dir=int8_dir,
-        student_from_cache=from_cache,
         rows=rows,
-        doc_int8_dir=base_dir,
+        selection=selection,
+        picked=picked,
+        reason=reason,
+        students=students,
+        training_texts=len(data.train),
     )
 
 
 def side_by_side(result: MainJobResult) -> str:
-    """The comparison as a plain-text table, ratios against the teacher's row."""
+    """The comparison as a plain-text table, ratios against the teacher's row, then the pick and its reason."""
     teacher = result.rows[0].report
     label = (
         f" [{SUBSET_LABEL}: {result.documents} docs, not comparable with full-corpus figures]" if result.subset else ""
     )
-    header = (
-        f"{result.dataset}{label}: {result.queries} test queries, one at a time\n"
-        f"{'pipeline':<22} {'nDCG@10':>8} {'R@10 vs teacher':>16} {'encode ms':>10} {'total ms':>9} "
-        f"{'speed-up':>9} {'model MB':>9} {'B/vector':>9}"
-    )
-    lines = [header]
+    lines = [
+        f"{result.dataset}{label}: {result.queries} test queries, one at a time",
+        f"{'pipeline':<34} {'nDCG@10':>8} {'R@10 vs teacher':>16} {'encode ms':>10} {'total ms':>9} "
+        f"{'speed-up':>9} {'model MB':>9} {'B/vector':>9}",
+    ]
     for row in result.rows:
         r = row.report
         speed_up = teacher["total_ms_p50"] / r["total_ms_p50"] if r["total_ms_p50"] else float("nan")
         lines.append(
-            f"{row.name:<22} {r['ndcg@10']:>8.4f} {r.get('recall@10_vs_teacher', float('nan')):>16.3f} "
+            f"{row.name:<34} {r['ndcg@10']:>8.4f} {r.get('recall@10_vs_teacher', float('nan')):>16.3f} "
             f"{r['encode_ms_p50']:>10.2f} {r['total_ms_p50']:>9.2f} {speed_up:>8.1f}x "
             f"{r['model_bytes'] / 1e6:>9.1f} {r['bytes_per_vector']:>9.1f}"
         )
+    lines.append(f"compressed = {result.picked}: {result.reason}")
+    lines.append("validation (held-out training texts, never test queries): " + "; ".join(
+        f"{row['name']} R@10 vs teacher {row[VALIDATION_METRIC]:.3f}, encode p50 {row['encode_ms_p50']:.2f} ms"
+        for row in result.selection))  # fmt: skip
     lines.append(f"latency: p50 per query; encoders: {', '.join(f'{r.name}={r.query_encoder}' for r in result.rows)}")
     return "\n".join(lines)

@@ -89,3 +89,23 @@ def run_quantize_job(spec: QuantizeSpec) -> dict[str, Any]:
         "latency_queries": f"first {spec.latency_queries} {GATE_SPLIT} queries, batch 1",
         **{f"gate_{key}": value for key, value in gate.to_dict().items()},
     }
+
+
+def prune_for_dataset(onnx_dir: Path, dataset: Dataset, out: Path, max_tokens: int | None = None) -> dict[str, Any]:
+    """Prune an exported ONNX folder's token-embedding table to the tokens `dataset`'s corpus and TRAIN queries
+    produce (never test queries), the `max_tokens` most frequent when given; unseen tokens then read as [UNK].
+
+    The tokenizer is unchanged, so the folder loads as any other; see `compression.vocab`.
+    """
+    from compression.vocab import prune_vocabulary, token_counts
+
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
+    texts = [doc.full_text() for doc in dataset.corpus]
+    texts += [dataset.queries[qid] for qid in dataset.qrels.get(GATE_SPLIT, {}) if qid in dataset.queries]
+    counts = token_counts(Path(onnx_dir), texts)
+    kept = [token for token, _ in counts.most_common(max_tokens)]
+    covered = sum(counts[token] for token in kept) / max(1, sum(counts.values()))
+    report = prune_vocabulary(Path(onnx_dir), kept, Path(out))
+    return {"out": str(out), "kept_tokens": len(kept), "token_occurrences_covered": covered,
+            "model_bytes_before": report.bytes_before, "model_bytes_after": report.bytes_after}  # fmt: skip

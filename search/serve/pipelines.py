@@ -240,6 +240,7 @@ class PipelineSet:
                 "encoder_type": meta["encoder"].get("type"),
                 "doc_encoder_precision": encoder_precision(meta.get("doc_encoder", meta["encoder"]))["precision"],
                 "threads": getattr(pipeline.encoder, "threads", None),
+                "spinning": getattr(pipeline.encoder, "spinning", None),  # ONNX encoders: intra-op spinning
                 "is_reference": name == self.reference,
             }
         return described

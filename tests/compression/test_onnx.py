@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from compression.encoders.onnx import ONNX_CONFIG_FILE, ONNX_MODEL_FILE, OnnxEncoder
-from compression.onnx_export import export_onnx
+from compression.onnx_export import attention_shape, export_onnx, fused_operators
 from compression.quantize import quantize_onnx
 
 SENTENCES = (
@@ -66,6 +66,11 @@ def fp32_dir(tiny_model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fused_fp32_dir(tiny_model_dir: Path) -> Path:
+    return export_onnx(tiny_model_dir, tiny_model_dir.parent / "onnx-fp32-fused", fuse=True)
+
+
+@pytest.fixture(scope="session")
 def dynamic_dir(fp32_dir: Path) -> Path:
     return quantize_onnx(fp32_dir, fp32_dir.parent / "onnx-int8-dynamic", mode="dynamic")
 
@@ -111,6 +116,45 @@ def test_int8_static_qdq_stays_close_to_fp32(fp32_dir: Path, static_dir: Path) -
     config = json.loads((static_dir / ONNX_CONFIG_FILE).read_text())
     assert (config["precision"], config["quantization"]) == ("int8", "static")
     assert "QuantizeLinear" in (static_dir / ONNX_MODEL_FILE).read_bytes().decode("latin-1")
+
+
+def op_types(folder: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(folder / ONNX_MODEL_FILE)).graph.node}
+
+
+def test_fused_fp32_graph_matches_unfused(fp32_dir: Path, fused_fp32_dir: Path, torch_vectors: np.ndarray) -> None:
+    assert attention_shape(fp32_dir / ONNX_MODEL_FILE) == (2, 32)  # recorded by the export: the tiny BERT's
+    assert fused_operators(fp32_dir / ONNX_MODEL_FILE) == {}  # unfused by default (static quantization needs it)
+    fused = fused_operators(fused_fp32_dir / ONNX_MODEL_FILE)
+    assert fused.get("Attention") == 2 and fused.get("EmbedLayerNormalization") == 1
+    unfused_vectors = OnnxEncoder(fp32_dir, threads=1).encode(SENTENCES)
+    fused_vectors = OnnxEncoder(fused_fp32_dir, threads=1).encode(SENTENCES)
+    np.testing.assert_allclose(fused_vectors, unfused_vectors, atol=1e-5)
+    assert cosines(fused_vectors, torch_vectors).min() >= 0.9995
+
+
+def test_dynamic_int8_is_fused_by_default_and_matches_unfused(
+    fp32_dir: Path, dynamic_dir: Path, tmp_path: Path
+) -> None:
+    unfused_dir = quantize_onnx(fp32_dir, tmp_path / "unfused", mode="dynamic", fuse=False)
+    assert {"QAttention", "QEmbedLayerNormalization"} <= op_types(dynamic_dir)
+    assert not {"QAttention", "QEmbedLayerNormalization", "Attention"} & op_types(unfused_dir)
+    fused = OnnxEncoder(dynamic_dir, threads=1).encode(SENTENCES)
+    unfused = OnnxEncoder(unfused_dir, threads=1).encode(SENTENCES)
+    # both are int8 with per-batch activation ranges, but quantized at different points of the graph
+    np.testing.assert_allclose(fused, unfused, atol=0.05)
+    assert cosines(fused, unfused).min() >= 0.99
+    assert not [p for p in dynamic_dir.iterdir() if p.name.startswith("fused-")]  # the fused fp32 step is dropped
+
+
+def test_static_quantization_refuses_fusion(fp32_dir: Path, fused_fp32_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unfused graph"):
+        quantize_onnx(fused_fp32_dir, tmp_path / "out", mode="static", calibration_texts=CALIBRATION_TEXTS)
+    with pytest.raises(ValueError, match="unfused graph"):
+        quantize_onnx(fp32_dir, tmp_path / "out", mode="static", calibration_texts=CALIBRATION_TEXTS, fuse=True)
+    assert not (tmp_path / "out").exists()
 
 
 def test_quantized_folder_loads_like_fp32(fp32_dir: Path, dynamic_dir: Path) -> None:

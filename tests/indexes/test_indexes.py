@@ -71,6 +71,7 @@ def test_ivf_recall_rises_with_nprobe(data):
     "factory,min_recall",
     [
         ("HNSW32", 0.9),
+        ("HNSW32,SQ8", 0.9),
         ("IVF32,Flat", 0.6),
         ("PQ16", 0.15),
         ("IVF32,PQ16", 0.15),

@@ -12,9 +12,14 @@ from compression.distill import DistillConfig, parse_student
 
 def test_the_default_config_is_the_shipped_recipe() -> None:
     recipe = DistillConfig()
-    assert (recipe.student, recipe.teacher, recipe.loss, recipe.projection) == ("minilm", "teacher", "rank", "never")
-    assert (recipe.label_boost, recipe.learning_rate, recipe.temperature) == (3.0, 2e-5, 0.05)
-    assert (recipe.epochs, recipe.batch_size, recipe.max_seq_length) == (1, 32, 128)
+    assert (recipe.student, recipe.teacher, recipe.loss, recipe.projection) == (
+        "teacher-layers:0,11",
+        "teacher",
+        "mse",
+        "auto",
+    )
+    assert (recipe.learning_rate, recipe.precision) == (1e-4, "auto")
+    assert (recipe.epochs, recipe.batch_size, recipe.max_seq_length) == (2, 32, 32)
 
 
 @pytest.mark.parametrize(
@@ -26,6 +31,7 @@ def test_the_default_config_is_the_shipped_recipe() -> None:
         ({"student": "teacher-layers:x"}, "teacher-layers:N"),
         ({"student": "teacher-layers:3,1"}, "increasing order"),
         ({"projection": "sometimes"}, "auto, never"),
+        ({"precision": "fp16"}, "auto, fp32, bf16"),
         ({"batching": "nearest"}, "random, neighbours"),
         ({"temperature": 0.0}, "temperature"),
         ({"batch_size": 1}, "batch_size"),
@@ -51,6 +57,12 @@ def test_parse_student_reads_every_form(tmp_path: Path) -> None:
     assert parse_student("minilm") == ("minilm", "minilm")
     assert parse_student("teacher-layers:6") == ("teacher-layers", 6)
     assert parse_student("teacher-layers:2,5,8,11") == ("teacher-layers", [2, 5, 8, 11])
+    assert parse_student("minilm-layers:0,2,5") == ("minilm-layers", [0, 2, 5])
+    assert parse_student("minilm-layers:3") == ("minilm-layers", 3)
+    assert parse_student("teacher-layers:11,") == ("teacher-layers", [11])  # one layer by index, not a count
+    for bad in ("minilm-layers:", "minilm-layers:2,1", "minilm-layers:0"):
+        with pytest.raises(ValueError, match="minilm-layers"):
+            parse_student(bad)
     assert parse_student(str(tmp_path)) == ("folder", str(tmp_path))
     with pytest.raises(ValueError, match="a local sentence-transformers folder"):
         parse_student(str(tmp_path / "missing"))

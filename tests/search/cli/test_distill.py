@@ -23,11 +23,11 @@ def test_distill_command_on_tiny_models(build_tiny_sentence_model, tmp_path, bei
     result = invoke(
         "distill", "--dataset", str(beir_dir), "--teacher", str(teacher), "--student", str(student),
         "--out", str(tmp_path / "out"), "--epochs", "2", "--max-texts", "40", "--eval-texts", "8",
-        "--batch-size", "8", "--threads", "1", "--json",
+        "--batch-size", "8", "--threads", "1", "--loss", "rank", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    # the default recipe (rank loss, train-query labels) adds the train queries the 40-text sample missed
+    # the rank loss with train-query labels adds the train queries the 40-text sample missed
     assert 40 <= report["texts"] <= 45 and len(report["epoch_losses"]) == 2
     assert report["config"]["loss"] == "rank" and report["eval_top10_overlap_after"] is not None
     assert report["epoch_losses"][-1] < report["epoch_losses"][0]
@@ -86,11 +86,37 @@ def test_distill_options_default_to_the_shipped_recipe(tmp_path, beir_dir, monke
     result = invoke("distill", "--dataset", str(beir_dir), "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and "stop here" in result.output
     config, max_texts, eval_texts, seed = calls[0]
-    assert config == DistillConfig() and (max_texts, eval_texts, seed) == (8_000, 256, 0)
-    shipped = {"student": "minilm", "loss": "rank", "projection": "never", "label_boost": 3.0, "learning_rate": 2e-5,
-               "temperature": 0.05, "epochs": 1, "batch_size": 32, "max_seq_length": 128}  # fmt: skip
+    assert config == DistillConfig() and (max_texts, eval_texts, seed) == (16_000, 256, 0)
+    shipped = {"student": "teacher-layers:0,11", "loss": "mse", "projection": "auto", "learning_rate": 1e-4,
+               "epochs": 2, "batch_size": 32, "max_seq_length": 32, "precision": "auto"}  # fmt: skip
     assert {name: getattr(config, name) for name in shipped} == shipped
     invoke("distill", "--dataset", str(beir_dir), "--out", str(tmp_path / "o2"), "--lr", "0.001", "--loss", "kl",
            "--projection", "auto", "--label-boost", "0")  # fmt: skip
     changed = calls[1][0]
     assert (changed.learning_rate, changed.loss, changed.projection, changed.label_boost) == (1e-3, "kl", "auto", 0.0)
+
+
+def test_prune_vocab_keeps_the_corpus_tokens_and_their_vectors(build_tiny_sentence_model, tmp_path, beir_dir):
+    import numpy as np
+
+    from compression.encoders.onnx import OnnxEncoder
+    from compression.onnx_export import export_onnx
+    from search.data.datasets import load_dataset
+
+    model = build_tiny_sentence_model(tmp_path / "model", seed=4)
+    fp32 = export_onnx(model, tmp_path / "fp32")
+    result = invoke("prune-vocab", "--model", str(fp32), "--out", str(tmp_path / "pruned"), "--dataset",
+                    str(beir_dir), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model_bytes_after"] < report["model_bytes_before"] and report["token_occurrences_covered"] == 1.0
+    corpus = [doc.full_text() for doc in load_dataset(str(beir_dir)).corpus[:5]]
+    full, pruned = OnnxEncoder(fp32, threads=1), OnnxEncoder(tmp_path / "pruned", threads=1)
+    np.testing.assert_allclose(pruned.encode(corpus), full.encode(corpus), atol=1e-5)
+    capped = invoke("prune-vocab", "--model", str(fp32), "--out", str(tmp_path / "capped"), "--dataset",
+                    str(beir_dir), "--max-tokens", "20", "--json")  # fmt: skip
+    assert json.loads(capped.stdout)["kept_tokens"] == 20
+    assert json.loads(capped.stdout)["model_bytes_after"] < report["model_bytes_after"]
+    bad = invoke("prune-vocab", "--model", str(fp32), "--out", str(tmp_path / "x"), "--max-tokens", "0",
+                 "--dataset", str(beir_dir))  # fmt: skip
+    assert bad.exit_code == 2 and "max_tokens" in bad.output

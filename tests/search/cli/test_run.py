@@ -32,7 +32,7 @@ def test_run_defaults_are_the_main_job_defaults(captured_spec: list[MainJobSpec]
     assert result.exit_code == 2 and "stopped before the job" in result.output
     spec = captured_spec[0]
     assert spec == MainJobSpec(threads=2, runs_dir=Path("runs"))
-    assert spec.recipe == DistillConfig() and not spec.quick and spec.compressed_factory == "SQ8"
+    assert spec.recipe == DistillConfig() and not spec.quick and spec.compressed_factory == "HNSW32,SQ8"
 
 
 def test_run_overrides_apply_to_full_and_quick_runs(captured_spec: list[MainJobSpec], tmp_path: Path) -> None:

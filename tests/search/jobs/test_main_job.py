@@ -9,10 +9,12 @@ import pytest
 
 from compression.distill import DistillConfig
 from compression.models import model_bytes
+from compression.static import StaticConfig
 from indexes.exact import exact_search
 from search.data.datasets import load_beir
 from search.evaluation.metrics import knn_recall, ndcg_at_k
-from search.jobs.main_job import MainJobSpec, main_job_spec, quick_subset, run_main_job, side_by_side, student_key
+from search.jobs.main_job import MainJobSpec, main_job_spec, quick_subset, run_main_job, side_by_side
+from search.jobs.students import student_key
 from search.pipeline import Pipeline
 
 
@@ -24,26 +26,38 @@ def models(build_tiny_sentence_model, tmp_path_factory: pytest.TempPathFactory) 
     return teacher, student
 
 
-def spec_for(beir: Path, models: tuple[Path, Path], runs: Path, **recipe: object) -> MainJobSpec:
+def spec_for(beir: Path, models: tuple[Path, Path], runs: Path, **settings: object) -> MainJobSpec:
     teacher, student = models
-    config = DistillConfig(student=str(student), teacher=str(teacher), batch_size=8, max_seq_length=16,
-                           learning_rate=1e-3, **recipe)  # fmt: skip
-    return MainJobSpec(dataset=str(beir), recipe=config, distill_texts=40, eval_texts=8, compressed_index="SQ8",
-                       threads=1, runs_dir=runs)  # fmt: skip
+    config = DistillConfig(teacher=str(teacher), batch_size=8, max_seq_length=16, learning_rate=1e-3, loss="mse")
+    static = StaticConfig(epochs=2, batch_size=8, max_seq_length=16)
+    values: dict[str, object] = dict(dataset=str(beir), recipe=config, static_recipe=static, distill_texts=40,
+                                     validation_texts=8, latency_texts=4, compressed_index="SQ8", threads=1,
+                                     runs_dir=runs, students=("teacher-layers:1", str(student), "static"),
+                                     budget_ratio=1e-3, reference=str(student))  # fmt: skip
+    values.update(settings)
+    return MainJobSpec(**values)  # type: ignore[arg-type]
 
 
-def test_main_job_builds_teacher_and_compressed_pipelines_side_by_side(
+def test_main_job_builds_teacher_and_student_pipelines_side_by_side(
     write_beir, tmp_path: Path, models: tuple[Path, Path]
 ) -> None:
     beir = write_beir(tmp_path / "tiny")
-    spec = spec_for(beir, models, tmp_path / "runs", loss="kl", projection="never")
+    spec = spec_for(beir, models, tmp_path / "runs")
     result = run_main_job(spec, show_progress=False)
     names = [row.name for row in result.rows]
-    assert names == ["teacher", "compressed"]  # a 32-d student keeps its own space: no asymmetric pipeline
-    teacher, compressed = (row.report for row in result.rows)
+    others = [f"student:{s}" for s in spec.students if s != result.picked]
+    assert names == ["teacher", "compressed", *others, f"{models[1]}-int8 (naive, symmetric)"]
+    teacher, compressed = (row.report for row in result.rows[:2])
     assert teacher["recall@10_vs_teacher"] == 1.0 and teacher["index"] == "Flat"
     assert compressed["index"] == "SQ8" and compressed["model_bytes"] == model_bytes(result.int8_dir)
-    assert (result.int8_dir / "onnx_config.json").exists() and not result.student_from_cache
+    for row in result.rows[1:-1]:  # every student searches the teacher's documents
+        assert row.doc_encoder == result.rows[0].query_encoder
+    naive = result.rows[-1]
+    assert naive.doc_encoder == naive.query_encoder  # the reference is symmetric
+    # the pick is the validation best within the budget (here every student fits)
+    best = max(result.selection, key=lambda r: (r["val_recall@10_vs_teacher"], -r["encode_ms_p50"]))
+    assert result.picked == best["name"] and set(result.students) == set(spec.students)
+    assert result.training_texts == 40
     # the teacher's nDCG@10 equals an independent exact search with its own vectors
     from sentence_transformers import SentenceTransformer
 
@@ -60,37 +74,36 @@ def test_main_job_builds_teacher_and_compressed_pipelines_side_by_side(
     want = knn_recall(found, [ranking[q] for q in qids], 10)
     assert compressed["recall@10_vs_teacher"] == pytest.approx(want, abs=1e-9)
     table = side_by_side(result)
-    assert "compressed" in table and "SUBSET" not in table
-    # the second run reuses the distilled student and its ONNX files
+    assert f"compressed = {result.picked}" in table and "SUBSET" not in table and "validation" in table
+    # the second run reuses every student and its int8 files
     again = run_main_job(spec, show_progress=False)
-    assert again.student_from_cache and again.int8_dir == result.int8_dir
-    assert again.rows[0].report["ndcg@10"] == teacher["ndcg@10"]
+    assert all(student["from_cache"] for student in again.students.values())
+    assert again.int8_dir == result.int8_dir and again.rows[0].report["ndcg@10"] == teacher["ndcg@10"]
 
 
-def test_a_student_in_the_teachers_space_adds_the_asymmetric_pipeline(
+def test_the_budget_excludes_students_slower_than_the_teachers_share(
     write_beir, tmp_path: Path, models: tuple[Path, Path]
 ) -> None:
     beir = write_beir(tmp_path / "tiny")
-    spec = spec_for(beir, models, tmp_path / "runs", loss="mse+kl", projection="auto")
-    result = run_main_job(spec, show_progress=False)
-    assert [row.name for row in result.rows] == ["teacher", "compressed", "compressed-asymmetric"]
-    asymmetric = result.rows[2]
-    assert asymmetric.doc_encoder == result.rows[0].query_encoder  # teacher documents, student queries
+    spec = spec_for(beir, models, tmp_path / "runs", students=("static",), budget_ratio=1e9)
+    with pytest.raises(ValueError, match="static"):  # nothing encodes in a billionth of the teacher's time
+        run_main_job(spec, show_progress=False)
 
 
 def test_quick_mode_runs_on_a_labelled_subset_with_every_judged_document(
     write_beir, tmp_path: Path, models: tuple[Path, Path]
 ) -> None:
     beir = write_beir(tmp_path / "tiny", n_docs_per_topic=20)
+    (beir / "qrels" / "train.tsv").unlink()  # a BEIR folder without train qrels trains on corpus text alone
     dataset = load_beir(beir)
     subset = quick_subset(dataset, "test", distractors=10, seed=0)
     judged = {doc for per_query in dataset.qrels["test"].values() for doc in per_query}
     ids = {doc.id for doc in subset.corpus}
     assert judged <= ids and len(ids) == len(judged) + 10 and subset.name.endswith("-subset")
-    spec = replace(spec_for(beir, models, tmp_path / "runs", loss="kl", projection="never"), quick=True,
-                   quick_distractors=10, quick_distill_texts=24, quick_compressed_index="Flat")  # fmt: skip
+    spec = spec_for(beir, models, tmp_path / "runs", students=("static",), quick=True, quick_distractors=10,
+                    quick_distill_texts=10, quick_compressed_index="Flat", reference=None)  # fmt: skip
     result = run_main_job(spec, show_progress=False)
-    assert result.subset and result.documents == len(ids)
+    assert result.subset and result.documents == len(ids) and result.training_texts == 10
     assert "SUBSET" in side_by_side(result)
     _, test_texts, _ = dataset.split_queries("test")
     assert [row.report["queries"] for row in result.rows] == [len(test_texts)] * 2
@@ -101,8 +114,7 @@ def test_main_job_rejects_bad_settings(
     write_beir, tmp_path: Path, models: tuple[Path, Path], isolated_cache: Path
 ) -> None:
     beir = write_beir(tmp_path / "tiny")
-    bad_index = replace(spec_for(beir, models, tmp_path / "runs", loss="kl", projection="never"),
-                        compressed_index="IVF,Bogus")  # fmt: skip
+    bad_index = spec_for(beir, models, tmp_path / "runs", compressed_index="IVF,Bogus")
     with pytest.raises(ValueError, match="unsupported index factory"):
         run_main_job(bad_index, show_progress=False)
     assert not (isolated_cache / "students").exists()  # refused before any distillation
@@ -110,35 +122,20 @@ def test_main_job_rejects_bad_settings(
         MainJobSpec(quantization="int4")
     with pytest.raises(ValueError, match="distill_texts must be >= 1"):
         MainJobSpec(distill_texts=0)
-
-
-def test_a_student_ranked_against_a_frozen_tower_searches_base_student_documents(
-    write_beir, tmp_path: Path, models: tuple[Path, Path]
-) -> None:
-    beir = write_beir(tmp_path / "tiny")
-    spec = spec_for(beir, models, tmp_path / "runs", loss="rank", projection="never", label_boost=2.0)
-    result = run_main_job(spec, show_progress=False)
-    compressed = result.rows[1]
-    assert [row.name for row in result.rows] == ["teacher", "compressed"]
-    assert compressed.doc_encoder != compressed.query_encoder  # documents by the int8 base student
-    assert compressed.report["recall@10_vs_exact"] == pytest.approx(1.0, abs=0.05)  # SQ8 over the base's vectors
+    with pytest.raises(ValueError, match="static"):
+        MainJobSpec(students=("bert-huge",))
+    with pytest.raises(ValueError, match="budget_ratio"):
+        MainJobSpec(budget_ratio=0)
+    with pytest.raises(ValueError, match="at least one student"):
+        MainJobSpec(students=())
 
 
 def test_the_default_recipe_is_the_shipped_one() -> None:
-    shipped = {
-        "student": "minilm",
-        "teacher": "teacher",
-        "loss": "rank",
-        "projection": "never",
-        "label_boost": 3.0,
-        "learning_rate": 2e-5,
-        "temperature": 0.05,
-        "epochs": 1,
-        "batch_size": 32,
-        "max_seq_length": 128,
-    }
-    recipe = MainJobSpec().recipe
-    assert {name: getattr(recipe, name) for name in shipped} == shipped
+    spec = MainJobSpec()
+    assert spec.students == ("teacher-layers:0,11", "static") and spec.budget_ratio == 15.0
+    assert spec.recipe == DistillConfig() and spec.static_recipe == StaticConfig()
+    assert spec.large_epochs > spec.recipe.epochs and spec.texts_for_training == spec.distill_texts
+    assert replace(spec, large=True).texts_for_training is None
 
 
 def test_main_job_spec_applies_overrides_to_full_and_quick_runs() -> None:
@@ -163,4 +160,4 @@ def test_student_key_is_pinned_and_ignores_where_the_teacher_lives() -> None:
     want = hashlib.sha256(text.encode()).hexdigest()[:24]
     assert student_key(config, data, {**teacher, "path": "/models/teacher"}) == want
     assert student_key(config, data, {**teacher, "path": "/elsewhere"}) == want
-    assert student_key(replace(config, epochs=2), data, teacher) != want
+    assert student_key(replace(config, epochs=3), data, teacher) != want

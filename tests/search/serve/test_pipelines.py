@@ -176,3 +176,21 @@ def test_metrics_summary_matches_evaluate_run_separately(index_dirs, beir_dir):
 def test_load_refuses_duplicate_names(tmp_path):
     with pytest.raises(ValueError, match="pipeline name 'a' is used 2 times"):
         PipelineSet.load([PipelineSource("a", tmp_path), PipelineSource("a", tmp_path)])
+
+
+def test_loaded_onnx_pipelines_run_with_spinning_off_and_say_so(build_tiny_sentence_model, tmp_path, beir_dir):
+    """The server's load path (index metadata -> OnnxEncoder) gets the quiet session settings, and /pipelines
+    shows the thread settings in force."""
+    from compression.encoders.onnx import ALLOW_SPINNING, OnnxEncoder
+    from compression.onnx_export import export_onnx
+    from indexes.faiss_index import IndexSpec
+    from search.pipeline import build_index_dir
+
+    model = build_tiny_sentence_model(tmp_path / "model", seed=0, max_seq_length=32)
+    encoder = OnnxEncoder(export_onnx(model, tmp_path / "onnx"), threads=1)
+    build_index_dir(load_beir(beir_dir), encoder, IndexSpec("SQ8"), tmp_path / "ix", show_progress=False)
+    pipelines = PipelineSet.load([PipelineSource("compressed", tmp_path / "ix")], threads=1)
+    loaded = pipelines.get("compressed").encoder
+    assert isinstance(loaded, OnnxEncoder) and loaded.session_setting(ALLOW_SPINNING) == "0"
+    described = pipelines.describe()["compressed"]
+    assert described["spinning"] is False and described["single_query_threads"] == 1 and described["threads"] == 1
