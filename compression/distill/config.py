@@ -69,7 +69,7 @@ class DistillConfig:
 
     student: str = "teacher-layers:0,11"
     teacher: str = "teacher"
-    loss: LossName = "mse"
+    loss: LossName = "mse+rank"
     kl_weight: float = 1.0
     temperature: float = 0.05
     epochs: int = 2

@@ -15,7 +15,7 @@ def test_the_default_config_is_the_shipped_recipe() -> None:
     assert (recipe.student, recipe.teacher, recipe.loss, recipe.projection) == (
         "teacher-layers:0,11",
         "teacher",
-        "mse",
+        "mse+rank",
         "auto",
     )
     assert (recipe.learning_rate, recipe.precision) == (1e-4, "auto")

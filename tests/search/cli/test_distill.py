@@ -87,7 +87,7 @@ def test_distill_options_default_to_the_shipped_recipe(tmp_path, beir_dir, monke
     assert result.exit_code == 2 and "stop here" in result.output
     config, max_texts, eval_texts, seed = calls[0]
     assert config == DistillConfig() and (max_texts, eval_texts, seed) == (16_000, 256, 0)
-    shipped = {"student": "teacher-layers:0,11", "loss": "mse", "projection": "auto", "learning_rate": 1e-4,
+    shipped = {"student": "teacher-layers:0,11", "loss": "mse+rank", "projection": "auto", "learning_rate": 1e-4,
                "epochs": 2, "batch_size": 32, "max_seq_length": 32, "precision": "auto"}  # fmt: skip
     assert {name: getattr(config, name) for name in shipped} == shipped
     invoke("distill", "--dataset", str(beir_dir), "--out", str(tmp_path / "o2"), "--lr", "0.001", "--loss", "kl",
