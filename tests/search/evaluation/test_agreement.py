@@ -21,7 +21,8 @@ def test_agreement_is_the_top_k_overlap_and_mean_cosine(unit_vectors) -> None:
     noisy = teacher + 0.3 * np.random.default_rng(2).standard_normal(teacher.shape).astype(np.float32)
     student = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
     result = agreement(student, teacher, docs, k=10)
-    assert result.recall_vs_teacher == pytest.approx(brute_force_overlap(student, teacher, docs, 10), abs=1e-9)
+    # blocked exact search vs one numpy product: a near-tie at rank 10 may swap (0.0025 of the mean each), no more
+    assert result.recall_vs_teacher == pytest.approx(brute_force_overlap(student, teacher, docs, 10), abs=0.006)
     assert result.cosine == pytest.approx(float(np.mean(np.sum(student * teacher, axis=1))), abs=1e-5)
     assert 0.0 < result.recall_vs_teacher < 1.0 and (result.texts, result.k) == (40, 10)
     assert agreement(teacher, teacher, docs, k=10).recall_vs_teacher == 1.0
