@@ -36,6 +36,29 @@ def serve(
     metrics_on_startup: Annotated[
         bool, typer.Option("--metrics-on-startup", help="compute GET /metrics at startup instead of on first call")
     ] = False,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--limit",
+            help="NAME=VALUE, repeatable: a server limit (max_body_bytes, max_batch, max_k, max_batch_hits, "
+            "max_rescore_candidates, max_batch_tokens, micro_batch, max_concurrency, max_queue, request_timeout_s, "
+            "coalesce_max, coalesce_wait_ms, ...); GET /pipelines shows those in force",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="extra Host header value to accept (repeatable; '*' for any)"),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SEMSEARCH_API_KEY",
+            help="bearer token every route requires (Authorization: Bearer KEY); required off loopback",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option("--cors-origin", help="origin CORS allows (repeatable); none by default")
+    ] = None,
 ) -> None:
     """Serve /search, /search/batch, /compare, /pipelines, /metrics (+ /metrics/prometheus) over HTTP (docs at /docs).
 
@@ -44,10 +67,12 @@ def serve(
     import uvicorn
 
     from indexes.store import read_meta
-    from search.serve.app import ServerConfig, create_app
+    from search.serve.app import create_app
+    from search.serve.config import Security, ServerConfig, check_port, parse_limits
     from search.serve.pipelines import choose_reference, parse_pipeline_specs
 
     def action() -> ServerConfig:
+        check_port(host, port)
         config = ServerConfig(
             index_dir=index_dir,
             pipelines=tuple(parse_pipeline_specs(pipeline or [])),
@@ -58,6 +83,13 @@ def serve(
             metrics_dataset=metrics_dataset,
             metrics_split=metrics_split,
             metrics_on_startup=metrics_on_startup,
+            limits=parse_limits(limit or []),
+            security=Security(
+                host=host,
+                allowed_hosts=tuple(allowed_host or ()),
+                api_key=api_key,
+                cors_origins=tuple(cors_origin or ()),
+            ),
         )
         choose_reference([source.name for source in config.sources()], reference)
         for source in config.sources():  # fail fast, before the server starts, on a missing or broken index

@@ -25,8 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -36,51 +34,15 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from search.pipeline import Hit, Timings
+from search.serve.config import ServerConfig, ServerLimits
 from search.serve.live_metrics import CountRequests, ServerMetrics
-from search.serve.pipelines import (
-    DEFAULT_NAME,
-    MetricsUnavailable,
-    PipelineSet,
-    PipelineSource,
-    UnknownPipelineError,
-    duplicate_name_problems,
-)
+from search.serve.pipelines import MetricsUnavailable, PipelineSet, UnknownPipelineError
 
 logger = logging.getLogger(__name__)
 
-MAX_QUERY_CHARS = 10_000
-MAX_K = 1000
-MAX_BATCH = 256
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """What the server loads at startup: `index_dir` (served as pipeline `default`) and/or named `pipelines`."""
-
-    index_dir: Path | None = None
-    pipelines: tuple[PipelineSource, ...] = ()
-    reference: str | None = None
-    threads: int | None = None
-    workers_threads: int | None = None
-    search_params: dict[str, float] = field(default_factory=dict)
-    metrics_dataset: str | None = None
-    metrics_split: str = "test"
-    metrics_on_startup: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.sources():
-            raise ValueError("no pipelines to serve: give --index-dir DIR or --pipeline NAME=DIR")
-        problems = duplicate_name_problems(self.sources())
-        if problems:
-            raise ValueError("; ".join(problems))
-        for name in ("threads", "workers_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-
-    def sources(self) -> tuple[PipelineSource, ...]:
-        single = (PipelineSource(DEFAULT_NAME, Path(self.index_dir)),) if self.index_dir is not None else ()
-        return single + tuple(self.pipelines)
+MAX_QUERY_CHARS = ServerLimits.max_query_chars
+MAX_K = ServerLimits.max_k
+MAX_BATCH = ServerLimits.max_batch
 
 
 def _not_blank(value: str) -> str:
@@ -287,7 +249,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/pipelines")
     def pipelines() -> dict[str, Any]:
         loaded = holder.get()
-        return {"default": loaded.default, "reference": loaded.reference, "pipelines": loaded.describe()}
+        return {
+            "default": loaded.default,
+            "reference": loaded.reference,
+            "limits": config.limits.describe(),
+            "pipelines": loaded.describe(),
+        }
 
     @app.get("/metrics")
     def metrics_summary() -> dict[str, Any]:

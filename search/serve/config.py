@@ -1,0 +1,149 @@
+"""What `semsearch serve` runs with: the pipelines to load, the work limits and the security settings.
+
+One source of truth for every server default: `ServerLimits` (bounded work per request and per server) and
+`Security` (who may call the API) are frozen dataclasses; `ServerConfig` holds both. The CLI and the tests build a
+`ServerConfig`; `GET /pipelines` shows the limits in force.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.serve.pipelines import DEFAULT_NAME, PipelineSource, duplicate_name_problems
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Bounded work per request and per server. Every request that would exceed one is refused before any work
+    (413 for the body, 422 for the rest, 503 with Retry-After when the server is full)."""
+
+    max_body_bytes: int = 1 << 20  # request bodies above this are refused with 413 before they are parsed
+    max_query_chars: int = 10_000  # characters per query
+    max_batch: int = 256  # queries per /search/batch request
+    max_k: int = 1000  # hits per query
+    max_batch_hits: int = 25_600  # queries x k per request (256 queries at k = 100)
+    max_rescore_candidates: int = 262_144  # queries x k x k_factor per request, for `,RFlat` indexes
+    max_batch_tokens: int = 16_384  # tokens per request, counted after truncation to the encoder's max length
+    micro_batch: int = 32  # long batches are encoded this many queries at a time (deadline checked in between)
+    max_concurrency: int = 4  # requests doing work at once, server-wide
+    max_queue: int = 256  # requests waiting for a slot; more are answered 503 with Retry-After
+    retry_after_s: int = 1  # Retry-After of a 503
+    request_timeout_s: float = 30.0  # a request's deadline: work stops (504) when it passes or the client has gone
+    coalesce_max: int = 32  # concurrent single queries to one pipeline encoded together, at most this many
+    coalesce_wait_ms: float = 0.0  # how long the batcher waits for more queries after the first (0: take what queued)
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            minimum = 0 if name == "coalesce_wait_ms" else 1
+            if value < minimum:
+                raise ValueError(f"server limit {name} must be >= {minimum}, got {value}")
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Security:
+    """Who may call the API. Safe by default: JSON-only POST bodies, Host checked against the bind address (DNS
+    rebinding), CORS off, and a bearer token required when the server binds to a non-loopback address."""
+
+    host: str = "127.0.0.1"  # the bind address; the Host header must name it (or a loopback name when loopback)
+    allowed_hosts: tuple[str, ...] = ()  # extra Host header values accepted ("*" accepts any)
+    api_key: str | None = None  # bearer token for every route, when set
+    cors_origins: tuple[str, ...] = ()  # origins allowed by CORS; none by default
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("--api-key must not be empty")
+        if not is_loopback(self.host) and self.api_key is None:
+            raise ValueError(
+                f"binding to {self.host} (not loopback) needs an API key: give --api-key KEY or set SEMSEARCH_API_KEY"
+            )
+
+    def host_names(self) -> tuple[str, ...]:
+        """Host header values (without port) the server answers."""
+        names = (self.host, *LOOPBACK_NAMES) if is_loopback(self.host) else (self.host,)
+        return tuple(dict.fromkeys((*names, *self.allowed_hosts)))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the server loads at startup: `index_dir` (served as pipeline `default`) and/or named `pipelines`."""
+
+    index_dir: Path | None = None
+    pipelines: tuple[PipelineSource, ...] = ()
+    reference: str | None = None
+    threads: int | None = None
+    workers_threads: int | None = None
+    search_params: dict[str, float] = field(default_factory=dict)
+    metrics_dataset: str | None = None
+    metrics_split: str = "test"
+    metrics_on_startup: bool = False
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    security: Security = field(default_factory=Security)
+
+    def __post_init__(self) -> None:
+        if not self.sources():
+            raise ValueError("no pipelines to serve: give --index-dir DIR or --pipeline NAME=DIR")
+        problems = duplicate_name_problems(self.sources())
+        if problems:
+            raise ValueError("; ".join(problems))
+        for name in ("threads", "workers_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+    def sources(self) -> tuple[PipelineSource, ...]:
+        single = (PipelineSource(DEFAULT_NAME, Path(self.index_dir)),) if self.index_dir is not None else ()
+        return single + tuple(self.pipelines)
+
+
+def parse_limits(items: list[str] | tuple[str, ...]) -> ServerLimits:
+    """`--limit NAME=VALUE` items as `ServerLimits` (the rest keep their defaults); names are checked."""
+    allowed = ServerLimits.__dataclass_fields__
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in allowed:
+            raise ValueError(f"bad --limit {item!r}: expected NAME=VALUE with NAME one of {', '.join(allowed)}")
+        kind = float if allowed[name].type in ("float", float) else int
+        try:
+            values[name] = kind(text)
+        except ValueError as err:
+            raise ValueError(
+                f"bad --limit {item!r}: {text!r} is not a{'' if kind is int else ' '} {kind.__name__}"
+            ) from err
+    return ServerLimits(**values)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port outside 1..65535 or one another process already holds on `host`, in one line each."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port {port} is not a TCP port: give 1..65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ValueError(
+                f"cannot listen on {host}:{port}: {err.strerror}; choose another --port or --host"
+            ) from err
