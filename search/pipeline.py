@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from indexes.faiss_index import (
     apply_search_params,
     build_index,
     bytes_per_vector,
+    openmp_threads,
     search_index,
 )
 from indexes.rescore import RefineSplit, TimedSearch
@@ -30,6 +31,8 @@ from search.embeddings import encode_corpus, load_cached_embeddings
 logger = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 300
+
+Checkpoint = Callable[[], None]  # called between micro-batches; raises to stop the work (deadline, client gone)
 
 
 @dataclass
@@ -143,6 +146,7 @@ def build_index_dir(
         "dataset": dataset.name,
         "dataset_path": str(dataset.path.resolve()) if dataset.path is not None else None,
         "corpus_hash": corpus_fingerprint(dataset.corpus),
+        "skipped_records": dataset.skipped_records,  # bad records left out by `--on-bad-record skip` (0: none)
         "embedding_key": embeddings.key,
         "bytes_per_vector": bytes_per_vector(built.index),
         "build": {
@@ -163,7 +167,8 @@ class Pipeline:
     """Query encoder + index: `search(query, k)` returns hits and how long each stage took.
 
     `single_query_threads` caps FAISS's OpenMP team for one-query searches, in whichever thread searches (see
-    `indexes.faiss_index.search_index`; None leaves the calling thread's default); batches keep the default team.
+    `indexes.faiss_index.search_index`; None leaves the calling thread's default); `batch_search_threads` caps it
+    for batches the same way (None: the calling thread's default team).
     """
 
     def __init__(
@@ -172,29 +177,55 @@ class Pipeline:
         stored: StoredIndex,
         search_params: Mapping[str, float] | None = None,
         single_query_threads: int | None = SINGLE_QUERY_THREADS,
+        batch_search_threads: int | None = None,
     ):
         check_encoder_matches(stored.meta, encoder.identity(), stored.path)
-        if single_query_threads is not None and single_query_threads < 1:
-            raise ValueError(f"single_query_threads must be >= 1 or None, got {single_query_threads}")
+        for name, value in (
+            ("single_query_threads", single_query_threads),
+            ("batch_search_threads", batch_search_threads),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
         self.encoder = encoder
         self.stored = stored
         self.single_query_threads = single_query_threads
+        self.batch_search_threads = batch_search_threads
         self.search_params = {**stored.meta.get("search_params", {}), **dict(search_params or {})}
         apply_search_params(stored.index, self.search_params)
         self._refine = RefineSplit.of(stored.index)  # None unless the index re-ranks with full precision
 
     @classmethod
     def load(
-        cls, index_dir: Path | str, threads: int | None = None, search_params: Mapping[str, float] | None = None
+        cls,
+        index_dir: Path | str,
+        threads: int | None = None,
+        search_params: Mapping[str, float] | None = None,
+        batch_search_threads: int | None = None,
     ) -> Pipeline:
-        """Load an index directory and the encoder it was built with."""
+        """Load an index directory and the encoder it was built with (`threads`: the encoder's intra-op threads)."""
         stored = load_index_dir(index_dir)
         encoder = load_encoder_from_identity(stored.meta["encoder"], threads=threads)
-        return cls(encoder, stored, search_params)
+        return cls(encoder, stored, search_params, batch_search_threads=batch_search_threads)
 
     @property
     def meta(self) -> dict[str, Any]:
         return self.stored.meta
+
+    @property
+    def k_factor(self) -> float | None:
+        """Candidates searched per hit before exact re-ranking (`,RFlat` indexes); None for other indexes."""
+        return self._refine.k_factor if self._refine is not None else None
+
+    def rescore_candidates(self, k: int) -> int:
+        """Candidates one query at `k` re-ranks exactly (as `RefineSplit.search` takes them); 0 without re-ranking."""
+        if self._refine is None:
+            return 0
+        k = min(k, self.stored.index.ntotal)
+        return max(k, int(k * self._refine.k_factor))
+
+    def count_tokens(self, queries: Sequence[str]) -> list[int]:
+        """Tokens per query as the encoder sees it (truncated to its maximum length), without encoding."""
+        return self.encoder.count_tokens(list(queries))
 
     def document_vectors(self, dataset: Dataset, show_progress: bool = False) -> np.ndarray:
         """Full-precision corpus vectors of this index's document encoder (from the cache, else re-encoded)."""
@@ -221,15 +252,17 @@ class Pipeline:
     def search_vectors_timed(self, vectors: np.ndarray, k: int) -> TimedSearch:
         """`search_vectors` with candidate search and exact rescoring (`,RFlat` indexes) timed apart."""
         k = min(k, self.stored.index.ntotal)
-        if self._refine is None:
-            started = time.perf_counter()
-            scores, positions = search_index(self.stored.index, vectors, k, self.single_query_threads)
-            return TimedSearch(scores, positions, time.perf_counter() - started, 0.0)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if vectors.ndim != 2 or vectors.shape[1] != self.stored.index.d:
-            raise ValueError(f"queries must have shape (n, {self.stored.index.d}), got {vectors.shape}")
-        return self._refine.search(vectors, k, self.single_query_threads)
+        batch_threads = self.batch_search_threads if len(vectors) > 1 else None  # one query: search_index caps it
+        with openmp_threads(batch_threads):
+            if self._refine is None:
+                started = time.perf_counter()
+                scores, positions = search_index(self.stored.index, vectors, k, self.single_query_threads)
+                return TimedSearch(scores, positions, time.perf_counter() - started, 0.0)
+            if k < 1:
+                raise ValueError(f"k must be >= 1, got {k}")
+            if vectors.ndim != 2 or vectors.shape[1] != self.stored.index.d:
+                raise ValueError(f"queries must have shape (n, {self.stored.index.d}), got {vectors.shape}")
+            return self._refine.search(vectors, k, self.single_query_threads)
 
     def ids_of(self, positions: np.ndarray) -> list[list[str]]:
         return self.stored.ids.to_ids(positions)
@@ -249,26 +282,66 @@ class Pipeline:
         batch = self.search_batch([query], k)
         return SearchResult(batch.hits[0], batch.timings)
 
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> BatchResult:
-        """Encode all queries as one batch, search them together, and time each stage of the whole batch."""
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        micro_batch: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> BatchResult:
+        """Encode the queries in batches of `micro_batch` (None: all at once), search each batch as it is encoded,
+        and time each stage over the whole request. `checkpoint()` runs before each micro-batch and may raise to
+        stop the work (a deadline passed, the client left)."""
+        return self.search_each(queries, [k] * len(queries), micro_batch, checkpoint)
+
+    def search_each(
+        self,
+        queries: Sequence[str],
+        ks: Sequence[int],
+        micro_batch: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> BatchResult:
+        """`search_batch` with a k per query: queries are encoded together and searched once per distinct k, so
+        every query gets exactly the hits `search(query, k)` gives it (candidate lists of HNSW and `,RFlat` indexes
+        depend on k, so a search at the largest k cut down could differ)."""
         if not queries:
             raise ValueError("no queries: give at least one")
+        if len(ks) != len(queries):
+            raise ValueError(f"need one k per query: {len(queries)} queries, {len(ks)} k values")
         blank = [i for i, query in enumerate(queries) if not query.strip()]
         if blank:
             raise ValueError(f"query must not be empty or whitespace-only: queries[{', '.join(map(str, blank))}]")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        if min(ks) < 1:
+            raise ValueError(f"k must be >= 1, got {min(ks)}")
+        if micro_batch is not None and micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1 or None, got {micro_batch}")
+        step = micro_batch or len(queries)
         started = time.perf_counter()
-        vectors, tokenize_seconds = self.encode_queries_timed(queries)
-        encoded = time.perf_counter()
-        found = self.search_vectors_timed(vectors, k)
-        hits = [self._hits(scores, positions) for scores, positions in zip(found.scores, found.positions, strict=True)]
+        hits: list[list[Hit]] = []
+        encode_seconds = tokenize_seconds = search_seconds = rescore_seconds = 0.0
+        for start in range(0, len(queries), step):
+            if checkpoint is not None:
+                checkpoint()
+            chunk, chunk_ks = queries[start : start + step], ks[start : start + step]
+            before = time.perf_counter()
+            vectors, tokenized = self.encode_queries_timed(chunk)
+            encode_seconds += time.perf_counter() - before - tokenized
+            tokenize_seconds += tokenized
+            chunk_hits: list[list[Hit]] = [[] for _ in chunk]
+            for k in sorted(set(chunk_ks)):
+                rows = [i for i, row_k in enumerate(chunk_ks) if row_k == k]
+                found = self.search_vectors_timed(vectors[rows] if len(rows) < len(chunk) else vectors, k)
+                search_seconds += found.search_seconds
+                rescore_seconds += found.rescore_seconds
+                for row, scores, positions in zip(rows, found.scores, found.positions, strict=True):
+                    chunk_hits[row] = self._hits(scores, positions)
+            hits.extend(chunk_hits)
         timings = Timings(
-            encode_ms=(encoded - started - tokenize_seconds) * 1e3,
-            search_ms=found.search_seconds * 1e3,
+            encode_ms=encode_seconds * 1e3,
+            search_ms=search_seconds * 1e3,
             total_ms=(time.perf_counter() - started) * 1e3,
             tokenize_ms=tokenize_seconds * 1e3,
-            rescore_ms=found.rescore_seconds * 1e3,
+            rescore_ms=rescore_seconds * 1e3,
         )
         return BatchResult(hits, timings)
 
@@ -282,6 +355,7 @@ class Pipeline:
             "factory": meta["factory"],
             "search_params": self.search_params,
             "single_query_threads": self.single_query_threads,
+            "batch_search_threads": self.batch_search_threads,
             "ntotal": meta["ntotal"],
             "dim": meta["dim"],
             "bytes_per_vector": meta["bytes_per_vector"],

@@ -11,22 +11,28 @@ from typing import Any
 
 import numpy as np
 
-from compression.encoders.base import TextKind, check_kind, l2_normalise
+from compression.encoders.base import TextKind, check_kind, count_truncated, l2_normalise
 
 _TOKEN = re.compile(r"\w+")
 
 
 @dataclass
 class FakeEncoder:
-    """Deterministic bag-of-words hashing encoder: no model, instant, and texts sharing words score high."""
+    """Deterministic bag-of-words hashing encoder: no model, instant, and texts sharing words score high.
+
+    `calls` records the size of every encode call (tests count model work with it); `count_tokens` counts the words
+    it hashes (at least 1 per text) capped at `max_seq_length`, and is not an encode call."""
 
     dim: int = 32
     name: str = "fake"
     calls: list[int] = field(default_factory=list, repr=False)
+    max_seq_length: int = 256
 
     def __post_init__(self) -> None:
         if self.dim < 2:
             raise ValueError(f"fake encoder dim must be >= 2, got {self.dim}")
+        if self.max_seq_length < 1:
+            raise ValueError(f"fake encoder max_seq_length must be >= 1, got {self.max_seq_length}")
 
     def _token_vector(self, token: str) -> np.ndarray:
         seed = int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "little")
@@ -57,6 +63,11 @@ class FakeEncoder:
         token_lists = self._tokenize(texts)
         tokenize_seconds = time.perf_counter() - started
         return self._embed(token_lists), tokenize_seconds
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return count_truncated(
+            lambda chunk: [len(tokens) for tokens in self._tokenize(chunk)], texts, self.max_seq_length
+        )
 
     def identity(self) -> dict[str, Any]:
         return {"type": "fake", "name": self.name, "fingerprint": f"fake-{self.dim}", "dim": self.dim}

@@ -15,13 +15,13 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from compression.encoders.base import TextKind, check_kind, l2_normalise
+from compression.encoders.base import TextKind, check_kind, count_truncated, l2_normalise
 from compression.models import folder_encoder_identity, model_bytes
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,15 @@ DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # 2-core machine a MiniLM int8 query encode took 17 ms (p50) with spinning on against 6 ms off, 33 against 6 ms with
 # four sessions alternating, and corpus batches were no faster with it (issue 9; benchmarks/latency/).
 ALLOW_SPINNING = "session.intra_op.allow_spinning"
+REMAKE = "re-create the folder with `semsearch quantize` (or compression.onnx_export)"
+
+
+class ModelLoadError(ValueError):
+    """A model folder cannot be loaded (missing, corrupt or inconsistent file); the message names the file and the fix.
+
+    onnxruntime and tokenizers raise their own exception classes (InvalidProtobuf, NoSuchFile, Fail, ...): they are
+    caught where the files are loaded and re-raised as this."""
+
 
 Precision = Literal["fp32", "int8"]
 QuantizationMode = Literal["dynamic", "static"]
@@ -95,7 +104,23 @@ class OnnxModelConfig:
             raise FileNotFoundError(
                 f"{path} not found: {folder} is not an ONNX model folder (make one with compression.onnx_export)"
             )
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ModelLoadError(f"{path}: malformed JSON ({err}); {REMAKE}") from err
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{path}: expected a JSON object, got {type(data).__name__}; {REMAKE}")
+        known = {f.name: f for f in fields(cls)}
+        missing = [name for name, f in known.items() if f.default is MISSING and name not in data]
+        unknown = [name for name in data if name not in known]
+        problems = [f"missing {', '.join(missing)}"] if missing else []
+        problems += [f"unknown keys {', '.join(unknown)}"] if unknown else []
+        if problems:
+            raise ModelLoadError(f"{path}: {'; '.join(problems)}; {REMAKE}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ModelLoadError(f"{path}: {err}; {REMAKE}") from err
 
 
 class TextTokenizer:
@@ -108,22 +133,50 @@ class TextTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: the ONNX folder must carry the source model's tokenizer.json")
         self.config = config
-        self._tokenizer = Tokenizer.from_file(str(path))
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # tokenizers raises plain Exception for unreadable or malformed files
+            raise ModelLoadError(f"{path}: not a readable tokenizer ({' '.join(str(err).split())}); {REMAKE}") from err
         self._tokenizer.enable_truncation(max_length=config.max_seq_length)
         self._tokenizer.enable_padding(pad_id=config.pad_token_id, pad_token=config.pad_token)
 
+    def _prepare(self, texts: Sequence[str]) -> list[str]:
+        prepared = [self.config.prompt + str(text).strip() for text in texts]
+        return [text.lower() for text in prepared] if self.config.do_lower_case else prepared
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text as the graph gets them: truncated to `max_seq_length`, special tokens included."""
+
+        def lengths(chunk: list[str]) -> list[int]:
+            return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(self._prepare(chunk))]
+
+        return count_truncated(lengths, texts, self.config.max_seq_length)
+
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenise `texts` into the int64 (batch, sequence) arrays the graph takes, keyed by input name."""
-        prepared = [self.config.prompt + str(text).strip() for text in texts]
-        if self.config.do_lower_case:
-            prepared = [text.lower() for text in prepared]
-        encodings = self._tokenizer.encode_batch(prepared)
+        encodings = self._tokenizer.encode_batch(self._prepare(texts))
         columns = {
             "input_ids": [e.ids for e in encodings],
             "attention_mask": [e.attention_mask for e in encodings],
             "token_type_ids": [e.type_ids for e in encodings],
         }
         return {name: np.asarray(columns[name], dtype=np.int64) for name in self.config.inputs}
+
+
+def _open_session(model_path: Path, options: Any, providers: Sequence[str]) -> Any:
+    """An onnxruntime session on `model_path`; a missing or unreadable graph raises `ModelLoadError` naming it."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    if not model_path.is_file():
+        raise ModelLoadError(f"{model_path} not found: the ONNX model folder is incomplete; {REMAKE}")
+    errors = (state.Fail, state.InvalidProtobuf, state.NoSuchFile, state.NoModel, state.InvalidGraph,
+              state.InvalidArgument, state.NotImplemented, state.RuntimeException, RuntimeError, OSError)  # fmt: skip
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=list(providers))
+    except errors as err:
+        reason = " ".join(str(err).split())
+        raise ModelLoadError(f"{model_path} is not a loadable ONNX model ({reason[:200]}); {REMAKE}") from err
 
 
 class OnnxEncoder:
@@ -167,9 +220,19 @@ class OnnxEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry(ALLOW_SPINNING, "1" if spinning else "0")
-        self._session = ort.InferenceSession(
-            str(self.folder / ONNX_MODEL_FILE), sess_options=options, providers=list(self.providers)
-        )
+        self._session = _open_session(self.folder / ONNX_MODEL_FILE, options, self.providers)
+        outputs = {output.name: output.shape for output in self._session.get_outputs()}
+        if self.config.output not in outputs:
+            raise ModelLoadError(
+                f"{self.folder / ONNX_MODEL_FILE}: no output {self.config.output!r} (outputs: {', '.join(outputs)}), "
+                f"which {ONNX_CONFIG_FILE} names; {REMAKE}"
+            )
+        width = outputs[self.config.output][-1] if outputs[self.config.output] else None
+        if isinstance(width, int) and width != self.dim:
+            raise ModelLoadError(
+                f"{self.folder / ONNX_MODEL_FILE} outputs {width}-d vectors but {ONNX_CONFIG_FILE} says dim "
+                f"{self.dim}; {REMAKE}"
+            )
         graph_inputs = tuple(i.name for i in self._session.get_inputs())
         if set(graph_inputs) != set(self.config.inputs):
             raise ValueError(f"{self.folder}: graph inputs {graph_inputs} != configured {self.config.inputs}")
@@ -193,6 +256,9 @@ class OnnxEncoder:
     def encode_post(self, vectors: np.ndarray) -> np.ndarray:
         """Return contiguous float32 unit rows (the graph normalises; this only guards the dtype and rounding)."""
         return np.ascontiguousarray(l2_normalise(vectors), dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._tokenizer.count(texts)
 
     def encode(self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32) -> np.ndarray:
         return self.encode_timed(texts, kind=kind, batch_size=batch_size)[0]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from compression.encoders.base import TextKind, check_kind
+from compression.encoders.base import TextKind, check_kind, count_truncated
 from compression.models import ModelRef, model_bytes, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,20 @@ class SentenceTransformerEncoder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def _features(self, texts: list[str]) -> dict[str, Any]:
+        """Tokenised texts as the model takes them: the default prompt prepended, truncated to `max_seq_length`."""
+        model = self._model
+        prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
+        if hasattr(model, "preprocess"):  # sentence-transformers >= 6
+            return model.preprocess(texts, prompt=prompt)
+        return model.tokenize([(prompt or "") + text for text in texts])  # pragma: no cover - older versions
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        def lengths(chunk: list[str]) -> list[int]:
+            return self._features(chunk)["attention_mask"].sum(dim=1).tolist() if chunk else []
+
+        return count_truncated(lengths, texts, self.max_seq_length)
+
     def encode_timed(
         self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32
     ) -> tuple[np.ndarray, float]:
@@ -67,7 +81,6 @@ class SentenceTransformerEncoder:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         model = self._model
-        prompt = model.prompts.get(model.default_prompt_name) if model.default_prompt_name else None
         order = np.argsort([-len(str(text)) for text in texts], kind="stable")
         tokenize_seconds = 0.0
         model.eval()
@@ -76,11 +89,7 @@ class SentenceTransformerEncoder:
                 rows = order[start : start + batch_size]
                 batch = [str(texts[i]) for i in rows]
                 started = time.perf_counter()
-                if hasattr(model, "preprocess"):  # sentence-transformers >= 6
-                    features = model.preprocess(batch, prompt=prompt)
-                else:  # pragma: no cover - older sentence-transformers
-                    features = model.tokenize([(prompt or "") + text for text in batch])
-                features = batch_to_device(features, model.device)
+                features = batch_to_device(self._features(batch), model.device)
                 tokenize_seconds += time.perf_counter() - started
                 embeddings = model(features)["sentence_embedding"]
                 embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
-from compression.encoders.base import TextKind, check_kind, l2_normalise
+from compression.encoders.base import TextKind, check_kind, count_truncated, l2_normalise
 from compression.models import folder_encoder_identity, model_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,6 +161,15 @@ class StaticTokenizer:
         ids = self.tokenizer.encode(self.prepare(text), add_special_tokens=False).ids[: self.max_tokens]
         return ids or [self.empty_token_id]
 
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Token ids per text as `ids` keeps them (at most `max_tokens`, at least 1), tokenising a bounded prefix."""
+
+        def lengths(chunk: list[str]) -> list[int]:
+            encodings = self.tokenizer.encode_batch([self.prepare(text) for text in chunk], add_special_tokens=False)
+            return [max(1, len(e.ids)) for e in encodings]
+
+        return count_truncated(lengths, texts, self.max_tokens)
+
     def flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(all texts' token ids concatenated, int64; each text's start offset in it, int64): the layout of
         `np.add.reduceat` and torch's EmbeddingBag."""
@@ -232,6 +241,9 @@ class StaticEncoder:
     def encode_one(self, text: str) -> np.ndarray:
         """The fast path: one text's unit vector, shape (dim,)."""
         return self.sum_ids(self.tokenizer.ids(text))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.tokenizer.count(texts)
 
     def encode(self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32) -> np.ndarray:
         if len(texts) != 1:

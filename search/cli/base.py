@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,16 +28,31 @@ console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
-# Errors a user can cause (a bad option, a missing file or model): one line on stderr and exit status 2.
-EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, ModelNotAvailableError, IndexDirError, ImportError)
+# Errors a user can cause (a bad option, a missing or corrupt file, index or model, a file system refusing a write):
+# one line on stderr, naming the file and the fix, and exit status 2; `--verbose` adds the traceback. Load functions
+# raise these with such messages (IndexDirError, ModelLoadError and DatasetError are ValueErrors).
+EXPECTED_ERRORS = (ValueError, KeyError, OSError, ModelNotAvailableError, IndexDirError, ImportError)
 USAGE_ERROR_EXIT = 2
+
+
+@dataclass
+class CliState:
+    """What the root callback learnt from the global options, for the commands that run after it."""
+
+    verbose: bool = False
+
+
+STATE = CliState()
 
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 IndexDirOption = Annotated[Path, typer.Option(help="index directory from `semsearch index`")]
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging, and tracebacks with errors")] = False,
+) -> None:
+    STATE.verbose = verbose
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -45,13 +62,40 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug lo
 
 
 def run_or_exit(action: Callable[[], T]) -> T:
-    """Run `action`; turn expected errors into a one-line message and exit status 2."""
+    """Run `action`; turn expected errors into a one-line message (`error: ...`) and exit status 2.
+
+    With `--verbose` the traceback is printed first; anything else (a bug) propagates with its traceback."""
     try:
         return action()
     except EXPECTED_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        typer.echo(f"error: {message}", err=True)
+        if STATE.verbose:
+            traceback.print_exception(err, file=sys.stderr)
+        typer.echo(f"error: {error_line(err)}", err=True)
         raise typer.Exit(code=USAGE_ERROR_EXIT) from err
+
+
+def error_line(err: BaseException) -> str:
+    """The message of an expected error on one line (a KeyError's key unquoted; an OSError with its file)."""
+    if isinstance(err, KeyError) and err.args:
+        message = str(err.args[0])
+    elif isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(err):
+        message = f"{err.filename}: {err.strerror or err}"
+    else:
+        message = str(err) or type(err).__name__
+    return " ".join(message.split())
+
+
+def check_index_dir(index_dir: Path) -> dict[str, Any]:
+    """Read an index directory's meta.json and check its encoder identities can be rebuilt, naming the file if not;
+    the commands call this before loading a pipeline so a bad meta.json is reported as such, not as a model error."""
+    from compression.encoders.loading import check_identity
+    from indexes.store import META_FILE, read_meta
+
+    meta = read_meta(index_dir)
+    for key in ("encoder", "doc_encoder"):
+        if key in meta:
+            check_identity(meta[key], Path(index_dir) / META_FILE)
+    return meta
 
 
 def print_json(values: Any) -> None:

@@ -8,7 +8,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from search.cli.base import AsJson, IndexDirOption, app, console, parse_params, print_json, print_mapping, run_or_exit
+from search.cli.base import (
+    AsJson,
+    IndexDirOption,
+    app,
+    check_index_dir,
+    console,
+    parse_params,
+    print_json,
+    print_mapping,
+    run_or_exit,
+)
 
 
 @app.command()
@@ -30,6 +40,13 @@ def index(
     batch_size: Annotated[int, typer.Option(help="encoding batch size")] = 32,
     threads: Annotated[int | None, typer.Option(help="torch threads for encoding")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="re-encode even if cached")] = False,
+    on_bad_record: Annotated[
+        str,
+        typer.Option(
+            help="a bad corpus record (wrong type, empty text, duplicate id, broken quoting, bad bytes): fail (exit 2, "
+            "naming file and line) or skip (leave it out, warn, count it in meta.json's skipped_records)"
+        ),
+    ] = "fail",
     as_json: AsJson = False,
 ) -> None:
     """Encode a corpus (cached) and build a FAISS index directory."""
@@ -40,13 +57,13 @@ def index(
 
     def action() -> dict[str, Any]:
         spec = IndexSpec(index_factory, train_sample=train_sample, seed=seed, search_params=parse_params(params))
-        data = load_dataset(dataset)
+        data = load_dataset(dataset, on_bad_record=on_bad_record)
         query_encoder = load_encoder(encoder, threads=threads)
         docs_encoder = load_encoder(doc_encoder, threads=threads) if doc_encoder else None
         validate_factory(index_factory, query_encoder.dim)
         report = build_index_dir(data, query_encoder, spec, out, batch_size=batch_size, use_cache=not no_cache,
                                  show_progress=not as_json, doc_encoder=docs_encoder)  # fmt: skip
-        return report.summary()
+        return {**report.summary(), "skipped_records": report.meta.get("skipped_records", 0)}
 
     print_mapping("index built", run_or_exit(action), as_json)
 
@@ -66,6 +83,7 @@ def search(
     def action() -> dict[str, Any]:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        check_index_dir(index_dir)
         pipeline = Pipeline.load(index_dir, threads=threads, search_params=parse_params(params))
         return result_as_dict(pipeline.search(text, k))
 
@@ -101,6 +119,9 @@ def evaluate_command(
     from search.pipeline import Pipeline
 
     def action() -> dict[str, Any]:
+        for folder in (index_dir, teacher_index):
+            if folder is not None:
+                check_index_dir(folder)
         pipeline = Pipeline.load(index_dir, threads=threads, search_params=parse_params(params))
         reference = Pipeline.load(teacher_index, threads=threads) if teacher_index else None
         return evaluate(pipeline, load_dataset(dataset), split=split, reference=reference, show_progress=not as_json)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from search.cli.base import app, parse_params, run_or_exit
+from search.cli.base import app, check_index_dir, parse_params, run_or_exit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fastapi import FastAPI
 
 
 @app.command()
@@ -24,9 +27,9 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime / torch intra-op threads per pipeline")] = None,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime / torch intra-op threads (default: cores)")] = None,
     workers_threads: Annotated[
-        int | None, typer.Option(help="request worker threads (anyio thread pool; default 40)")
+        int | None, typer.Option(help="request worker threads (default: max_concurrency + 4)")
     ] = None,
     params: Annotated[str | None, typer.Option(help="search parameters for every pipeline, e.g. nprobe=32")] = None,
     metrics_dataset: Annotated[
@@ -63,15 +66,15 @@ def serve(
     """Serve /search, /search/batch, /compare, /pipelines, /metrics (+ /metrics/prometheus) over HTTP (docs at /docs).
 
     GET /metrics is computed on its first call and cached, unless --metrics-on-startup computes it while starting.
+    Every index and encoder is loaded before the server starts: a broken one is a one-line error and exit status 2.
     """
     import uvicorn
 
-    from indexes.store import read_meta
     from search.serve.app import create_app
     from search.serve.config import Security, ServerConfig, check_port, parse_limits
     from search.serve.pipelines import choose_reference, parse_pipeline_specs
 
-    def action() -> ServerConfig:
+    def action() -> FastAPI:
         check_port(host, port)
         config = ServerConfig(
             index_dir=index_dir,
@@ -93,7 +96,7 @@ def serve(
         )
         choose_reference([source.name for source in config.sources()], reference)
         for source in config.sources():  # fail fast, before the server starts, on a missing or broken index
-            read_meta(source.index_dir)
-        return config
+            check_index_dir(source.index_dir)
+        return create_app(config, preload=True)  # loads every index and encoder now: errors are one line, exit 2
 
-    uvicorn.run(create_app(run_or_exit(action)), host=host, port=port)
+    uvicorn.run(run_or_exit(action), host=host, port=port)

@@ -17,175 +17,120 @@ Routes (OpenAPI at /docs):
 - `GET /metrics/prometheus`: live latency histograms per pipeline and stage, request and error counters.
 - `GET /health`.
 
-Routes are sync `def`, so they run in anyio's worker threads (`workers_threads` sizes that pool).
+Bounded work (`search.serve.admission`, limits from `config.limits`): a request over max_batch_hits,
+max_rescore_candidates or max_batch_tokens is refused (422) before any model work; at most max_concurrency units of
+work run at once and max_queue requests wait (503 + Retry-After beyond); a request past request_timeout_s gets 504,
+and a request whose client left stops, at the next micro-batch. The search routes are `async`: waiting holds no
+thread; the blocking work runs in anyio's worker threads, sized once with the other thread pools by a
+`ThreadBudget` (shown in /pipelines). Concurrent single queries (/search, /compare) to one pipeline are coalesced
+into one encoder call (`search.serve.batcher`; `batch_size` in the response).
+
+Safe by default (`search.serve.guard`, from `config.security`): POST bodies must be `Content-Type: application/json`
+(415), at most `max_body_bytes` (413, before parsing); the Host header must name the server (400); with an API key
+every route needs `Authorization: Bearer KEY` (401); CORS is off unless origins are configured. JSON bodies are
+parsed strictly (NaN, Infinity, 1e400 are 422s) and 422s never echo the input (`search.serve.schemas`); no response
+shows a server path.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the routes' request models are built per app (from `config.limits`) inside
+# `create_app`, and FastAPI can only resolve such local classes from annotations that are evaluated at definition.
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, field_validator
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from search.pipeline import Hit, Timings
+from common.threads import ThreadBudget
+from search.pipeline import BatchResult
+from search.serve.admission import (
+    Admission,
+    ClientGone,
+    DeadlineExceeded,
+    LimitExceeded,
+    ServerBusy,
+    Ticket,
+    check_shape,
+    check_tokens,
+    watched,
+)
+from search.serve.batcher import Batchers
 from search.serve.config import ServerConfig, ServerLimits
+from search.serve.guard import install_guards
 from search.serve.live_metrics import CountRequests, ServerMetrics
 from search.serve.pipelines import MetricsUnavailable, PipelineSet, UnknownPipelineError
+from search.serve.schemas import (
+    COMMON_ERRORS,
+    POST_ERRORS,
+    BatchItemOut,
+    BatchSearchResponse,
+    CompareResponse,
+    ComparisonOut,
+    SearchResponse,
+    StrictJsonRoute,
+    error_responses,
+    hits_out,
+    json_error_responses,
+    public_description,
+    request_models,
+    safe_text,
+    timings_out,
+    validation_errors_out,
+)
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
+# The default limits (the limits in force are `config.limits`, shown in /pipelines and the OpenAPI schema).
 MAX_QUERY_CHARS = ServerLimits.max_query_chars
 MAX_K = ServerLimits.max_k
 MAX_BATCH = ServerLimits.max_batch
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("query must not be empty or whitespace-only")
-    return value
+class PrometheusResponse(Response):
+    """The Prometheus text exposition format (so OpenAPI documents /metrics/prometheus with its content type)."""
+
+    media_type = ServerMetrics.content_type
 
 
-Query = Annotated[str, Field(max_length=MAX_QUERY_CHARS, description="free text; not empty")]
-K = Annotated[int, Field(ge=1, le=MAX_K, description=f"number of hits, 1..{MAX_K}")]
-PipelineName = Annotated[str | None, Field(description="a loaded pipeline; default: the first loaded")]
+CLIENT_CLOSED_REQUEST = 499  # the client left before its answer (nginx's convention; nobody reads it)
 
 
-class SearchRequest(BaseModel):
-    query: Query
-    k: K = 10
-    pipeline: PipelineName = None
-
-    query_not_blank = field_validator("query")(_not_blank)
-
-
-class BatchSearchRequest(BaseModel):
-    queries: list[Query] = Field(..., min_length=1, max_length=MAX_BATCH, description=f"1..{MAX_BATCH} queries")
-    k: K = 10
-    pipeline: PipelineName = None
-
-    @field_validator("queries")
-    @classmethod
-    def queries_not_blank(cls, values: list[str]) -> list[str]:
-        blank = [str(i) for i, value in enumerate(values) if not value.strip()]
-        if blank:
-            raise ValueError(f"query must not be empty or whitespace-only: queries[{', '.join(blank)}]")
-        return values
-
-
-class CompareRequest(BaseModel):
-    query: Query
-    k: K = 10
-
-    query_not_blank = field_validator("query")(_not_blank)
-
-
-class HitOut(BaseModel):
-    id: str
-    score: float
-    title: str
-    snippet: str
-
-
-class TimingsOut(BaseModel):
-    tokenize_ms: float = Field(description="tokenising (0 when the encoder cannot time it apart)")
-    encode_ms: float = Field(description="the model, without tokenising")
-    search_ms: float = Field(description="the index (for ,RFlat indexes: the candidate search)")
-    rescore_ms: float = Field(description="exact re-ranking of ,RFlat candidates; 0 for other indexes")
-    total_ms: float
-
-
-class SearchResponse(BaseModel):
-    pipeline: str
-    hits: list[HitOut]
-    timings: TimingsOut
-
-
-class BatchItemOut(BaseModel):
-    query: str
-    hits: list[HitOut]
-
-
-class BatchSearchResponse(BaseModel):
-    pipeline: str
-    results: list[BatchItemOut]
-    timings: TimingsOut
-
-
-class ComparisonOut(BaseModel):
-    hits: list[HitOut]
-    timings: TimingsOut
-    recall_at_k_vs_teacher: float = Field(
-        serialization_alias="recall@k_vs_teacher", description="|top-k ∩ reference top-k| / |reference top-k|"
-    )
-    missing: list[str] = Field(description="ids in the reference's top-k but not in this pipeline's")
-    extra: list[str] = Field(description="ids in this pipeline's top-k but not in the reference's")
-
-
-class CompareResponse(BaseModel):
-    query: str
-    k: int
-    reference: str
-    pipelines: dict[str, ComparisonOut]
-
-
-def hits_out(hits: list[Hit]) -> list[HitOut]:
-    return [HitOut(**vars(hit)) for hit in hits]
-
-
-def timings_out(timings: Timings) -> TimingsOut:
-    return TimingsOut(**vars(timings))
-
-
-class JsonBodies:
-    """Treat every POST body as JSON, whatever its content type says.
-
-    `curl -d '{"query": ...}'` sends `application/x-www-form-urlencoded`; every POST route of this API takes JSON,
-    so the body is parsed (and validated, with 422s) as JSON instead of being refused as a form.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = [(key, value) for key, value in scope["headers"] if key != b"content-type"]
-            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
-        await self.app(scope, receive, send)
-
-
-class PipelineHolder:
-    """Holds the pipelines the lifespan hook loads, so routes never reach into app state."""
+class Loaded(Generic[T]):
+    """Holds what the lifespan hook loads (the pipelines, their batchers), so routes never reach into app state."""
 
     def __init__(self) -> None:
-        self._pipelines: PipelineSet | None = None
+        self._value: T | None = None
 
-    def set(self, pipelines: PipelineSet | None) -> None:
-        self._pipelines = pipelines
+    def set(self, value: T | None) -> None:
+        self._value = value
 
-    def get(self) -> PipelineSet:
-        if self._pipelines is None:
+    def get(self) -> T:
+        if self._value is None:
             raise HTTPException(status_code=503, detail="the search pipelines are not loaded yet")
-        return self._pipelines
+        return self._value
 
 
-def create_app(config: ServerConfig) -> FastAPI:
-    """Build the app; the pipelines are loaded once at startup (the lifespan hook) from `config.sources()`."""
-    holder = PipelineHolder()
+def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
+    """Build the app; the pipelines are loaded once from `config.sources()`: at startup (the lifespan hook), or here
+    when `preload` is set, so a broken index or model fails before the server starts (`semsearch serve` does)."""
+    holder: Loaded[PipelineSet] = Loaded()
+    serving: Loaded[Batchers] = Loaded()
     metrics = ServerMetrics()
+    limits = config.limits
+    budget = ThreadBudget.plan(config.threads, config.workers_threads, limits.max_concurrency)
+    models = request_models(config.limits)
+    SearchRequest, BatchSearchRequest, CompareRequest = models.search, models.batch, models.compare
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if config.workers_threads is not None:
-            anyio.to_thread.current_default_thread_limiter().total_tokens = config.workers_threads
-        pipelines = PipelineSet.load(
+    def load_pipelines() -> PipelineSet:
+        return PipelineSet.load(
             config.sources(),
-            threads=config.threads,
+            threads=budget.encoder,
+            batch_search_threads=budget.search,
             search_params=config.search_params,
             reference=config.reference,
             metrics_dataset=config.metrics_dataset,
@@ -193,6 +138,13 @@ def create_app(config: ServerConfig) -> FastAPI:
             observer=metrics.observe,
             batch_observer=metrics.observe_batch,
         )
+
+    preloaded = load_pipelines() if preload else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = budget.request_pool
+        pipelines = preloaded if preloaded is not None else load_pipelines()
         holder.set(pipelines)
         if config.metrics_on_startup:
             try:
@@ -200,40 +152,105 @@ def create_app(config: ServerConfig) -> FastAPI:
                 logger.info("metrics summary computed in %.1f s", summary.compute_seconds)
             except MetricsUnavailable as err:
                 logger.warning("no metrics summary at startup: %s (GET /metrics retries and says why)", err.message)
-        yield
+        budget.apply_torch()  # process-wide: once, after every encoder is loaded
+        logger.info("thread budget: %s", budget.describe())
+        admission = Admission(limits)
+        metrics.watch_queue(lambda: admission.queued, lambda: admission.in_flight)
+        batchers = Batchers(pipelines.pipelines, admission, limits, metrics.observe, metrics.observe_coalesced)
+        async with anyio.create_task_group() as workers:
+            batchers.start(workers)
+            serving.set(batchers)
+            yield
+            serving.set(None)
+            workers.cancel_scope.cancel()
         holder.set(None)
 
-    app = FastAPI(title="semsearch", description=__doc__, lifespan=lifespan)
+    app = FastAPI(title="semsearch", description=__doc__, lifespan=lifespan, responses=error_responses(*COMMON_ERRORS))
+    app.router.route_class = StrictJsonRoute  # JSON bodies parsed strictly: NaN, Infinity, 1e400 are 422s
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        """422 with `{type, loc, msg}` items: the raw input is never echoed (it may be huge or not encodable)."""
+        return JSONResponse(status_code=422, content={"detail": validation_errors_out(err.errors())})
 
     @app.exception_handler(UnknownPipelineError)
     async def unknown_pipeline(_: Request, err: UnknownPipelineError) -> JSONResponse:
-        detail = [{"type": "value_error", "loc": ["body", "pipeline"], "msg": str(err)}]
+        detail = [{"type": "value_error", "loc": ["body", "pipeline"], "msg": safe_text(str(err))}]
         return JSONResponse(status_code=422, content={"detail": detail})
 
-    @app.get("/health")
+    @app.exception_handler(LimitExceeded)
+    async def over_limit(_: Request, err: LimitExceeded) -> JSONResponse:
+        detail = [{"type": "limit_exceeded", "loc": ["body", err.field], "msg": str(err)}]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(ServerBusy)
+    async def busy(_: Request, err: ServerBusy) -> JSONResponse:
+        metrics.rejected.inc()
+        headers = {"Retry-After": str(err.retry_after_s)}
+        return JSONResponse(status_code=503, content={"detail": str(err)}, headers=headers)
+
+    @app.exception_handler(DeadlineExceeded)
+    async def timed_out(_: Request, err: DeadlineExceeded) -> JSONResponse:
+        metrics.timed_out.inc()
+        return JSONResponse(status_code=504, content={"detail": str(err)})
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(_: Request, err: ClientGone) -> JSONResponse:
+        return JSONResponse(status_code=CLIENT_CLOSED_REQUEST, content={"detail": str(err)})
+
+    @app.get("/health", responses=error_responses(503))
     def health() -> dict[str, Any]:
         pipelines = holder.get()
         return {
             "status": "ok",
-            "pipeline": pipelines.get().describe(),
+            "pipeline": public_description(pipelines.get().describe()),
             "pipelines": pipelines.names,
             "reference": pipelines.reference,
         }
 
-    @app.post("/search", response_model=SearchResponse)
-    def search(request: SearchRequest) -> SearchResponse:
-        name, result = holder.get().search(request.query, request.k, request.pipeline)
-        return SearchResponse(pipeline=name, hits=hits_out(result.hits), timings=timings_out(result.timings))
+    @app.post("/search", response_model=SearchResponse, responses=error_responses(*POST_ERRORS))
+    async def search(body: SearchRequest, request: Request) -> SearchResponse:
+        loaded = holder.get()
+        name = loaded.resolve(body.pipeline)
+        check_shape(loaded.get(name), 1, body.k, limits)
+        ticket = Ticket(limits.request_timeout_s)
+        found = await watched(ticket, lambda: serving.get().search(name, body.query, body.k, ticket), request)
+        result = found.result
+        return SearchResponse(
+            pipeline=name, hits=hits_out(result.hits), timings=timings_out(result.timings), batch_size=found.batch_size
+        )
 
-    @app.post("/search/batch", response_model=BatchSearchResponse)
-    def search_batch(request: BatchSearchRequest) -> BatchSearchResponse:
-        name, result = holder.get().search_batch(request.queries, request.k, request.pipeline)
-        items = [BatchItemOut(query=q, hits=hits_out(h)) for q, h in zip(request.queries, result.hits, strict=True)]
+    @app.post("/search/batch", response_model=BatchSearchResponse, responses=error_responses(*POST_ERRORS))
+    async def search_batch(body: BatchSearchRequest, request: Request) -> BatchSearchResponse:
+        loaded = holder.get()
+        name = loaded.resolve(body.pipeline)
+        check_shape(loaded.get(name), len(body.queries), body.k, limits)
+        ticket = Ticket(limits.request_timeout_s)
+
+        def run() -> BatchResult:  # in a worker thread, holding a slot
+            ticket.check()
+            check_tokens(loaded.get(name), body.queries, limits)
+            options = {"micro_batch": limits.micro_batch, "checkpoint": ticket.check}
+            return loaded.search_batch(body.queries, body.k, name, **options)[1]
+
+        async def work() -> BatchResult:
+            async with serving.get().admission.request(ticket):
+                return await anyio.to_thread.run_sync(run)
+
+        result = await watched(ticket, work, request)
+        items = [BatchItemOut(query=q, hits=hits_out(h)) for q, h in zip(body.queries, result.hits, strict=True)]
         return BatchSearchResponse(pipeline=name, results=items, timings=timings_out(result.timings))
 
-    @app.post("/compare", response_model=CompareResponse)
-    def compare(request: CompareRequest) -> CompareResponse:
-        result = holder.get().compare(request.query, request.k)
+    @app.post("/compare", response_model=CompareResponse, responses=error_responses(*POST_ERRORS))
+    async def compare(body: CompareRequest, request: Request) -> CompareResponse:
+        loaded = holder.get()
+        for name in loaded.names:
+            check_shape(loaded.get(name), 1, body.k, limits)
+        ticket = Ticket(limits.request_timeout_s)
+        found = await watched(
+            ticket, lambda: serving.get().search_all(loaded.names, body.query, body.k, ticket), request
+        )
+        result = loaded.compare_results(body.query, body.k, {name: f.result for name, f in found.items()})
         pipelines = {
             name: ComparisonOut(
                 hits=hits_out(c.hits),
@@ -241,22 +258,24 @@ def create_app(config: ServerConfig) -> FastAPI:
                 recall_at_k_vs_teacher=c.recall_vs_reference,
                 missing=c.missing,
                 extra=c.extra,
+                batch_size=found[name].batch_size,
             )
             for name, c in result.pipelines.items()
         }
         return CompareResponse(query=result.query, k=result.k, reference=result.reference, pipelines=pipelines)
 
-    @app.get("/pipelines")
+    @app.get("/pipelines", responses=error_responses(503))
     def pipelines() -> dict[str, Any]:
         loaded = holder.get()
         return {
             "default": loaded.default,
             "reference": loaded.reference,
             "limits": config.limits.describe(),
-            "pipelines": loaded.describe(),
+            "threads": budget.describe(),
+            "pipelines": public_description(loaded.describe()),
         }
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses=error_responses(404, 409, 503))
     def metrics_summary() -> dict[str, Any]:
         try:
             summary = holder.get().metrics_summary()
@@ -269,10 +288,10 @@ def create_app(config: ServerConfig) -> FastAPI:
             "cached": summary.cached,
         }
 
-    @app.get("/metrics/prometheus")
+    @app.get("/metrics/prometheus", response_class=PrometheusResponse, responses=json_error_responses(*COMMON_ERRORS))
     def prometheus() -> Response:
         return Response(content=metrics.render(), media_type=metrics.content_type)
 
-    app.add_middleware(CountRequests, metrics=metrics, routes=[route.path for route in app.routes])
-    app.add_middleware(JsonBodies)
+    install_guards(app, config.security, config.limits.max_body_bytes)
+    app.add_middleware(CountRequests, metrics=metrics, routes=[route.path for route in app.routes])  # after the guards
     return app

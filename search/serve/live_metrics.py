@@ -6,13 +6,17 @@
   `/search/batch`, kept apart so batches do not skew the per-query histogram.
 - `semsearch_requests_total{route}` and `semsearch_errors_total{route, status}`: every HTTP response, errors being
   status >= 400 (422s included); unknown paths count under route "unmatched".
+- `semsearch_queue_depth` and `semsearch_in_flight`: requests waiting for work and requests whose work runs (read
+  from the server's `Admission` when scraped); `semsearch_rejected_total` (503, queue full) and
+  `semsearch_timed_out_total` (504, deadline passed).
+- `semsearch_coalesced_queries{pipeline}`: single queries (/search, /compare) encoded together per encoder call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search.pipeline import Timings
@@ -20,6 +24,7 @@ from search.pipeline import Timings
 STAGES = ("tokenize", "encode", "search", "rescore", "total")
 LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+COALESCED_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 UNMATCHED = "unmatched"
 
 
@@ -65,6 +70,23 @@ class ServerMetrics:
             ("route", "status"),
             registry=self.registry,
         )
+        self.queue_depth = Gauge(
+            "semsearch_queue_depth", "Requests admitted and waiting for their work to start", registry=self.registry
+        )
+        self.in_flight = Gauge("semsearch_in_flight", "Requests whose work is running", registry=self.registry)
+        self.rejected = Counter(
+            "semsearch_rejected", "Requests refused with 503 because the queue was full", registry=self.registry
+        )
+        self.timed_out = Counter(
+            "semsearch_timed_out", "Requests answered 504 because their deadline passed", registry=self.registry
+        )
+        self.coalesced = Histogram(
+            "semsearch_coalesced_queries",
+            "Single queries (/search, /compare) encoded together in one encoder call",
+            ("pipeline",),
+            buckets=COALESCED_BUCKETS,
+            registry=self.registry,
+        )
 
     def observe(self, pipeline: str, timings: Timings) -> None:
         for stage, seconds in stage_seconds(timings).items():
@@ -74,6 +96,14 @@ class ServerMetrics:
         for stage, seconds in stage_seconds(timings).items():
             self.batch_stage.labels(pipeline=pipeline, stage=stage).observe(max(0.0, seconds))
         self.batch_queries.labels(pipeline=pipeline).observe(size)
+
+    def observe_coalesced(self, pipeline: str, size: int) -> None:
+        self.coalesced.labels(pipeline=pipeline).observe(size)
+
+    def watch_queue(self, queue_depth: Callable[[], float], in_flight: Callable[[], float]) -> None:
+        """Read the queue depth and the in-flight count from these callables at each scrape."""
+        self.queue_depth.set_function(queue_depth)
+        self.in_flight.set_function(in_flight)
 
     def count(self, route: str, status: int) -> None:
         self.requests.labels(route=route).inc()

@@ -167,16 +167,23 @@ class PipelineSet:
         sources: Sequence[PipelineSource],
         threads: int | None = None,
         search_params: Mapping[str, float] | None = None,
+        batch_search_threads: int | None = None,
         **options: Any,
     ) -> PipelineSet:
-        """Load every index directory and its encoder (`options` go to the constructor)."""
+        """Load every index directory and its encoder (`options` go to the constructor); `threads`: encoder threads,
+        `batch_search_threads`: FAISS's OpenMP cap for batch searches (see `Pipeline`)."""
         problems = duplicate_name_problems(sources)
         if problems:
             raise ValueError("; ".join(problems))
         pipelines = {}
         for source in sources:
             logger.info("loading pipeline %s from %s", source.name, source.index_dir)
-            pipelines[source.name] = Pipeline.load(source.index_dir, threads=threads, search_params=search_params)
+            pipelines[source.name] = Pipeline.load(
+                source.index_dir,
+                threads=threads,
+                search_params=search_params,
+                batch_search_threads=batch_search_threads,
+            )
         return cls(pipelines, **options)
 
     @property
@@ -205,16 +212,22 @@ class PipelineSet:
             self._observer(name, result.timings)
         return name, result
 
-    def search_batch(self, queries: Sequence[str], k: int, name: str | None = None) -> tuple[str, BatchResult]:
+    def search_batch(
+        self, queries: Sequence[str], k: int, name: str | None = None, **options: Any
+    ) -> tuple[str, BatchResult]:
+        """`Pipeline.search_batch` on pipeline `name` (`options`: its micro_batch and checkpoint)."""
         name = self.resolve(name)
-        result = self.pipelines[name].search_batch(queries, k)
+        result = self.pipelines[name].search_batch(queries, k, **options)
         if self._batch_observer:
             self._batch_observer(name, result.timings, len(queries))
         return name, result
 
     def compare(self, query: str, k: int) -> CompareResult:
         """Run every pipeline on `query`; measure each top-k against the reference's top-k."""
-        results = {name: self.search(query, k, name)[1] for name in self.names}
+        return self.compare_results(query, k, {name: self.search(query, k, name)[1] for name in self.names})
+
+    def compare_results(self, query: str, k: int, results: Mapping[str, SearchResult]) -> CompareResult:
+        """Measure each pipeline's answer to `query` (`results`, one per pipeline) against the reference's."""
         wanted = [hit.id for hit in results[self.reference].hits]
         compared = {}
         for name, result in results.items():

@@ -1,8 +1,13 @@
-"""Atomic files and the staged-folder swap: a failure never leaves a half-written target or loses the old one."""
+"""Atomic files and the staged-folder swap: a failure or a crash never leaves a half-written target or loses the old
+one; the next open or save recovers an interrupted swap."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +65,97 @@ def test_staged_folder_replaces_a_link_without_touching_its_target(tmp_path: Pat
     assert not (tmp_path / "out").is_symlink() and (tmp_path / "out" / "new.txt").exists()
     assert (elsewhere / "keep.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "out"]
+
+
+CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from common.atomic import staged_folder
+with staged_folder(sys.argv[2]) as stage:
+    (Path(stage) / "version.txt").write_text("new")
+    (Path(stage) / "sub").mkdir()
+    (Path(stage) / "sub" / "data.txt").write_text("new data")
+"""
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _crash_during_swap(out: Path, step: str) -> None:
+    from common.atomic import CRASH_ENV, CRASH_EXIT_CODE
+
+    env = {**os.environ, CRASH_ENV: step}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(out)], env=env, timeout=60, capture_output=True)
+    assert done.returncode == CRASH_EXIT_CODE, done.stderr
+
+
+# step -> the version `recover_folder` finds afterwards (a crash before the old folder moves keeps it; after, the new
+# folder is complete and is what the swap was installing)
+EXPECTED_AFTER = {"staged": "old", "ready": "old", "old_moved": "new", "new_moved": "new", "old_removed": "new"}
+
+
+@pytest.mark.parametrize("step", list(EXPECTED_AFTER))
+def test_a_crash_at_each_step_of_the_swap_is_recovered(tmp_path: Path, step: str) -> None:
+    from common.atomic import SWAP_STEPS, recover_folder
+
+    assert tuple(EXPECTED_AFTER) == SWAP_STEPS
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "version.txt").write_text("old")
+    _crash_during_swap(out, step)
+    recover_folder(out)
+    assert (out / "version.txt").read_text() == EXPECTED_AFTER[step]
+    if EXPECTED_AFTER[step] == "new":
+        assert (out / "sub" / "data.txt").read_text() == "new data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_first_save_that_crashed_after_staging_is_restored_and_one_mid_write_is_dropped(tmp_path: Path) -> None:
+    from common.atomic import recover_folder
+
+    out = tmp_path / "out"
+    _crash_during_swap(out, "ready")  # complete, but never moved in: nothing else to fall back on
+    assert not out.exists() and recover_folder(out) == "ready"
+    assert (out / "version.txt").read_text() == "new"
+    (tmp_path / ".other.stage-0123456789abcdef").mkdir()  # another target's leftovers are not ours
+    shutil.rmtree(out)
+    _crash_during_swap(out, "staged")  # incomplete: deleted, never restored
+    assert recover_folder(out) is None and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.stage-0123456789abcdef"]
+
+
+def test_recovery_leaves_a_live_writers_stage_alone(tmp_path: Path) -> None:
+    from common.atomic import recover_folder
+
+    out = tmp_path / "out"
+    with staged_folder(out) as stage:
+        (stage / "a.txt").write_text("a")
+        assert recover_folder(out) is None  # as a concurrent reader would, while the writer is still writing
+        assert (stage / "a.txt").exists()
+    assert (out / "a.txt").read_text() == "a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_staged_folder_replaces_a_file(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file")
+    with staged_folder(tmp_path / "out") as stage:
+        (stage / "new.txt").write_text("new")
+    assert (tmp_path / "out" / "new.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_interrupted_swap_in_process_keeps_the_new_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import common.atomic as atomic
+
+    out = tmp_path / "out"
+    with staged_folder(out) as stage:
+        (stage / "version.txt").write_text("old")
+
+    def interrupt(step: str) -> None:
+        if step == "old_moved":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "_crash_point", interrupt)
+    with pytest.raises(KeyboardInterrupt), staged_folder(out) as stage:
+        (stage / "version.txt").write_text("new")
+    assert (out / "version.txt").read_text() == "new"  # the complete new folder was restored, not dropped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -80,3 +80,20 @@ def test_hits_equal_an_independent_construction(pipeline_dir: Path) -> None:
     assert [(h.id, h.title, h.snippet) for h in hits] == [(h.id, h.title, h.snippet) for h in want]
     np.testing.assert_allclose([h.score for h in hits], [h.score for h in want], atol=1e-6)
     assert all(type(h.score) is float for h in hits)  # JSON-ready Python floats, not numpy scalars
+
+
+def test_batch_searches_are_capped_in_the_calling_thread_when_asked(pipeline_dir: Path) -> None:
+    pipeline, spy = spied(pipeline_dir, batch_search_threads=1)
+
+    def from_worker() -> int:
+        faiss.omp_set_num_threads(2)
+        pipeline.search_batch(["vitamin bone", "heart artery"], 5)
+        pipeline.search("vitamin bone", 5)
+        return faiss.omp_get_max_threads()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(from_worker).result() == 2  # restored after the search
+    assert spy.seen == [1, 1]
+    assert pipeline.describe()["batch_search_threads"] == 1
+    with pytest.raises(ValueError, match="batch_search_threads"):
+        spied(pipeline_dir, batch_search_threads=0)

@@ -45,5 +45,5 @@ def test_serve_cli_validates_before_starting(tmp_path, index_dirs, monkeypatch):
     args = [f"--pipeline=teacher={index_dirs['teacher']}", f"--pipeline=compressed={index_dirs['compressed']}"]
     result = runner.invoke(app, ["serve", *args, "--workers-threads", "2", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    with TestClient(started[0]) as client:
+    with TestClient(started[0], base_url="http://127.0.0.1") as client:
         assert list(client.get("/pipelines").json()["pipelines"]) == ["teacher", "compressed"]

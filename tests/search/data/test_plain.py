@@ -21,8 +21,8 @@ def test_jsonl_with_custom_fields_and_missing_titles(tmp_path):
         ({"_id": "empty", "title": "t", "text": "   "}, ":2: document 'empty' has an empty text"),
         ({"id": "x", "text": "no _id"}, ":2: no id field '_id'"),
         ({"_id": "x", "body": "no text"}, ":2: no text field 'text'"),
-        ({"_id": " ", "text": "blank id"}, ":2: missing document id"),
-        (["not", "an", "object"], ":2: expected a JSON object, got list"),
+        ({"_id": " ", "text": "blank id"}, ":2: id field '_id' is empty"),
+        (["not", "an", "object"], ":2: expected a JSON object, got a list"),
     ],
 )
 def test_bad_jsonl_records_name_file_line_and_problem(tmp_path, record, message):
@@ -60,7 +60,7 @@ def test_csv_errors_and_unknown_formats(tmp_path):
     with pytest.raises(DatasetError, match=r"c.csv:1: header has no column 'id' \(columns: key, text\)"):
         load_corpus(path)
     path.write_text("id,text\n1,x,extra\n")
-    with pytest.raises(DatasetError, match=r"c.csv:2: more fields than the header's 2"):
+    with pytest.raises(DatasetError, match=r"c.csv:2: 3 fields but the header has 2"):
         load_corpus(path)
     xml = tmp_path / "c.xml"
     xml.write_text("<x/>")

@@ -49,7 +49,7 @@ def test_observations_and_counts_land_in_their_own_registry():
 
 def test_the_route_counts_requests_errors_and_stage_latencies(index_dirs):
     sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
-    with TestClient(create_app(ServerConfig(pipelines=sources))) as client:
+    with TestClient(create_app(ServerConfig(pipelines=sources)), base_url="http://127.0.0.1") as client:
         client.post("/search", json={"query": "cancer", "pipeline": "compressed"})
         client.post("/search", json={"query": "", "pipeline": "compressed"})
         client.post("/search/batch", json={"queries": ["a", "b"]})
@@ -65,7 +65,7 @@ def test_the_route_counts_requests_errors_and_stage_latencies(index_dirs):
     assert got[("semsearch_requests_total", (("route", "/search"),))] == 2
     assert got[("semsearch_errors_total", (("route", "/search"), ("status", "422")))] == 1
     assert got[("semsearch_errors_total", (("route", "unmatched"), ("status", "404")))] == 1
-    with TestClient(create_app(ServerConfig(pipelines=sources))) as fresh:  # a new app has its own registry
+    with TestClient(create_app(ServerConfig(pipelines=sources)), base_url="http://127.0.0.1") as fresh:  # own registry
         got = samples(fresh.get("/metrics/prometheus").text)
     assert not any(name == "semsearch_stage_seconds_count" for name, _ in got)
     assert ("semsearch_requests_total", (("route", "/search"),)) not in got

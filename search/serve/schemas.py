@@ -1,0 +1,415 @@
+"""What the HTTP API accepts and answers: request and response models, strict JSON bodies, error bodies, and what
+responses may show.
+
+- `request_models(limits)`: the request bodies, built from the server's `ServerLimits`, so validation and the OpenAPI
+  schema both state the limits in force. `k` is a strict integer; a query must be valid Unicode (no lone surrogates)
+  and hold a visible character (`is_blank`: whitespace, zero-width and other invisible characters do not count).
+- `StrictJsonRoute`: JSON bodies parsed by `parse_json_body`, which refuses what Python's json reads but JSON cannot
+  carry (NaN, Infinity, numbers that overflow a float): 422 naming where, never 500.
+- `validation_errors_out`: 422 bodies as `{type, loc, msg}` items, never echoing the input, always JSON-encodable.
+- `error_responses`: the documented error responses (`ErrorOut`, `ValidationErrorOut`) of each route.
+- `public_description`: pipeline descriptions without server paths, for `/pipelines` and `/health`.
+"""
+
+import json
+import math
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated, Any
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
+
+from search.data.records import is_blank
+from search.pipeline import Hit, Timings
+from search.serve.config import ServerLimits
+
+NOT_BLANK = "query must not be empty or whitespace-only"
+NOT_BLANK_RULE = (
+    "must contain a visible character: a query made only of whitespace or invisible characters (Unicode categories "
+    "Cc, Cf, Zs, Zl, Zp, zero-width spaces and joiners, U+2060, U+FEFF) is refused; it must be valid Unicode "
+    "(no lone surrogates)"
+)
+
+
+def is_valid_unicode(value: str) -> bool:
+    """False when `value` holds a lone surrogate (JSON allows "\\ud800"; it cannot be encoded, tokenised or echoed)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+UNICODE_PROBLEM = "query is not valid Unicode"
+UNICODE_HINT = " (it holds a lone surrogate: half of a UTF-16 pair, which no text encoding can carry)"
+BLANK_HINT = " (zero-width and other invisible characters count as whitespace)"
+
+
+def check_query_unicode(value: Any) -> Any:
+    """Before str validation (pydantic's own refusal of lone surrogates does not say which rule failed)."""
+    if isinstance(value, str) and not is_valid_unicode(value):
+        raise ValueError(UNICODE_PROBLEM + UNICODE_HINT)
+    return value
+
+
+def check_query_visible(value: str) -> str:
+    if is_blank(value):
+        raise ValueError(NOT_BLANK + BLANK_HINT)
+    return value
+
+
+def check_pipeline_name(value: Any) -> Any:
+    if isinstance(value, str) and not is_valid_unicode(value):
+        raise ValueError("pipeline is not valid Unicode (it holds a lone surrogate)")
+    return value
+
+
+def queries_at(items: list[Any], bad: Callable[[Any], bool]) -> str | None:
+    """`queries[1, 4]` for the items `bad` picks out, or None."""
+    at = [str(i) for i, item in enumerate(items) if bad(item)]
+    return f"queries[{', '.join(at)}]" if at else None
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    """The request bodies of the POST routes, with the limits of one server."""
+
+    search: type[BaseModel]
+    batch: type[BaseModel]
+    compare: type[BaseModel]
+
+
+def request_models(limits: ServerLimits) -> RequestModels:
+    """Request models enforcing (and documenting in OpenAPI) `limits`: query length, batch size, k.
+
+    `k` is a strict integer: `true`, `"10"` and `3.0` are refused rather than coerced.
+    """
+    max_chars, max_k, max_batch = limits.max_query_chars, limits.max_k, limits.max_batch
+    query_field = Field(
+        max_length=max_chars,
+        description=f"free text, 1..{max_chars} characters; {NOT_BLANK_RULE}",
+        json_schema_extra={"minLength": 1},
+    )
+    # Field first: its constraints then apply to the str itself ("at most N characters"); the validators wrap it.
+    Query = Annotated[str, query_field, BeforeValidator(check_query_unicode), AfterValidator(check_query_visible)]
+    K = Annotated[int, Field(ge=1, le=max_k, strict=True, description=f"number of hits, an integer 1..{max_k}")]
+    PipelineName = Annotated[
+        str | None,
+        Field(description="a loaded pipeline (see GET /pipelines); default: the first loaded"),
+        BeforeValidator(check_pipeline_name),
+    ]
+    BatchItem = Annotated[str, Field(max_length=max_chars, json_schema_extra={"minLength": 1})]
+
+    class SearchRequest(BaseModel):
+        query: Query
+        k: K = 10
+        pipeline: PipelineName = None
+
+    class BatchSearchRequest(BaseModel):
+        queries: list[BatchItem] = Field(
+            ...,
+            min_length=1,
+            max_length=max_batch,
+            description=f"1..{max_batch} queries of 1..{max_chars} characters each; each {NOT_BLANK_RULE}",
+        )
+        k: K = 10
+        pipeline: PipelineName = None
+
+        @field_validator("queries", mode="before")
+        @classmethod
+        def queries_unicode(cls, values: Any) -> Any:
+            bad = (
+                queries_at(values, lambda v: isinstance(v, str) and not is_valid_unicode(v))
+                if isinstance(values, list)
+                else None
+            )
+            if bad:
+                raise ValueError(f"{UNICODE_PROBLEM}: {bad}{UNICODE_HINT}")
+            return values
+
+        @field_validator("queries")
+        @classmethod
+        def queries_visible(cls, values: list[str]) -> list[str]:
+            bad = queries_at(values, is_blank)
+            if bad:
+                raise ValueError(f"{NOT_BLANK}: {bad}{BLANK_HINT}")
+            return values
+
+    class CompareRequest(BaseModel):
+        query: Query
+        k: K = 10
+
+    return RequestModels(search=SearchRequest, batch=BatchSearchRequest, compare=CompareRequest)
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    title: str
+    snippet: str
+
+
+class TimingsOut(BaseModel):
+    tokenize_ms: float = Field(description="tokenising (0 when the encoder cannot time it apart)")
+    encode_ms: float = Field(description="the model, without tokenising")
+    search_ms: float = Field(description="the index (for ,RFlat indexes: the candidate search)")
+    rescore_ms: float = Field(description="exact re-ranking of ,RFlat candidates; 0 for other indexes")
+    total_ms: float
+
+
+BATCH_SIZE_DESCRIPTION = (
+    "queries encoded together with this one (concurrent queries to a pipeline are coalesced): `timings` are that "
+    "batch's"
+)
+
+
+class SearchResponse(BaseModel):
+    pipeline: str
+    hits: list[HitOut]
+    timings: TimingsOut
+    batch_size: int = Field(1, description=BATCH_SIZE_DESCRIPTION)
+
+
+class BatchItemOut(BaseModel):
+    query: str
+    hits: list[HitOut]
+
+
+class BatchSearchResponse(BaseModel):
+    pipeline: str
+    results: list[BatchItemOut]
+    timings: TimingsOut
+
+
+class ComparisonOut(BaseModel):
+    hits: list[HitOut]
+    timings: TimingsOut
+    recall_at_k_vs_teacher: float = Field(
+        serialization_alias="recall@k_vs_teacher", description="|top-k ∩ reference top-k| / |reference top-k|"
+    )
+    missing: list[str] = Field(description="ids in the reference's top-k but not in this pipeline's")
+    extra: list[str] = Field(description="ids in this pipeline's top-k but not in the reference's")
+    batch_size: int = Field(1, description=BATCH_SIZE_DESCRIPTION)
+
+
+class CompareResponse(BaseModel):
+    query: str
+    k: int
+    reference: str
+    pipelines: dict[str, ComparisonOut]
+
+
+def hits_out(hits: list[Hit]) -> list[HitOut]:
+    return [HitOut(**vars(hit)) for hit in hits]
+
+
+def timings_out(timings: Timings) -> TimingsOut:
+    return TimingsOut(**vars(timings))
+
+
+# --- errors ----------------------------------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    """A refusal: `detail` says what was wrong and how to fix it."""
+
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    type: str = Field(description="the kind of error, e.g. value_error, int_type, json_invalid, finite_number")
+    loc: list[str | int] = Field(description='where in the request, e.g. ["body", "queries", 3]')
+    msg: str = Field(description="what is wrong (never the raw input)")
+
+
+class ValidationErrorOut(BaseModel):
+    """A request that does not validate (422): one item per problem; the raw input is never echoed."""
+
+    detail: list[ValidationErrorItem]
+
+
+ERROR_DESCRIPTIONS = {
+    400: "the Host header is not a name this server answers (start it with --allowed-host NAME to accept one)",
+    401: "the server has an API key and the request lacks 'Authorization: Bearer KEY' (or has a wrong key)",
+    404: "not found (for /metrics: the dataset cannot be found or has no qrels for the split)",
+    409: "conflict (for /metrics: the dataset is not the corpus the indexes were built on)",
+    413: "the request body is over the max_body_bytes limit (refused before it is parsed)",
+    415: "the request body is not 'Content-Type: application/json'",
+    422: "the request does not validate: bad JSON, non-finite numbers, invalid Unicode, a blank query, limits",
+    503: "the pipelines are not loaded yet, or the server is full (see Retry-After)",
+    504: "the request passed its deadline (request_timeout_s) and its work was stopped",
+}
+COMMON_ERRORS = (400, 401)  # every route
+POST_ERRORS = (413, 415, 422, 503, 504)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses: a JSON body `{"detail": ...}` (a list of problems for 422)."""
+    return {
+        status: {"model": ValidationErrorOut if status == 422 else ErrorOut, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`error_responses` for a route whose own responses are not JSON (FastAPI would give the errors the route's
+    media type); the schemas are referenced by name, and the JSON routes put them in the components."""
+    return {
+        status: {
+            "description": ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+        for status in statuses
+        for model in [ValidationErrorOut if status == 422 else ErrorOut]
+    }
+
+
+SHOWN_ERRORS = 100  # at most this many validation errors are reported
+SHOWN_MSG_CHARS = 500
+
+
+def safe_text(text: str, limit: int = SHOWN_MSG_CHARS) -> str:
+    """`text` that JSON can carry: lone surrogates written as \\udXXX escapes, cut to `limit` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validation_errors_out(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic/FastAPI validation errors as `{type, loc, msg}` items: never the input, always JSON-safe."""
+    items: list[dict[str, Any]] = []
+    for error in list(errors)[:SHOWN_ERRORS]:
+        error = error if isinstance(error, Mapping) else {"msg": str(error)}
+        msg = str(error.get("msg", "invalid request"))
+        ctx = error.get("ctx")
+        if error.get("type") == "json_invalid" and isinstance(ctx, Mapping) and "error" in ctx:
+            msg = f"{msg}: {ctx['error']}"
+        loc = [
+            part if isinstance(part, int) and not isinstance(part, bool) else safe_text(str(part), 200)
+            for part in error.get("loc", ())
+        ]
+        items.append({"type": safe_text(str(error.get("type", "value_error")), 100), "loc": loc, "msg": safe_text(msg)})
+    return items
+
+
+# --- strict JSON bodies ----------------------------------------------------------------------------------------------
+
+MAX_INT_DIGITS = 100  # longer integers are refused as out of range (and never reach Python's 4300-digit limit)
+NON_FINITE_MSG = "numbers must be finite and within the range of a 64-bit float (non-finite or overflowing number)"
+
+
+class BodyProblem(ValueError):
+    """A JSON body this API refuses (malformed, not UTF-8, nested too deeply, non-finite numbers): 422."""
+
+    def __init__(self, type_: str, loc: tuple[str | int, ...], msg: str) -> None:
+        super().__init__(msg)
+        self.error = {"type": type_, "loc": loc, "msg": msg}
+
+
+class _OutOfRange:
+    """Stands for a number Python's json would read as NaN, ±inf or a huge int, until the body is walked."""
+
+
+OUT_OF_RANGE = _OutOfRange()
+
+
+def _parse_float(text: str) -> float | _OutOfRange:
+    value = float(text)
+    return value if math.isfinite(value) else OUT_OF_RANGE
+
+
+def _parse_int(text: str) -> int | _OutOfRange:
+    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else OUT_OF_RANGE
+
+
+def _parse_constant(_: str) -> _OutOfRange:
+    return OUT_OF_RANGE
+
+
+def out_of_range_at(value: Any) -> tuple[str | int, ...] | None:
+    """Where (keys and indexes) the first out-of-range number of a parsed body is, or None."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if item is OUT_OF_RANGE:
+            return path
+        if isinstance(item, dict):
+            stack.extend(((*path, key), child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend(((*path, i), child) for i, child in reversed(list(enumerate(item))))
+    return None
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The JSON value of `body`, refusing what Python's json accepts but JSON does not carry (NaN, Infinity, 1e400)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BodyProblem("json_invalid", ("body",), f"the body is not UTF-8 (bad byte at offset {err.start})") from err
+    try:
+        value = json.loads(text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
+    except json.JSONDecodeError as err:
+        msg = f"JSON decode error: {err.msg} (line {err.lineno}, column {err.colno})"
+        raise BodyProblem("json_invalid", ("body", err.pos), msg) from err
+    except RecursionError as err:
+        raise BodyProblem("json_invalid", ("body",), "JSON decode error: the body is nested too deeply") from err
+    where = out_of_range_at(value)
+    if where is not None:
+        raise BodyProblem("finite_number", ("body", *where), NON_FINITE_MSG)
+    return value
+
+
+class StrictJsonRequest(Request):
+    """A request whose `json()` is `parse_json_body` (strict about numbers), parsed once."""
+
+    _strict_json: Any
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_strict_json"):
+            self._strict_json = parse_json_body(await self.body())
+        return self._strict_json
+
+
+JSON_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the methods whose bodies the routes read
+
+
+class StrictJsonRoute(APIRoute):
+    """A route that parses JSON bodies strictly before FastAPI validates them; refusals are 422 validation errors."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            strict = StrictJsonRequest(request.scope, request.receive)
+            if strict.method in JSON_BODY_METHODS and await strict.body():
+                try:
+                    await strict.json()
+                except BodyProblem as problem:
+                    raise RequestValidationError([problem.error]) from None
+            return await handler(strict)
+
+        return strict_handler
+
+
+# --- what responses may show -----------------------------------------------------------------------------------------
+
+PRIVATE_KEYS = frozenset({"path", "dataset_path"})  # server file paths, dropped from descriptions
+
+
+def is_absolute_path(text: str) -> bool:
+    return PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or text.startswith("~")
+
+
+def public_description(value: Any) -> Any:
+    """`value` (a pipeline's description) without server paths: keys that hold paths are dropped and absolute paths
+    (such as `index_dir`) become their base name, so `/pipelines` and `/health` never show the server's layout."""
+    if isinstance(value, Mapping):
+        return {key: public_description(child) for key, child in value.items() if key not in PRIVATE_KEYS}
+    if isinstance(value, list | tuple):
+        return [public_description(child) for child in value]
+    if isinstance(value, str) and is_absolute_path(value):
+        return (PureWindowsPath(value) if PureWindowsPath(value).is_absolute() else PurePosixPath(value)).name
+    return value

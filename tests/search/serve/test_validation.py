@@ -1,0 +1,164 @@
+"""Strict request validation: non-finite numbers, invalid Unicode, invisible queries, strict k; 422s that never
+echo the raw input and never 500; an OpenAPI schema that documents the rules and the error responses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from search.data.records import is_blank
+from search.serve.app import create_app
+from search.serve.config import ServerConfig, ServerLimits
+from search.serve.pipelines import PipelineSource
+from search.serve.schemas import parse_json_body
+
+LOCAL = "http://127.0.0.1"
+JSON = {"content-type": "application/json"}
+ROUTES = ("/search", "/search/batch", "/compare")
+
+
+@pytest.fixture
+def client(index_dirs):
+    sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
+    with TestClient(create_app(ServerConfig(pipelines=sources)), base_url=LOCAL) as test_client:
+        yield test_client
+
+
+def raw_body(route: str, query: str = '"heart"', k: str = "3", extra: str = "") -> bytes:
+    """A JSON body written by hand (so it can hold what json.dumps would not write)."""
+    text = f'"queries": [{query}]' if route.endswith("batch") else f'"query": {query}'
+    return f'{{{text}, "k": {k}{extra}}}'.encode()
+
+
+def assert_safe_422(response, *absent: str) -> list[dict]:
+    """A 422 whose body is JSON with {type, loc, msg} items, no input echoed, none of `absent` in its text."""
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail and all(set(item) == {"type", "loc", "msg"} for item in detail)
+    for text in absent:
+        assert text not in response.text
+    return detail
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1" * 5000])
+def test_non_finite_numbers_anywhere_are_422_without_echo(client, route, token):
+    detail = assert_safe_422(client.post(route, content=raw_body(route, k=token), headers=JSON), token)
+    assert detail[0]["loc"] == ["body", "k"] and detail[0]["type"] == "finite_number"
+    body = raw_body(route, extra=f', "unused": {{"deep": [1, {token}]}}')
+    detail = assert_safe_422(client.post(route, content=body, headers=JSON), token)
+    assert detail[0]["loc"] == ["body", "unused", "deep", 1]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_lone_surrogate_in_a_query_is_422(client, route):
+    detail = assert_safe_422(client.post(route, content=raw_body(route, query='"zq\\ud800zq"'), headers=JSON), "zq")
+    assert "query is not valid Unicode" in detail[0]["msg"]
+    if route.endswith("batch"):
+        body = b'{"queries": ["fine", "\\udfff"]}'
+        assert "queries[1]" in assert_safe_422(client.post(route, content=body, headers=JSON))[0]["msg"]
+
+
+def test_a_lone_surrogate_in_the_pipeline_name_is_422(client):
+    body = b'{"query": "x", "pipeline": "t\\ud800"}'
+    assert "not valid Unicode" in assert_safe_422(client.post("/search", content=body, headers=JSON))[0]["msg"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("query", ["\u200b", "\u200b\u200c\u200d", "\u2060\ufeff", " \u00a0\u3000", "\u2028\u2029\x00"])
+def test_queries_of_invisible_characters_are_blank(client, route, query):
+    body = {"queries": ["fine", query]} if route.endswith("batch") else {"query": query}
+    detail = assert_safe_422(client.post(route, json=body))
+    assert "query must not be empty or whitespace-only" in detail[0]["msg"]
+    if route.endswith("batch"):
+        assert "queries[1]" in detail[0]["msg"]
+
+
+def test_blank_is_about_visible_characters():
+    assert is_blank("") and is_blank("\u200b \t\u2060\ufeff\u00ad")
+    assert not is_blank("\u200ba") and not is_blank("é") and not is_blank("日本")
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("k", [True, "10", 3.0, 3.5, None])
+def test_k_must_be_a_strict_integer(client, route, k):
+    body = {"queries": ["heart"], "k": k} if route.endswith("batch") else {"query": "heart", "k": k}
+    detail = assert_safe_422(client.post(route, json=body))
+    assert detail[0]["loc"] == ["body", "k"] and "valid integer" in detail[0]["msg"]
+    body["k"] = 3
+    assert client.post(route, json=body).status_code == 200
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_malformed_json_is_422_without_echo(client, route):
+    detail = assert_safe_422(client.post(route, content=b'{"query": "secret-text', headers=JSON), "secret-text")
+    assert detail[0]["type"] == "json_invalid" and "JSON decode error" in detail[0]["msg"]
+    detail = assert_safe_422(client.post(route, content=b'{"query": "\xff\xfe"}', headers=JSON))
+    assert "not UTF-8" in detail[0]["msg"]
+    assert_safe_422(client.post(route, content=b"[" * 100_000 + b"]" * 100_000, headers=JSON))
+
+
+def test_validation_errors_never_echo_the_input(client):
+    long_query = "q" * 20_000
+    detail = assert_safe_422(client.post("/search", json={"query": long_query, "k": 5}), long_query[:200])
+    assert "at most 10000 characters" in detail[0]["msg"]
+    assert_safe_422(client.post("/search/batch", json={"queries": "my secret string"}), "my secret string")
+
+
+def test_parse_json_body_accepts_what_json_carries():
+    text = '{"a": [1, -2.5e10, 1e308, true, null, "\\u00e9"], "b": {"c": -0.0}}'
+    assert parse_json_body(text.encode()) == json.loads(text)
+
+
+def test_limits_in_force_shape_validation_and_the_schema(index_dirs):
+    limits = ServerLimits(max_query_chars=20, max_batch=3, max_k=7)
+    config = ServerConfig(index_dir=index_dirs["teacher"], limits=limits)
+    with TestClient(create_app(config), base_url=LOCAL) as client:
+        assert client.post("/search", json={"query": "x", "k": 8}).status_code == 422
+        assert client.post("/search", json={"query": "x" * 21}).status_code == 422
+        assert client.post("/search/batch", json={"queries": ["x"] * 4}).status_code == 422
+        assert client.post("/search", json={"query": "x" * 20, "k": 7}).status_code == 200
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["SearchRequest"]["properties"]["k"]["maximum"] == 7
+    assert schemas["SearchRequest"]["properties"]["query"]["maxLength"] == 20
+    assert schemas["BatchSearchRequest"]["properties"]["queries"]["maxItems"] == 3
+
+
+def test_openapi_documents_rules_errors_and_content_types(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for model in ("SearchRequest", "CompareRequest"):
+        query = schemas[model]["properties"]["query"]
+        assert query["minLength"] == 1 and "visible character" in query["description"]
+        assert "invisible" in query["description"]
+    queries = schemas["BatchSearchRequest"]["properties"]["queries"]
+    assert queries["items"]["minLength"] == 1 and "visible character" in queries["description"]
+    assert schemas["SearchRequest"]["properties"]["k"]["type"] == "integer"
+    error_ref = {"$ref": "#/components/schemas/ErrorOut"}
+    assert schemas["ErrorOut"]["properties"]["detail"]["type"] == "string"
+    expected = {
+        ("/search", "post"): {400, 401, 413, 415, 422, 503, 504},
+        ("/search/batch", "post"): {400, 401, 413, 415, 422, 503, 504},
+        ("/compare", "post"): {400, 401, 413, 415, 422, 503, 504},
+        ("/pipelines", "get"): {400, 401, 503},
+        ("/health", "get"): {400, 401, 503},
+        ("/metrics", "get"): {400, 401, 404, 409, 503},
+        ("/metrics/prometheus", "get"): {400, 401},
+    }
+    for (path, method), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        documented = {int(status) for status in responses if status != "200" and not status.startswith("2")}
+        assert statuses <= documented, (path, statuses - documented)
+        for status in statuses:
+            content = responses[str(status)]["content"]["application/json"]["schema"]
+            expected_ref = "ValidationErrorOut" if status == 422 else "ErrorOut"
+            assert content == {"$ref": f"#/components/schemas/{expected_ref}"}, (path, status)
+            assert responses[str(status)]["description"]
+    assert error_ref == {"$ref": "#/components/schemas/ErrorOut"}
+    prometheus = spec["paths"]["/metrics/prometheus"]["get"]["responses"]["200"]["content"]
+    assert list(prometheus) == [CONTENT_TYPE_LATEST]
+    search_422 = spec["paths"]["/search"]["post"]["responses"]["422"]
+    assert "HTTPValidationError" not in json.dumps(search_422)
