@@ -24,7 +24,7 @@ from indexes.faiss_index import (
     search_index,
 )
 from indexes.rescore import RefineSplit, TimedSearch
-from indexes.store import DisplayDoc, StoredIndex, check_encoder_matches, load_index_dir, save_index_dir
+from indexes.store import META_FILE, DisplayDoc, StoredIndex, check_encoder_matches, load_index_dir, save_index_dir
 from search.data.datasets import Dataset, corpus_fingerprint
 from search.embeddings import encode_corpus, load_cached_embeddings
 
@@ -204,7 +204,7 @@ class Pipeline:
     ) -> Pipeline:
         """Load an index directory and the encoder it was built with (`threads`: the encoder's intra-op threads)."""
         stored = load_index_dir(index_dir)
-        encoder = load_encoder_from_identity(stored.meta["encoder"], threads=threads)
+        encoder = load_encoder_from_identity(stored.meta["encoder"], threads=threads, where=stored.path / META_FILE)
         return cls(encoder, stored, search_params, batch_search_threads=batch_search_threads)
 
     @property

@@ -37,7 +37,11 @@ def serve(
     ] = None,
     metrics_split: Annotated[str, typer.Option(help="qrels split GET /metrics evaluates on")] = "test",
     metrics_on_startup: Annotated[
-        bool, typer.Option("--metrics-on-startup", help="compute GET /metrics at startup instead of on first call")
+        bool,
+        typer.Option(
+            "--metrics-on-startup",
+            help="start the GET /metrics evaluation job at startup (else the first GET /metrics starts it)",
+        ),
     ] = False,
     limit: Annotated[
         list[str] | None,
@@ -65,7 +69,8 @@ def serve(
 ) -> None:
     """Serve /search, /search/batch, /compare, /pipelines, /metrics (+ /metrics/prometheus) over HTTP (docs at /docs).
 
-    GET /metrics is computed on its first call and cached, unless --metrics-on-startup computes it while starting.
+    GET /metrics is computed by a background job (202 with progress while it runs, never blocking searches), started
+    by the first GET /metrics, by POST /metrics/refresh, or at startup with --metrics-on-startup.
     Every index and encoder is loaded before the server starts: a broken one is a one-line error and exit status 2.
     """
     import uvicorn

@@ -4,8 +4,11 @@ fingerprint that cache keys and index checks compare."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import re
+import sys
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +26,24 @@ INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zs", "Zl", "Zp")  # controls, format (zero-
 
 class DatasetError(ValueError):
     """Bad or missing data; the message names the file, line or id at fault."""
+
+
+@functools.cache
+def visible_pattern() -> str:
+    """A regular expression that finds a visible character: the complement of `is_blank`'s characters, for schemas
+    (OpenAPI `pattern`), so schema-driven clients know a blank text is refused. Built once from the Unicode tables."""
+    invisible = [
+        c for c in range(sys.maxunicode + 1) if chr(c).isspace() or unicodedata.category(chr(c)) in INVISIBLE_CATEGORIES
+    ]
+    ranges: list[tuple[int, int]] = []
+    for code in invisible:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    escape = lambda code: re.escape(chr(code))  # noqa: E731
+    body = "".join(escape(a) if a == b else f"{escape(a)}-{escape(b)}" for a, b in ranges)
+    return f"[^{body}]"
 
 
 def is_blank(text: str) -> bool:

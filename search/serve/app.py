@@ -11,9 +11,12 @@ Routes (OpenAPI at /docs):
 - `GET /pipelines`: encoder and precision, document encoder, mode, index, search parameters, sizes, build info.
 - `GET /metrics`: the evaluation summary of every pipeline side by side (nDCG@10, recall@100, MRR@10,
   recall@10 vs the reference encoder's exact top-10 and vs the same encoder's exact search, latency p50/p95/p99),
-  on the dataset the indexes were built on. Computed lazily on the first call and cached for the life of the
-  process (`cached`, `computed_at` say which), or at startup with `--metrics-on-startup`. 404 when the dataset
-  cannot be found or has no qrels for the split, 409 when it is not the indexed corpus.
+  on the dataset the indexes were built on. Computed by a background job (`search.serve.metrics_job`) so it never
+  blocks a search: started at startup with `--metrics-on-startup`, by `POST /metrics/refresh`, or by the first
+  `GET /metrics`; 202 with progress while it runs, then 200. 404 when the dataset cannot be found or has no qrels for
+  the split, 409 when it is not the indexed corpus or a pipeline's corpus vectors are not cached (the server never
+  re-encodes a corpus); a failure is kept until the next refresh.
+- `POST /metrics/refresh`: start the evaluation again (202; no second job while one runs).
 - `GET /metrics/prometheus`: live latency histograms per pipeline and stage, request and error counters.
 - `GET /health`.
 
@@ -62,14 +65,17 @@ from search.serve.batcher import Batchers
 from search.serve.config import ServerConfig, ServerLimits
 from search.serve.guard import install_guards
 from search.serve.live_metrics import CountRequests, ServerMetrics
-from search.serve.pipelines import MetricsUnavailable, PipelineSet, UnknownPipelineError
+from search.serve.metrics_job import JobState, MetricsJob
+from search.serve.pipelines import PipelineSet, UnknownPipelineError
 from search.serve.schemas import (
     COMMON_ERRORS,
+    METRICS_RESPONSES,
     POST_ERRORS,
     BatchItemOut,
     BatchSearchResponse,
     CompareResponse,
     ComparisonOut,
+    MetricsRunningOut,
     SearchResponse,
     StrictJsonRoute,
     error_responses,
@@ -120,10 +126,11 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     when `preload` is set, so a broken index or model fails before the server starts (`semsearch serve` does)."""
     holder: Loaded[PipelineSet] = Loaded()
     serving: Loaded[Batchers] = Loaded()
+    evaluation: Loaded[MetricsJob] = Loaded()
     metrics = ServerMetrics()
     limits = config.limits
     budget = ThreadBudget.plan(config.threads, config.workers_threads, limits.max_concurrency)
-    models = request_models(config.limits)
+    models = request_models(config.limits, [source.name for source in config.sources()])
     SearchRequest, BatchSearchRequest, CompareRequest = models.search, models.batch, models.compare
 
     def load_pipelines() -> PipelineSet:
@@ -146,12 +153,10 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = budget.request_pool
         pipelines = preloaded if preloaded is not None else load_pipelines()
         holder.set(pipelines)
+        job = MetricsJob(pipelines.compute_metrics, on_change=metrics.metrics_job_running.set)
+        evaluation.set(job)
         if config.metrics_on_startup:
-            try:
-                summary = pipelines.metrics_summary()
-                logger.info("metrics summary computed in %.1f s", summary.compute_seconds)
-            except MetricsUnavailable as err:
-                logger.warning("no metrics summary at startup: %s (GET /metrics retries and says why)", err.message)
+            job.start()
         budget.apply_torch()  # process-wide: once, after every encoder is loaded
         logger.info("thread budget: %s", budget.describe())
         admission = Admission(limits)
@@ -275,18 +280,26 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             "pipelines": public_description(loaded.describe()),
         }
 
-    @app.get("/metrics", responses=error_responses(404, 409, 503))
-    def metrics_summary() -> dict[str, Any]:
-        try:
-            summary = holder.get().metrics_summary()
-        except MetricsUnavailable as err:
-            raise HTTPException(status_code=err.status, detail=err.message) from err
-        return {
-            **summary.body,
-            "computed_at": summary.computed_at,
-            "compute_seconds": summary.compute_seconds,
-            "cached": summary.cached,
-        }
+    def running_out(state: JobState) -> JSONResponse:
+        body = {"status": state.status, "progress": state.progress(), "started_at": state.started_at}
+        return JSONResponse(status_code=202, content=MetricsRunningOut(**body).model_dump())
+
+    @app.get("/metrics", responses=METRICS_RESPONSES)
+    def metrics_summary() -> Any:
+        """The side-by-side evaluation summary; 202 with progress while the background job computes it (the first
+        call starts it), then 200; 404/409 say why it cannot be computed, until POST /metrics/refresh."""
+        state = evaluation.get().ensure_started()
+        if state.status == "running":
+            return running_out(state)
+        if state.status == "failed":
+            raise HTTPException(status_code=state.error_status or 500, detail=state.error)
+        return {**(state.summary or {}), "computed_at": state.finished_at, "compute_seconds": state.compute_seconds}
+
+    @app.post("/metrics/refresh", status_code=202, response_model=MetricsRunningOut, responses=error_responses(503))
+    def metrics_refresh() -> Any:
+        """Start the evaluation again (the indexes' dataset is reloaded); 202 with the running job's progress. While
+        one runs, no second one starts."""
+        return running_out(evaluation.get().start())
 
     @app.get("/metrics/prometheus", response_class=PrometheusResponse, responses=json_error_responses(*COMMON_ERRORS))
     def prometheus() -> Response:

@@ -74,6 +74,9 @@ class ServerMetrics:
             "semsearch_queue_depth", "Requests admitted and waiting for their work to start", registry=self.registry
         )
         self.in_flight = Gauge("semsearch_in_flight", "Requests whose work is running", registry=self.registry)
+        self.metrics_job_running = Gauge(
+            "semsearch_metrics_job_running", "1 while the GET /metrics evaluation job runs", registry=self.registry
+        )
         self.rejected = Counter(
             "semsearch_rejected", "Requests refused with 503 because the queue was full", registry=self.registry
         )

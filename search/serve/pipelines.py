@@ -6,20 +6,18 @@ The reference pipeline (the teacher, by default) is what `compare` and the metri
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compression.encoders.onnx import ONNX_CONFIG_FILE
 from indexes.store import IndexDirError
 from search.data.datasets import Dataset, DatasetError, corpus_fingerprint, load_dataset
+from search.embeddings import load_cached_embeddings
 from search.evaluation.evaluate import evaluate, exact_top_ids
 from search.evaluation.metrics import knn_recall
 from search.pipeline import BatchResult, Hit, Pipeline, SearchResult, Timings
@@ -125,22 +123,6 @@ class CompareResult:
     pipelines: dict[str, Comparison]
 
 
-@dataclass(frozen=True)
-class MetricsSummary:
-    """The evaluation summary of every pipeline, computed once and cached."""
-
-    body: dict[str, Any]
-    computed_at: str
-    compute_seconds: float
-    cached: bool = False
-
-
-@dataclass
-class _MetricsCache:
-    summary: MetricsSummary | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class PipelineSet:
     """Named pipelines, the first the default, one the reference, with an optional timings observer."""
 
@@ -159,7 +141,6 @@ class PipelineSet:
         self.metrics_split = metrics_split
         self._observer = observer
         self._batch_observer = batch_observer
-        self._metrics = _MetricsCache()
 
     @classmethod
     def load(
@@ -260,21 +241,6 @@ class PipelineSet:
 
     # --- metrics summary -------------------------------------------------------------------------------------
 
-    def metrics_summary(self) -> MetricsSummary:
-        """The evaluation summary: computed on the first call (one at a time), then served from the cache."""
-        with self._metrics.lock:
-            if self._metrics.summary is not None:
-                summary = self._metrics.summary
-                return MetricsSummary(summary.body, summary.computed_at, summary.compute_seconds, cached=True)
-            started = time.perf_counter()
-            body = self._compute_metrics()
-            self._metrics.summary = MetricsSummary(
-                body,
-                computed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                compute_seconds=time.perf_counter() - started,
-            )
-            return self._metrics.summary
-
     def metrics_dataset_name(self) -> str:
         """The dataset every pipeline was built on (or the configured override); 409 when they differ."""
         if self.metrics_dataset:
@@ -321,14 +287,41 @@ class PipelineSet:
             )
         return dataset
 
-    def _compute_metrics(self) -> dict[str, Any]:
+    def check_cached_document_vectors(self) -> None:
+        """Refuse (409) to evaluate a pipeline whose corpus vectors are not in the embedding cache: re-encoding a
+        whole corpus inside the server (the teacher: ~51 minutes for SciFact on 2 cores) would starve the searches."""
+        missing = [
+            name
+            for name, pipeline in self.pipelines.items()
+            if load_cached_embeddings(pipeline.meta.get("embedding_key", ""), pipeline.stored.index.ntotal) is None
+        ]
+        if missing:
+            raise MetricsUnavailable(
+                409,
+                f"the corpus vectors of {', '.join(missing)} are not in the embedding cache ($SEMSEARCH_CACHE), and "
+                "the server will not re-encode a whole corpus: run `semsearch eval --dataset DATASET --index-dir DIR` "
+                "(or rebuild with `semsearch index`) for each of them on this machine, then POST /metrics/refresh",
+            )
+
+    def compute_metrics(self, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+        """The side-by-side evaluation summary (slow: every eval query through every pipeline, one at a time).
+
+        `progress(stage, done, total)` is called between steps. Raises `MetricsUnavailable` (404/409) saying why it
+        cannot be computed, before any model work."""
+        report = progress or (lambda stage, done, total: None)
+        total = len(self.pipelines) + 1
+        report("loading the dataset", 0, total)
         dataset = self.load_metrics_dataset()
+        self.check_cached_document_vectors()
         _, texts, _ = dataset.split_queries(self.metrics_split)
         reference = self.pipelines[self.reference]
         try:
+            report(f"exact top-{METRICS_K} of {self.reference}", 0, total)
             reference_ids = exact_top_ids(reference, dataset, texts, METRICS_K, show_progress=False)
-            reports = {
-                name: evaluate(
+            reports = {}
+            for done, (name, pipeline) in enumerate(self.pipelines.items(), start=1):
+                report(f"evaluating {name}", done, total)
+                reports[name] = evaluate(
                     pipeline,
                     dataset,
                     self.metrics_split,
@@ -336,8 +329,7 @@ class PipelineSet:
                     show_progress=False,
                     reference_top_ids=reference_ids,
                 )
-                for name, pipeline in self.pipelines.items()
-            }
+            report("done", total, total)
         except IndexDirError as err:
             raise MetricsUnavailable(409, str(err)) from err
         return {

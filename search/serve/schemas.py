@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
 
-from search.data.records import is_blank
+from search.data.records import is_blank, visible_pattern
 from search.pipeline import Hit, Timings
 from search.serve.config import ServerLimits
 
@@ -83,26 +83,45 @@ class RequestModels:
     compare: type[BaseModel]
 
 
-def request_models(limits: ServerLimits) -> RequestModels:
-    """Request models enforcing (and documenting in OpenAPI) `limits`: query length, batch size, k.
+def integral_number(value: Any) -> Any:
+    """`3.0` as 3: JSON Schema counts a number with a zero fraction as an integer, so a client (or a schema-driven
+    tester) may send it; `3.5`, `true` and `"3"` stay refused by the strict int that follows."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
-    `k` is a strict integer: `true`, `"10"` and `3.0` are refused rather than coerced.
+
+def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> RequestModels:
+    """Request models enforcing (and documenting in OpenAPI) `limits`: query length, batch size, k; and `pipelines`,
+    the names a request may give (an enum in the schema; the route's own check names the loaded ones).
+
+    `k` is a strict integer: `true`, `"10"` and `3.5` are refused rather than coerced (`3.0` is the integer 3, as
+    JSON Schema defines it).
     """
     max_chars, max_k, max_batch = limits.max_query_chars, limits.max_k, limits.max_batch
     query_field = Field(
         max_length=max_chars,
         description=f"free text, 1..{max_chars} characters; {NOT_BLANK_RULE}",
-        json_schema_extra={"minLength": 1},
+        json_schema_extra={"minLength": 1, "pattern": visible_pattern()},
     )
     # Field first: its constraints then apply to the str itself ("at most N characters"); the validators wrap it.
     Query = Annotated[str, query_field, BeforeValidator(check_query_unicode), AfterValidator(check_query_visible)]
-    K = Annotated[int, Field(ge=1, le=max_k, strict=True, description=f"number of hits, an integer 1..{max_k}")]
+    K = Annotated[
+        int,
+        Field(ge=1, le=max_k, strict=True, description=f"number of hits, an integer 1..{max_k}"),
+        BeforeValidator(integral_number),
+    ]
     PipelineName = Annotated[
         str | None,
-        Field(description="a loaded pipeline (see GET /pipelines); default: the first loaded"),
+        Field(
+            description="a loaded pipeline (see GET /pipelines); default: the first loaded",
+            json_schema_extra={"enum": [*pipelines, None]} if pipelines else None,
+        ),
         BeforeValidator(check_pipeline_name),
     ]
-    BatchItem = Annotated[str, Field(max_length=max_chars, json_schema_extra={"minLength": 1})]
+    BatchItem = Annotated[
+        str, Field(max_length=max_chars, json_schema_extra={"minLength": 1, "pattern": visible_pattern()})
+    ]
 
     class SearchRequest(BaseModel):
         query: Query
@@ -413,3 +432,23 @@ def public_description(value: Any) -> Any:
     if isinstance(value, str) and is_absolute_path(value):
         return (PureWindowsPath(value) if PureWindowsPath(value).is_absolute() else PurePosixPath(value)).name
     return value
+
+
+class MetricsProgressOut(BaseModel):
+    stage: str = Field(description="what the evaluation is doing now")
+    done: int = Field(description="steps done: the reference's exact top-10, then one per pipeline")
+    total: int
+
+
+class MetricsRunningOut(BaseModel):
+    """202 from GET /metrics and POST /metrics/refresh: the evaluation job is running; poll GET /metrics."""
+
+    status: str = Field(description="running")
+    progress: MetricsProgressOut
+    started_at: str | None
+
+
+METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": MetricsRunningOut, "description": "the evaluation is running in the background; poll again"},
+    **error_responses(404, 409, 503),
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +13,7 @@ from indexes.faiss_index import IndexSpec
 from search.data.datasets import load_beir
 from search.pipeline import Pipeline, build_index_dir
 from search.serve.app import MAX_BATCH, ServerConfig, create_app
-from search.serve.pipelines import PipelineSource
+from search.serve.pipelines import PipelineSet, PipelineSource
 
 LOCAL = "http://127.0.0.1"  # TestClient's default Host, testserver, is not one the server answers
 
@@ -200,31 +201,59 @@ def test_health_and_openapi(hnsw_client):
     assert "/search" in hnsw_client.get("/openapi.json").json()["paths"]
 
 
-def test_metrics_are_computed_once_and_cached(client):
+def finished_metrics(client: TestClient, timeout_s: float = 60.0):
+    """GET /metrics until the background job has finished (202 while it runs)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.get("/metrics")
+        if response.status_code != 202:
+            return response
+        body = response.json()
+        assert body["status"] == "running" and body["progress"]["done"] <= body["progress"]["total"]
+        assert time.monotonic() < deadline, "the metrics job did not finish"
+        time.sleep(0.05)
+
+
+def test_metrics_run_in_the_background_then_are_kept(client):
     first = client.get("/metrics")
-    assert first.status_code == 200, first.text
-    body = first.json()
-    assert body["cached"] is False and body["reference"] == "teacher" and body["split"] == "test"
+    assert first.status_code in (200, 202), first.text  # the first call starts the job (202 unless already done)
+    done = finished_metrics(client)
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["reference"] == "teacher" and body["split"] == "test"
     assert set(body["pipelines"]) == {"teacher", "compressed"} and body["compute_seconds"] > 0
     for name in ("teacher", "compressed"):
         got = body["pipelines"][name]
         for stage in ("encode", "search", "total"):
             assert got[f"{stage}_ms_p50"] <= got[f"{stage}_ms_p95"] <= got[f"{stage}_ms_p99"]
     second = client.get("/metrics").json()
-    assert second["cached"] is True and second["computed_at"] == body["computed_at"]
-    assert second["pipelines"] == body["pipelines"]
+    assert second["computed_at"] == body["computed_at"] and second["pipelines"] == body["pipelines"]
+    refreshed = client.post("/metrics/refresh", json={})
+    assert refreshed.status_code == 202 and refreshed.json()["status"] == "running"
+    assert finished_metrics(client).json()["pipelines"].keys() == body["pipelines"].keys()
 
 
-def test_metrics_on_startup_are_cached_at_the_first_call(index_dirs, beir_dir):
-    with TestClient(create_app(make_config(index_dirs, beir_dir, metrics_on_startup=True)), base_url=LOCAL) as client:
-        assert client.get("/metrics").json()["cached"] is True
+def test_metrics_on_startup_start_the_job_before_any_call(index_dirs, beir_dir, monkeypatch):
+    runs = []
+    original = PipelineSet.compute_metrics
+    monkeypatch.setattr(PipelineSet, "compute_metrics", lambda self, progress=None: runs.append(1) or original(self))
+    for on_startup, expected in ((False, []), (True, [1])):
+        config = make_config(index_dirs, beir_dir, metrics_on_startup=on_startup)
+        with TestClient(create_app(config), base_url=LOCAL) as client:
+            deadline = time.monotonic() + 30
+            while "semsearch_metrics_job_running 1.0" in client.get("/metrics/prometheus").text:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert runs == expected  # no GET /metrics yet
+            assert finished_metrics(client).status_code == 200 and runs == [1]
+        runs.clear()
 
 
 def test_metrics_unavailable_says_why(write_beir, index_dirs, beir_dir, tmp_path):
     sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
     # the path recorded at build time
     with TestClient(create_app(ServerConfig(pipelines=sources)), base_url=LOCAL) as client:
-        assert client.get("/metrics").status_code == 200
+        assert finished_metrics(client).status_code == 200
     moved = beir_dir.rename(beir_dir.with_name("moved"))  # now neither the recorded path nor the name "tiny" resolves
     cases = [
         (ServerConfig(pipelines=sources), 404, "cannot load dataset"),
@@ -233,7 +262,7 @@ def test_metrics_unavailable_says_why(write_beir, index_dirs, beir_dir, tmp_path
     ]
     for config, status, message in cases:
         with TestClient(create_app(config), base_url=LOCAL) as client:
-            response = client.get("/metrics")
+            response = finished_metrics(client)
             assert response.status_code == status and message in response.json()["detail"], response.text
             assert client.post("/search", json={"query": "x"}).status_code == 200  # the server still serves
 

@@ -4,8 +4,6 @@ summary, on real index directories checked against `evaluate` run separately."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ from search.data.datasets import load_beir
 from search.evaluation.evaluate import evaluate
 from search.pipeline import BatchResult, Hit, Pipeline, SearchResult, Timings
 from search.serve.pipelines import (
-    MetricsSummary,
     MetricsUnavailable,
     PipelineSet,
     PipelineSource,
@@ -139,29 +136,11 @@ def test_metrics_dataset_is_the_shared_one_or_the_override_and_409_when_they_dif
     assert stub_set({"a": ["d"]}, metrics_dataset="override").metrics_dataset_name() == "override"
 
 
-def test_metrics_summary_is_computed_once_however_many_ask_at_once(monkeypatch):
-    pipelines = stub_set({"a": ["d"]})
-    computed = []
-
-    def slow_compute() -> dict[str, Any]:
-        computed.append(1)
-        time.sleep(0.05)
-        return {"pipelines": {}}
-
-    monkeypatch.setattr(pipelines, "_compute_metrics", slow_compute)
-    summaries: list[MetricsSummary] = []
-    threads = [threading.Thread(target=lambda: summaries.append(pipelines.metrics_summary())) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(computed) == 1 and sorted(s.cached for s in summaries) == [False, True, True, True]
-    assert len({s.computed_at for s in summaries}) == 1 and summaries[0].compute_seconds >= 0.05
-
-
 def test_metrics_summary_matches_evaluate_run_separately(index_dirs, beir_dir):
     pipelines = PipelineSet.load([PipelineSource(name, path) for name, path in index_dirs.items()])
-    body = pipelines.metrics_summary().body
+    steps: list[tuple[str, int, int]] = []
+    body = pipelines.compute_metrics(lambda stage, done, total: steps.append((stage, done, total)))
+    assert [done for _, done, _ in steps] == [0, 0, 1, 2, 3] and {total for _, _, total in steps} == {3}
     assert body["dataset"] == "tiny" and body["split"] == "test" and body["queries"] == 5
     assert body["reference"] == "teacher" and list(body["pipelines"]) == ["teacher", "compressed"]
     dataset = load_beir(beir_dir)
@@ -171,6 +150,15 @@ def test_metrics_summary_matches_evaluate_run_separately(index_dirs, beir_dir):
         for key in ("ndcg@10", "recall@100", "mrr@10", "recall@10_vs_exact", "recall@10_vs_teacher"):
             assert body["pipelines"][name][key] == pytest.approx(expected[key]), (name, key)
     assert body["pipelines"]["teacher"]["recall@10_vs_teacher"] == 1.0  # Flat = its own exact search
+
+
+def test_metrics_refuse_to_re_encode_a_corpus_that_is_not_cached(index_dirs, monkeypatch):
+    pipelines = PipelineSet.load([PipelineSource(name, path) for name, path in index_dirs.items()])
+    monkeypatch.setenv("SEMSEARCH_CACHE", str(index_dirs["teacher"].parent / "empty-cache"))
+    with pytest.raises(MetricsUnavailable) as err:
+        pipelines.compute_metrics()
+    assert err.value.status == 409 and "teacher, compressed" in err.value.message
+    assert "semsearch eval" in err.value.message
 
 
 def test_load_refuses_duplicate_names(tmp_path):

@@ -1,0 +1,130 @@
+"""The background evaluation job behind GET /metrics: one run at a time, progress while it runs, failures kept until
+a refresh, and searches and /health answered while it runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from search.serve.app import ServerConfig, create_app
+from search.serve.metrics_job import MetricsJob
+from search.serve.pipelines import MetricsUnavailable, PipelineSet, PipelineSource
+
+LOCAL = "http://127.0.0.1"
+
+
+def gated_compute(gate: threading.Event, calls: list[int]):
+    def compute(progress) -> dict[str, Any]:
+        calls.append(1)
+        progress("evaluating", 1, 3)
+        assert gate.wait(30)
+        return {"pipelines": {"a": {"ndcg@10": 0.5}}}
+
+    return compute
+
+
+def test_one_run_at_a_time_with_progress_then_the_summary():
+    gate, calls = threading.Event(), []
+    changes: list[bool] = []
+    job = MetricsJob(gated_compute(gate, calls), on_change=changes.append)
+    assert job.state().status == "idle"
+    states = [job.start() for _ in range(5)] + [job.ensure_started()]
+    assert {state.status for state in states} == {"running"}
+    deadline = time.monotonic() + 10
+    while job.state().stage != "evaluating":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert job.state().progress() == {"stage": "evaluating", "done": 1, "total": 3}
+    gate.set()
+    done = job.wait(10)
+    assert done.status == "done" and done.summary == {"pipelines": {"a": {"ndcg@10": 0.5}}} and len(calls) == 1
+    assert changes == [True, False] and done.compute_seconds is not None
+    assert job.ensure_started().status == "done" and len(calls) == 1  # no second run without a refresh
+    job.start()
+    assert job.wait(10).status == "done" and len(calls) == 2 and job.state().runs == 2
+
+
+def test_a_failure_is_kept_until_the_next_refresh():
+    calls = []
+
+    def failing(progress) -> dict[str, Any]:
+        calls.append(1)
+        raise MetricsUnavailable(404, "cannot load dataset 'x'")
+
+    job = MetricsJob(failing)
+    job.ensure_started()
+    state = job.wait(10)
+    assert state.status == "failed" and state.error_status == 404 and "cannot load dataset" in (state.error or "")
+    for _ in range(10):
+        assert job.ensure_started().status == "failed"
+    assert len(calls) == 1
+    job.start()
+    job.wait(10)
+    assert len(calls) == 2
+
+
+def test_an_unexpected_error_is_reported_not_raised():
+    job = MetricsJob(lambda progress: 1 / 0)
+    job.start()
+    state = job.wait(10)
+    assert state.status == "failed" and state.error_status == 500 and "division by zero" in (state.error or "")
+
+
+def test_failed_summaries_do_not_reload_the_dataset(index_dirs, tmp_path, monkeypatch):
+    loads = []
+    original = PipelineSet.load_metrics_dataset
+
+    def counted(self):
+        loads.append(1)
+        return original(self)
+
+    monkeypatch.setattr(PipelineSet, "load_metrics_dataset", counted)
+    sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
+    config = ServerConfig(pipelines=sources, metrics_dataset=str(tmp_path / "nowhere"))
+    with TestClient(create_app(config), base_url=LOCAL) as client:
+        statuses = []
+        deadline = time.monotonic() + 30
+        while len(statuses) < 20:
+            status = client.get("/metrics").status_code
+            if status != 202:
+                statuses.append(status)
+            assert time.monotonic() < deadline
+        assert set(statuses) == {404} and len(loads) == 1
+        assert client.post("/metrics/refresh", json={}).status_code == 202
+        deadline = time.monotonic() + 30
+        while client.get("/metrics").status_code == 202:
+            assert time.monotonic() < deadline
+        assert len(loads) == 2
+
+
+def test_searches_and_health_answer_while_the_job_runs(index_dirs, beir_dir, monkeypatch):
+    gate = threading.Event()
+    original = PipelineSet.compute_metrics
+
+    def slow(self, progress=None):
+        assert gate.wait(60)
+        return original(self, progress)
+
+    monkeypatch.setattr(PipelineSet, "compute_metrics", slow)
+    sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
+    with TestClient(
+        create_app(ServerConfig(pipelines=sources, metrics_dataset=str(beir_dir))), base_url=LOCAL
+    ) as client:
+        with ThreadPoolExecutor(16) as pool:
+            storm = [pool.submit(client.get, "/metrics") for _ in range(50)]
+            health = [pool.submit(client.get, "/health") for _ in range(20)]
+            searches = [pool.submit(client.post, "/search", json={"query": "heart", "k": 3}) for _ in range(20)]
+            assert {f.result(timeout=30).status_code for f in health} == {200}
+            assert {f.result(timeout=30).status_code for f in searches} == {200}
+            assert {f.result(timeout=30).status_code for f in storm} == {202}  # the job is still held at the gate
+        assert client.get("/metrics").json()["status"] == "running"
+        gate.set()
+        deadline = time.monotonic() + 60
+        while (response := client.get("/metrics")).status_code == 202:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert response.status_code == 200 and set(response.json()["pipelines"]) == {"teacher", "compressed"}
