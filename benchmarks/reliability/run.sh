@@ -14,9 +14,9 @@
 #
 # Env: SRC, LABEL, TEACHER, COMPRESSED, DATASET, DURATION (s measured per load level, default 10), WARMUP (s, 2),
 # LEVELS (concurrent clients, "1 8 32 128"), PORT (8799), EXAMPLES (schemathesis cases per operation, 50; 0 skips it;
-# needs `pip install -e '.[bench]'`), CASE_TIMEOUT (s per hostile request, 10), STORM_TIMEOUT (s, 60),
+# needs `pip install -e '.[bench]'`), CASE_TIMEOUT (s per hostile request, 10), STORM_TIMEOUT (s, 90),
 # PHASES ("load hostile storm schema"), SERVER_ARGS (extra `semsearch serve` flags, e.g. "--limit max_queue=64"),
-# PYTHON (the venv's interpreter), NICE (niceness of server and harness, 0).
+# PYTHON (the venv's interpreter), NICE (niceness of server and harness, 0), RESULTS (folder of the label folders).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SRC="$(cd "${SRC:-$ROOT}" && pwd)"
@@ -30,12 +30,12 @@ LEVELS="${LEVELS:-1 8 32 128}"
 PORT="${PORT:-8799}"
 EXAMPLES="${EXAMPLES:-50}"
 CASE_TIMEOUT="${CASE_TIMEOUT:-10}"
-STORM_TIMEOUT="${STORM_TIMEOUT:-60}"
+STORM_TIMEOUT="${STORM_TIMEOUT:-90}"
 PHASES="${PHASES:-load hostile storm schema}"
 SERVER_ARGS="${SERVER_ARGS:-}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 NICE="${NICE:-0}"
-RESULTS="$ROOT/benchmarks/reliability/results"
+RESULTS="${RESULTS:-$ROOT/benchmarks/reliability/results}"
 OUT="$RESULTS/$LABEL"
 
 fail() { echo "error: $*" >&2; exit 2; }
@@ -54,7 +54,7 @@ for arg in $SERVER_ARGS; do server_args+=(--server-arg="$arg"); done
 cd "$ROOT"
 # shellcheck disable=SC2086
 nice -n "$NICE" "$PYTHON" -m search.bench.reliability run --src "$SRC" --python "$PYTHON" \
-  --pipeline teacher="$TEACHER" --pipeline compressed="$COMPRESSED" --port "$PORT" "${server_args[@]}" \
+  --pipeline compressed="$COMPRESSED" --pipeline teacher="$TEACHER" --port "$PORT" "${server_args[@]}" \
   --dataset "$DATASET" --out "$OUT" --label "$LABEL" --phases $PHASES --levels $LEVELS --duration "$DURATION" \
   --warmup "$WARMUP" --case-timeout "$CASE_TIMEOUT" --storm-timeout "$STORM_TIMEOUT" \
   --schemathesis-examples "$EXAMPLES"

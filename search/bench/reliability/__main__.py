@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,13 +80,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port=args.port,
         python=args.python,
         extra_args=tuple(args.server_arg),
-        log_path=Path(args.out) / "server.log",
+        log_path=Path(args.server_log or Path(tempfile.gettempdir()) / f"semsearch-reliability-{args.label}.log"),
     )
     results: dict[str, Any] = {
         "label": args.label,
         "source": str(spec.src),
         "machine": machine(spec.src),
         "server_command": spec.command()[3:],
+        "server_log": str(spec.log_path),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "levels": args.levels,
@@ -101,7 +103,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ensure_up(server, "the previous load level")
                     with sample_rss(server.pid) as rss:
                         level = run_load(base_url, name, clients, args.duration, queries, warmup_s=args.warmup)
-                    row = {**level.as_dict(), **rss.as_dict(), "server_threads": psutil.Process(server.pid).num_threads()}
+                    row = {
+                        **level.as_dict(),
+                        **rss.as_dict(),
+                        "server_threads": psutil.Process(server.pid).num_threads(),
+                    }
                     logger.info("load %s x%d: %.1f req/s, p50 %.1f ms, p99 %.1f ms, errors %d, RSS %s/%s/%s MB",
                                 name, clients, row["req_per_s"], row["p50_ms"], row["p99_ms"], row["errors"],
                                 row["rss_start_mb"], row["rss_peak_mb"], row["rss_end_mb"])  # fmt: skip
@@ -137,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--port", type=int, default=8799)
     one.add_argument("--server-arg", action="append", default=[], help="extra `semsearch serve` argument, repeatable")
     one.add_argument("--dataset", required=True, help="BEIR folder whose train queries are sent")
-    one.add_argument("--out", type=Path, required=True, help="results.json, table.md, server.log go here")
+    one.add_argument("--out", type=Path, required=True, help="results.json, table.md, schemathesis.txt go here")
+    one.add_argument("--server-log", help="the server's output (default: semsearch-reliability-LABEL.log in /tmp)")
     one.add_argument("--label", default="after")
     one.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     one.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 128], help="concurrent clients")
@@ -145,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each level")
     one.add_argument("--hostile-pipeline", default="teacher")
     one.add_argument("--case-timeout", type=float, default=10.0, help="client timeout of one hostile request")
-    one.add_argument("--storm-timeout", type=float, default=60.0, help="bound on the /metrics storm")
+    one.add_argument("--storm-timeout", type=float, default=90.0, help="bound on the /metrics storm")
     one.add_argument("--schemathesis-examples", type=int, default=50, help="cases per operation; 0 skips it")
     one.add_argument("--schemathesis-timeout", type=float, default=240.0)
     both = commands.add_parser("compare", help="two runs' results side by side")

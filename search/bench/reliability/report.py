@@ -34,8 +34,9 @@ def hostile_row(h: dict[str, Any]) -> list[Any]:
 
 def storm_line(storm: dict[str, Any]) -> str:
     return (
-        f"{storm['metrics_calls']} concurrent GET /metrics: statuses {storm['metrics_statuses']}; evaluation ran "
-        f"{storm.get('evaluation_seconds', '?')} s; /health polled {storm['health_polls']} times (statuses "
+        f"{storm['metrics_calls']} concurrent GET /metrics: statuses {storm['metrics_statuses']}; last GET /metrics "
+        f"{storm.get('metrics_final_status', '?')} after {storm.get('evaluation_seconds', '?')} s; /health polled "
+        f"{storm['health_polls']} times (statuses "
         f"{storm['health_statuses']}): p50 {storm['health_p50_ms']} ms, p99 {storm['health_p99_ms']} ms, max "
         f"{storm['health_max_ms']} ms: {'ok' if storm['ok'] else 'NOT ok'} (bound: every poll 200 under 100 ms)"
     )
@@ -46,7 +47,7 @@ def schema_line(schema: dict[str, Any] | None) -> str:
         return "schemathesis: not run"
     line = f"schemathesis (all checks): {schema['status']}"
     if schema.get("failures") is not None:
-        line += f", {schema['failures']} failures"
+        line += f", {schema['failures']} failures, {schema.get('errors') or 0} errors"
     if schema.get("summary"):
         line += " - " + "; ".join(schema["summary"])
     return line
@@ -88,9 +89,15 @@ def tables(results: dict[str, Any]) -> str:
     )
     parts = [head, *verdict(results), ""]
     if results.get("load"):
-        parts += ["### Load (POST /search, closed loop)\n", markdown_table(LOAD_HEADERS, [load_row(r) for r in results["load"]])]
+        parts += [
+            "### Load (POST /search, closed loop)\n",
+            markdown_table(LOAD_HEADERS, [load_row(r) for r in results["load"]]),
+        ]
     if results.get("hostile"):
-        parts += ["### Hostile requests\n", markdown_table(HOSTILE_HEADERS, [hostile_row(h) for h in results["hostile"]])]
+        parts += [
+            "### Hostile requests\n",
+            markdown_table(HOSTILE_HEADERS, [hostile_row(h) for h in results["hostile"]]),
+        ]
     if results.get("storm"):
         parts += ["### /metrics storm\n", storm_line(results["storm"]), ""]
     parts += ["### Schema\n", schema_line(results.get("schemathesis")), ""]
@@ -107,6 +114,13 @@ def write_report(results: dict[str, Any], out: Path) -> str:
 
 def _cell(row: dict[str, Any], key: str) -> Any:
     return row.get(key, "-") if row else "-"
+
+
+def _numbers(row: dict[str, Any]) -> tuple[str, str]:
+    """A hostile row's seconds (ms resolution) and RSS growth (0.1 MB), or dashes."""
+    if not row:
+        return "-", "-"
+    return f"{row['seconds']:.3f}", f"{row['rss_growth_mb']:.1f}"
 
 
 def compare_tables(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -130,9 +144,7 @@ def compare_tables(before: dict[str, Any], after: dict[str, Any]) -> str:
     hostile_rows = []
     for case in cases:
         old, new = old_cases.get(case, {}), new_cases.get(case, {})
-        hostile_rows.append(
-            [case] + [_cell(run, name) for run in (old, new) for name in ("status", "seconds", "rss_growth_mb")]
-        )
+        hostile_rows.append([case] + [cell for run in (old, new) for cell in (_cell(run, "status"), *_numbers(run))])
     hostile_headers = ["case"] + [f"{label} {what}" for label in (b, a) for what in ("status", "s", "RSS growth MB")]
     lines = [f"## {b} vs {a}\n", "### Load\n", markdown_table(load_headers, load_rows, digits=1)]
     lines += ["### Hostile requests\n", markdown_table(hostile_headers, hostile_rows, digits=3)]
