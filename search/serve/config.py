@@ -139,9 +139,8 @@ def parse_limits(items: list[str] | tuple[str, ...]) -> ServerLimits:
         try:
             values[name] = kind(text)
         except ValueError as err:
-            raise ValueError(
-                f"bad --limit {item!r}: {text!r} is not a{'' if kind is int else ' '} {kind.__name__}"
-            ) from err
+            expected = "an integer" if kind is int else "a number"
+            raise ValueError(f"bad --limit {item!r}: {text!r} is not {expected}") from err
     return ServerLimits(**values)
 
 
