@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +156,28 @@ def _assert_same_top_k(
 def assert_same_top_k() -> Callable[..., None]:
     """`assert_same_top_k(found_ids, found_scores, exact_scores, eps=1e-5)`: top-k equal wherever gaps exceed eps."""
     return _assert_same_top_k
+
+
+def _assert_same_ranking(
+    got_ids: Sequence[str],
+    got_scores: Sequence[float],
+    want_ids: Sequence[str],
+    want_scores: Sequence[float],
+    eps: float = 1e-5,
+) -> None:
+    """Two rankings of the same search computed differently (batch 1 vs N, coalesced vs alone): equal length, scores
+    equal within `eps`, and the same id at every rank whose score is more than `eps` from its neighbours' (near-ties
+    may swap under another float summation order)."""
+    assert len(got_ids) == len(want_ids), (list(got_ids), list(want_ids))
+    np.testing.assert_allclose(got_scores, want_scores, atol=eps)
+    scores = np.asarray(want_scores, dtype=np.float64)
+    for rank, (got, want) in enumerate(zip(got_ids, want_ids, strict=True)):
+        neighbours = scores[max(0, rank - 1) : rank + 2]
+        tied = np.count_nonzero(np.abs(neighbours - scores[rank]) <= eps) > 1
+        assert tied or got == want, f"rank {rank}: {got!r} != {want!r} (score {scores[rank]:.6f}, no near-tie)"
+
+
+@pytest.fixture(scope="session")
+def assert_same_ranking() -> Callable[..., None]:
+    """`assert_same_ranking(got_ids, got_scores, want_ids, want_scores, eps=1e-5)`: same ranking up to near-ties."""
+    return _assert_same_ranking

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from compression.encoders import FakeEncoder
@@ -39,17 +38,15 @@ def with_encoder(index_dir: Path) -> tuple[Pipeline, FakeEncoder]:
     return Pipeline(encoder, Pipeline.load(index_dir).stored), encoder
 
 
-def test_micro_batches_equal_one_shot(compressed_dir: Path) -> None:
+def test_micro_batches_equal_one_shot(compressed_dir: Path, assert_same_ranking) -> None:
     pipeline, encoder = with_encoder(compressed_dir)
     one_shot = pipeline.search_batch(QUERIES, 5)
     assert encoder.calls == [10]
     encoder.calls.clear()
     micro = pipeline.search_batch(QUERIES, 5, micro_batch=3)
     assert encoder.calls == [3, 3, 3, 1]
-    assert [[h.id for h in hits] for hits in micro.hits] == [[h.id for h in hits] for hits in one_shot.hits]
-    np.testing.assert_allclose(
-        [[h.score for h in hits] for hits in micro.hits], [[h.score for h in hits] for hits in one_shot.hits], atol=1e-6
-    )
+    for got, want in zip(micro.hits, one_shot.hits, strict=True):
+        assert_same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want], [h.score for h in want])
     t = micro.timings
     assert t.total_ms >= t.tokenize_ms + t.encode_ms + t.search_ms + t.rescore_ms - 1e-6 and t.rescore_ms > 0
 
@@ -73,15 +70,17 @@ def test_a_checkpoint_runs_before_each_micro_batch_and_can_stop_the_work(compres
         pipeline.search_batch(QUERIES, 5, micro_batch=0)
 
 
-def test_a_k_per_query_gives_each_query_its_own_search(compressed_dir: Path) -> None:
+def test_a_k_per_query_gives_each_query_its_own_search(compressed_dir: Path, assert_same_ranking) -> None:
     pipeline, encoder = with_encoder(compressed_dir)
     ks = [1, 30, 5, 30, 5, 2, 30, 1, 9, 5]
     mixed = pipeline.search_each(QUERIES, ks)
     assert encoder.calls == [10]  # encoded once
     for query, k, hits in zip(QUERIES, ks, mixed.hits, strict=True):
         alone = pipeline.search(query, k).hits
-        assert [h.id for h in hits] == [h.id for h in alone] and len(hits) == k
-        np.testing.assert_allclose([h.score for h in hits], [h.score for h in alone], atol=1e-6)
+        assert len(hits) == k
+        assert_same_ranking(
+            [h.id for h in hits], [h.score for h in hits], [h.id for h in alone], [h.score for h in alone]
+        )
     with pytest.raises(ValueError, match="one k per query"):
         pipeline.search_each(QUERIES, [5])
     with pytest.raises(ValueError, match="k must be >= 1"):
