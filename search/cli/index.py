@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from search.cli.base import (
     AsJson,
@@ -19,6 +20,12 @@ from search.cli.base import (
     print_mapping,
     run_or_exit,
 )
+
+if TYPE_CHECKING:
+    from search.pipeline import SearchResult
+    from search.serve.pipelines import CompareResult, PipelineSource
+
+logger = logging.getLogger(__name__)
 
 
 @app.command()
@@ -73,32 +80,110 @@ def search(
     text: Annotated[str, typer.Argument(help="the query")],
     index_dir: IndexDirOption,
     k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
-    params: Annotated[str | None, typer.Option(help="search parameters, e.g. nprobe=32")] = None,
+    params: Annotated[
+        str | None, typer.Option(help="search parameters of --index-dir's pipeline, e.g. nprobe=32")
+    ] = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DIR|NAME=DIR",
+            help="another index directory to search side by side, DIR or NAME=DIR (repeatable; NAME defaults to the "
+            "folder's name); hits are marked against the reference's top-k",
+        ),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="with --compare: the pipeline the others are measured against (default: teacher if one "
+            "has that name, else the first --compare)",
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Search an index directory for one query."""
+    """Search an index directory for one query; with --compare, search several and measure them against one."""
+    from search.cli.views import print_compare, print_search
     from search.pipeline import Pipeline, result_as_dict
+    from search.serve.schemas import compare_response
 
-    def action() -> dict[str, Any]:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+    run_or_exit(lambda: check_search_options(k, compare, reference))
+    if compare:
+        compared = run_or_exit(
+            lambda: compare_pipelines(text, k, index_dir, compare, reference, parse_params(params), threads)
+        )
+        if as_json:
+            print_json(compare_response(compared).model_dump(by_alias=True))
+        else:
+            print_compare(console, compared)
+        return
+
+    def action() -> SearchResult:
         check_index_dir(index_dir)
         pipeline = Pipeline.load(index_dir, threads=threads, search_params=parse_params(params))
-        return result_as_dict(pipeline.search(text, k))
+        return pipeline.search(text, k)
 
     result = run_or_exit(action)
     if as_json:
-        print_json(result)
-        return
-    table = Table(title=f"top {len(result['hits'])} for {text!r}")
-    for column in ("rank", "id", "score", "title"):
-        table.add_column(column)
-    for rank, hit in enumerate(result["hits"], start=1):
-        table.add_row(str(rank), hit["id"], f"{hit['score']:.4f}", hit["title"][:90])
-    console.print(table)
-    t = result["timings"]
-    console.print(f"encode {t['encode_ms']:.1f} ms, search {t['search_ms']:.2f} ms, total {t['total_ms']:.1f} ms")
+        print_json(result_as_dict(result))
+    else:
+        print_search(console, text, result)
+
+
+def check_search_options(k: int, compare: Sequence[str] | None, reference: str | None) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if reference is not None and not compare:
+        raise ValueError("--reference picks one of the compared pipelines: give --compare DIR too")
+
+
+def compare_sources(index_dir: Path, compare: Sequence[str]) -> list[PipelineSource]:
+    """`--index-dir` and each `--compare` (DIR, or NAME=DIR when the text before the first `=` is a name) as named
+    sources, the first `--index-dir`; a name defaults to the folder's. Refuses repeated names."""
+    from search.serve.pipelines import NAME_PATTERN, PipelineSource, duplicate_name_problems
+
+    def source(spec: str) -> PipelineSource:
+        name, sep, folder = spec.partition("=")
+        if sep and NAME_PATTERN.match(name) and folder.strip():
+            return PipelineSource(name, Path(folder.strip()).expanduser())
+        folder_path = Path(spec).expanduser()
+        return PipelineSource(folder_path.resolve().name, folder_path)
+
+    sources = [PipelineSource(Path(index_dir).resolve().name, Path(index_dir)), *map(source, compare)]
+    problems = duplicate_name_problems(sources)
+    if problems:
+        raise ValueError("; ".join(problems) + ": name them apart with --compare NAME=DIR")
+    return sources
+
+
+def compare_pipelines(
+    text: str,
+    k: int,
+    index_dir: Path,
+    compare: Sequence[str],
+    reference: str | None,
+    search_params: dict[str, float],
+    threads: int | None,
+) -> CompareResult:
+    """Check every index directory and the reference before loading any model (a teacher takes seconds), then
+    search them all and measure each against the reference (`search_params`: --index-dir's pipeline only; the
+    others use those stored with their index)."""
+    from search.pipeline import Pipeline
+    from search.serve.pipelines import PipelineSet, choose_reference
+
+    sources = compare_sources(index_dir, compare)
+    metas = [check_index_dir(source.index_dir) for source in sources]
+    names = [source.name for source in sources]
+    chosen = choose_reference([*names[1:], names[0]], reference)  # teacher, else the first --compare
+    if len({meta.get("corpus_hash") for meta in metas}) > 1:
+        logger.warning("these indexes hold different corpora (corpus_hash differs): their ids cannot be compared")
+    pipelines = {
+        source.name: Pipeline.load(source.index_dir, threads=threads, search_params=search_params if i == 0 else None)
+        for i, source in enumerate(sources)
+    }
+    for pipeline in pipelines.values():
+        pipeline.search(text, k)  # untimed warm-up: the speed-ups then leave out one-off first-query costs
+    return PipelineSet(pipelines, reference=chosen).compare(text, k)
 
 
 @app.command(name="eval")

@@ -66,8 +66,13 @@ def serve(
     cors_origin: Annotated[
         list[str] | None, typer.Option("--cors-origin", help="origin CORS allows (repeatable); none by default")
     ] = None,
+    bench_dir: Annotated[
+        Path | None,
+        typer.Option(help="a `semsearch bench --out` folder: the /bench page draws its recall-vs-latency map"),
+    ] = None,
 ) -> None:
-    """Serve /search, /search/batch, /compare, /pipelines, /metrics (+ /metrics/prometheus) over HTTP (docs at /docs).
+    """Serve the web page (/ and /bench) and /search, /search/batch, /compare, /pipelines, /metrics
+    (+ /metrics/prometheus), /bench/results over HTTP (API docs at /docs).
 
     GET /metrics is computed by a background job (202 with progress while it runs, never blocking searches), started
     by the first GET /metrics, by POST /metrics/refresh, or at startup with --metrics-on-startup.
@@ -98,10 +103,12 @@ def serve(
                 api_key=api_key,
                 cors_origins=tuple(cors_origin or ()),
             ),
+            bench_dir=bench_dir,
         )
         choose_reference([source.name for source in config.sources()], reference)
         for source in config.sources():  # fail fast, before the server starts, on a missing or broken index
             check_index_dir(source.index_dir)
-        return create_app(config, preload=True)  # loads every index and encoder now: errors are one line, exit 2
+        # loads every index and encoder (and the bench folder) now: errors are one line, exit 2
+        return create_app(config, preload=True)
 
     uvicorn.run(run_or_exit(action), host=host, port=port)

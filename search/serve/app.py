@@ -6,8 +6,9 @@ Routes (OpenAPI at /docs):
   pipeline (`pipeline` defaults to the first loaded).
 - `POST /search/batch` `{queries, k, pipeline}`: up to 256 queries encoded as one batch; hits per query and the
   batch's timings.
-- `POST /compare` `{query, k}`: every pipeline's hits and timings, its `recall@k_vs_teacher` (overlap of its top-k
-  with the reference pipeline's top-k; the reference scores 1.0) and the ids it is `missing` / has `extra`.
+- `POST /compare` `{query, k, pipelines}`: every pipeline's (or the chosen ones' and the reference's) hits and
+  timings, its `recall@k_vs_teacher` (overlap of its top-k with the reference pipeline's top-k; the reference scores
+  1.0), the ids it is `missing` / has `extra`, each hit's `reference_rank` and the `speedup_vs_reference`.
 - `GET /pipelines`: encoder and precision, document encoder, mode, index, search parameters, sizes, build info.
 - `GET /metrics`: the evaluation summary of every pipeline side by side (nDCG@10, recall@100, MRR@10,
   recall@10 vs the reference encoder's exact top-10 and vs the same encoder's exact search, latency p50/p95/p99),
@@ -19,6 +20,9 @@ Routes (OpenAPI at /docs):
 - `POST /metrics/refresh`: start the evaluation again (202; no second job while one runs).
 - `GET /metrics/prometheus`: live latency histograms per pipeline and stage, request and error counters.
 - `GET /health`.
+- `GET /bench/results`: the recall-vs-latency map of `semsearch bench` (`--bench-dir`), for the /bench page.
+- `GET /` and `GET /bench`: the web page (`search.serve.web`): side-by-side search and the recall-vs-latency map; it
+  calls only the routes above, and needs no API key itself (it asks for one when the API answers 401).
 
 Bounded work (`search.serve.admission`, limits from `config.limits`): a request over max_batch_hits,
 max_rescore_candidates or max_batch_tokens is refused (422) before any model work; at most max_concurrency units of
@@ -62,6 +66,7 @@ from search.serve.admission import (
     watched,
 )
 from search.serve.batcher import Batchers
+from search.serve.bench_results import load_bench_results
 from search.serve.config import ServerConfig, ServerLimits
 from search.serve.guard import install_guards
 from search.serve.live_metrics import CountRequests, ServerMetrics
@@ -74,10 +79,10 @@ from search.serve.schemas import (
     BatchItemOut,
     BatchSearchResponse,
     CompareResponse,
-    ComparisonOut,
     MetricsRunningOut,
     SearchResponse,
     StrictJsonRoute,
+    compare_response,
     error_responses,
     hits_out,
     json_error_responses,
@@ -87,6 +92,7 @@ from search.serve.schemas import (
     timings_out,
     validation_errors_out,
 )
+from search.serve.web import install_web
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -147,6 +153,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         )
 
     preloaded = load_pipelines() if preload else None
+    bench = load_bench_results(config.bench_dir) if config.bench_dir is not None else None  # a bad folder fails now
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -249,25 +256,13 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     @app.post("/compare", response_model=CompareResponse, responses=error_responses(*POST_ERRORS))
     async def compare(body: CompareRequest, request: Request) -> CompareResponse:
         loaded = holder.get()
-        for name in loaded.names:
+        names = loaded.compared_names(body.pipelines)
+        for name in names:
             check_shape(loaded.get(name), 1, body.k, limits)
         ticket = Ticket(limits.request_timeout_s)
-        found = await watched(
-            ticket, lambda: serving.get().search_all(loaded.names, body.query, body.k, ticket), request
-        )
+        found = await watched(ticket, lambda: serving.get().search_all(names, body.query, body.k, ticket), request)
         result = loaded.compare_results(body.query, body.k, {name: f.result for name, f in found.items()})
-        pipelines = {
-            name: ComparisonOut(
-                hits=hits_out(c.hits),
-                timings=timings_out(c.timings),
-                recall_at_k_vs_teacher=c.recall_vs_reference,
-                missing=c.missing,
-                extra=c.extra,
-                batch_size=found[name].batch_size,
-            )
-            for name, c in result.pipelines.items()
-        }
-        return CompareResponse(query=result.query, k=result.k, reference=result.reference, pipelines=pipelines)
+        return compare_response(result, {name: f.batch_size for name, f in found.items()})
 
     @app.get("/pipelines", responses=error_responses(503))
     def pipelines() -> dict[str, Any]:
@@ -279,6 +274,19 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             "threads": budget.describe(),
             "pipelines": public_description(loaded.describe()),
         }
+
+    @app.get("/bench/results", responses=error_responses(404))
+    def bench_results() -> dict[str, Any]:
+        """The recall-vs-latency map of `semsearch bench` (the folder given to `semsearch serve --bench-dir`): one
+        row per configuration with its `pareto` flag and `budget_pick`, the budget, the run's dataset and machine;
+        `x` and `y` name the frontier's axes. Read at startup (restart the server to show a new run)."""
+        if bench is None:
+            raise HTTPException(
+                status_code=404,
+                detail="no bench results on this server: start `semsearch serve` with --bench-dir DIR, the --out "
+                "folder of `semsearch bench`",
+            )
+        return bench.public()
 
     def running_out(state: JobState) -> JSONResponse:
         body = {"status": state.status, "progress": state.progress(), "started_at": state.started_at}
@@ -305,6 +313,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     def prometheus() -> Response:
         return Response(content=metrics.render(), media_type=metrics.content_type)
 
-    install_guards(app, config.security, config.limits.max_body_bytes)
+    public_paths = install_web(app)
+    install_guards(app, config.security, config.limits.max_body_bytes, public_paths)
     app.add_middleware(CountRequests, metrics=metrics, routes=[route.path for route in app.routes])  # after the guards
     return app

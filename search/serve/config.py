@@ -109,6 +109,7 @@ class ServerConfig:
     metrics_on_startup: bool = False
     limits: ServerLimits = field(default_factory=ServerLimits)
     security: Security = field(default_factory=Security)
+    bench_dir: Path | None = None  # a `semsearch bench --out` folder, served at GET /bench/results for the /bench page
 
     def __post_init__(self) -> None:
         if not self.sources():

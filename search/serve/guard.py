@@ -3,12 +3,13 @@
 - `HostGuard`: the Host header (port ignored, IPv6 brackets stripped) must be one of `Security.host_names()` (the
   bind address, loopback names when bound to loopback, and `--allowed-host` values; "*" accepts any), else 400.
   This stops DNS rebinding: a web page whose name resolves to 127.0.0.1 still sends its own name as Host.
-- `RequestGuard`: with an API key, every route needs `Authorization: Bearer KEY` (401 otherwise); POST, PUT and
-  PATCH bodies must be `application/json` (parameters such as `charset=utf-8` allowed; `application/*+json` and
-  everything else get 415), so a cross-site page cannot send a "simple" text/plain or form request without a CORS
-  preflight; bodies over `max_body_bytes` get 413 before any parsing, from Content-Length when given and by counting
-  streamed (chunked) bytes otherwise, whatever the method. The body is buffered (it is at most `max_body_bytes`) and
-  replayed to the app.
+- `RequestGuard`: with an API key, every route needs `Authorization: Bearer KEY` (401 otherwise), except the web
+  page's static files (`public_paths`: they hold no data; the page asks for the key and sends it to the API); POST,
+  PUT and PATCH bodies must be `application/json` (parameters such as `charset=utf-8` allowed; `application/*+json`
+  and everything else get 415), so a cross-site page cannot send a "simple" text/plain or form request without a
+  CORS preflight; bodies over `max_body_bytes` get 413 before any parsing, from Content-Length when given and by
+  counting streamed (chunked) bytes otherwise, whatever the method. The body is buffered (it is at most
+  `max_body_bytes`) and replayed to the app.
 - CORS is off (no Access-Control-* headers) unless `Security.cors_origins` names origins.
 
 `install_guards` adds them in that order (outermost first: Host, CORS, RequestGuard); a middleware added after it
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
@@ -93,20 +95,40 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
+@dataclass(frozen=True)
+class PublicPaths:
+    """GET paths served without the API key: `exact` ones and those under `prefixes` (the web page's files)."""
+
+    exact: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+
+    def matches(self, method: str, path: str) -> bool:
+        if method not in ("GET", "HEAD") or "/../" in path or path.endswith("/.."):
+            return False
+        return path in self.exact or any(path.startswith(prefix) for prefix in self.prefixes)
+
+
 class RequestGuard:
     """Bearer token (401), JSON-only bodies (415) and the body size limit (413), before the app sees the request."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, api_key: str | None, max_body_bytes: int, public_paths: PublicPaths | None = None
+    ) -> None:
         self.app = app
         self.api_key = api_key.encode("utf-8") if api_key is not None else None
         self.max_body_bytes = max_body_bytes
+        self.public_paths = public_paths or PublicPaths()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self.api_key is not None and not self.authorized(headers.get("authorization")):
+        if (
+            self.api_key is not None
+            and not self.public_paths.matches(scope["method"], scope["path"])
+            and not self.authorized(headers.get("authorization"))
+        ):
             await send_error(
                 send,
                 401,
@@ -181,13 +203,15 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return receive_again
 
 
-def install_guards(app: FastAPI, security: Security, max_body_bytes: int) -> None:
+def install_guards(
+    app: FastAPI, security: Security, max_body_bytes: int, public_paths: PublicPaths | None = None
+) -> None:
     """Add the guards to `app` (Host outermost, then CORS when configured, then RequestGuard).
 
     Starlette runs the middleware added last first, so RequestGuard is added first; add CountRequests after calling
     this so that it counts the guards' refusals too.
     """
-    app.add_middleware(RequestGuard, api_key=security.api_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestGuard, api_key=security.api_key, max_body_bytes=max_body_bytes, public_paths=public_paths)
     if security.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -104,6 +104,14 @@ def encoder_precision(identity: Mapping[str, Any]) -> dict[str, Any]:
     return {"precision": precision, "quantization": config.get("quantization")}
 
 
+MIN_TIMED_MS = 1e-3  # a time below the clock's resolution counts as this much (no division by zero)
+
+
+def speedup(reference_ms: float, ms: float) -> float:
+    """How many times faster than the reference: `reference_ms / ms`."""
+    return reference_ms / max(ms, MIN_TIMED_MS)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One pipeline's answer to a compared query, measured against the reference's answer."""
@@ -113,6 +121,8 @@ class Comparison:
     recall_vs_reference: float  # knn_recall of this top-k against the reference's (1.0 when that is empty)
     missing: list[str]  # in the reference's top-k, not in this one's
     extra: list[str]  # in this one's top-k, not in the reference's
+    reference_ranks: list[int | None]  # per hit: its 1-based rank in the reference's top-k, None when not there
+    speedup_vs_reference: float  # the reference's total_ms / this one's (1.0 for the reference itself)
 
 
 @dataclass(frozen=True)
@@ -203,23 +213,39 @@ class PipelineSet:
             self._batch_observer(name, result.timings, len(queries))
         return name, result
 
-    def compare(self, query: str, k: int) -> CompareResult:
-        """Run every pipeline on `query`; measure each top-k against the reference's top-k."""
-        return self.compare_results(query, k, {name: self.search(query, k, name)[1] for name in self.names})
+    def compared_names(self, names: Sequence[str] | None = None) -> list[str]:
+        """The pipelines a comparison of `names` runs, in loading order: those named (every one when None), and the
+        reference, which the others are measured against."""
+        if names is None:
+            return self.names
+        for name in names:
+            self.resolve(name)  # UnknownPipelineError names the loaded ones
+        wanted = {*names, self.reference}
+        return [name for name in self.names if name in wanted]
+
+    def compare(self, query: str, k: int, names: Sequence[str] | None = None) -> CompareResult:
+        """Run the pipelines of `names` (every one by default; the reference always) on `query`; measure each top-k
+        against the reference's top-k."""
+        chosen = self.compared_names(names)
+        return self.compare_results(query, k, {name: self.search(query, k, name)[1] for name in chosen})
 
     def compare_results(self, query: str, k: int, results: Mapping[str, SearchResult]) -> CompareResult:
         """Measure each pipeline's answer to `query` (`results`, one per pipeline) against the reference's."""
-        wanted = [hit.id for hit in results[self.reference].hits]
+        reference = results[self.reference]
+        wanted = [hit.id for hit in reference.hits]
+        rank_of = {doc: rank for rank, doc in enumerate(wanted, start=1)}
         compared = {}
         for name, result in results.items():
             got = [hit.id for hit in result.hits]
-            got_set, wanted_set = set(got), set(wanted)
+            got_set = set(got)
             compared[name] = Comparison(
                 hits=result.hits,
                 timings=result.timings,
                 recall_vs_reference=knn_recall([got], [wanted], k),
                 missing=[doc for doc in wanted if doc not in got_set],
-                extra=[doc for doc in got if doc not in wanted_set],
+                extra=[doc for doc in got if doc not in rank_of],
+                reference_ranks=[rank_of.get(doc) for doc in got],
+                speedup_vs_reference=speedup(reference.timings.total_ms, result.timings.total_ms),
             )
         return CompareResult(query, k, self.reference, compared)
 

@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_va
 from search.data.records import is_blank, visible_pattern
 from search.pipeline import Hit, Timings
 from search.serve.config import ServerLimits
+from search.serve.pipelines import CompareResult
 
 NOT_BLANK = "query must not be empty or whitespace-only"
 NOT_BLANK_RULE = (
@@ -83,6 +84,9 @@ class RequestModels:
     compare: type[BaseModel]
 
 
+MAX_COMPARED = 64  # pipelines one /compare may name (a server loads a handful)
+
+
 def integral_number(value: Any) -> Any:
     """`3.0` as 3: JSON Schema counts a number with a zero fraction as an integer, so a client (or a schema-driven
     tester) may send it; `3.5`, `true` and `"3"` stay refused by the strict int that follows."""
@@ -119,6 +123,10 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
         ),
         BeforeValidator(check_pipeline_name),
     ]
+    pipeline_enum = Field(
+        description="a loaded pipeline (see GET /pipelines)",
+        json_schema_extra={"enum": list(pipelines)} if pipelines else None,
+    )
     BatchItem = Annotated[
         str, Field(max_length=max_chars, json_schema_extra={"minLength": 1, "pattern": visible_pattern()})
     ]
@@ -161,6 +169,20 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
     class CompareRequest(BaseModel):
         query: Query
         k: K = 10
+        pipelines: list[Annotated[str, BeforeValidator(check_pipeline_name), pipeline_enum]] | None = Field(
+            None,
+            min_length=1,
+            max_length=MAX_COMPARED,
+            description="the pipelines to compare (default: every loaded one); the reference is always searched "
+            "and answered, since the others are measured against it",
+        )
+
+        @field_validator("pipelines")
+        @classmethod
+        def unique_pipelines(cls, values: list[str] | None) -> list[str] | None:
+            if values is not None and len(set(values)) != len(values):
+                raise ValueError("pipelines must not repeat a name")
+            return values
 
     return RequestModels(search=SearchRequest, batch=BatchSearchRequest, compare=CompareRequest)
 
@@ -204,14 +226,21 @@ class BatchSearchResponse(BaseModel):
     timings: TimingsOut
 
 
+class CompareHitOut(HitOut):
+    reference_rank: int | None = Field(
+        description="this document's 1-based rank in the reference's top-k; null when the reference did not find it"
+    )
+
+
 class ComparisonOut(BaseModel):
-    hits: list[HitOut]
+    hits: list[CompareHitOut]
     timings: TimingsOut
     recall_at_k_vs_teacher: float = Field(
         serialization_alias="recall@k_vs_teacher", description="|top-k ∩ reference top-k| / |reference top-k|"
     )
     missing: list[str] = Field(description="ids in the reference's top-k but not in this pipeline's")
     extra: list[str] = Field(description="ids in this pipeline's top-k but not in the reference's")
+    speedup_vs_reference: float = Field(description="the reference's total_ms / this pipeline's total_ms")
     batch_size: int = Field(1, description=BATCH_SIZE_DESCRIPTION)
 
 
@@ -224,6 +253,29 @@ class CompareResponse(BaseModel):
 
 def hits_out(hits: list[Hit]) -> list[HitOut]:
     return [HitOut(**vars(hit)) for hit in hits]
+
+
+def compared_hits_out(hits: list[Hit], reference_ranks: list[int | None]) -> list[CompareHitOut]:
+    return [CompareHitOut(**vars(hit), reference_rank=rank) for hit, rank in zip(hits, reference_ranks, strict=True)]
+
+
+def compare_response(result: CompareResult, batch_sizes: Mapping[str, int] | None = None) -> CompareResponse:
+    """The `/compare` answer for `result` (`batch_sizes`: per pipeline, the queries encoded together with this one;
+    1 when not given). `semsearch search --compare --json` prints the same."""
+    sizes = batch_sizes or {}
+    pipelines = {
+        name: ComparisonOut(
+            hits=compared_hits_out(c.hits, c.reference_ranks),
+            timings=timings_out(c.timings),
+            recall_at_k_vs_teacher=c.recall_vs_reference,
+            missing=c.missing,
+            extra=c.extra,
+            speedup_vs_reference=c.speedup_vs_reference,
+            batch_size=sizes.get(name, 1),
+        )
+        for name, c in result.pipelines.items()
+    }
+    return CompareResponse(query=result.query, k=result.k, reference=result.reference, pipelines=pipelines)
 
 
 def timings_out(timings: Timings) -> TimingsOut:

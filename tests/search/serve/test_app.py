@@ -170,6 +170,28 @@ def test_compare_overlap_equals_a_hand_computation(client):
     assert compressed["missing"] == [d for d in reference if d not in other]
     assert compressed["extra"] == [d for d in other if d not in reference]
     assert set(compressed["timings"]) == TIMING_KEYS
+    # Each hit carries its rank in the reference's top-k (what the web page and the CLI link hits by).
+    assert [hit["reference_rank"] for hit in compressed["hits"]] == [
+        reference.index(d) + 1 if d in reference else None for d in other
+    ]
+    assert [hit["reference_rank"] for hit in teacher["hits"]] == list(range(1, k + 1))
+    assert teacher["speedup_vs_reference"] == pytest.approx(1.0)
+    ratio = teacher["timings"]["total_ms"] / max(compressed["timings"]["total_ms"], 1e-3)
+    assert compressed["speedup_vs_reference"] == pytest.approx(ratio, rel=1e-6)
+
+
+def test_compare_a_chosen_subset_always_answers_the_reference(client):
+    body = client.post("/compare", json={"query": "heart artery", "k": 5, "pipelines": ["compressed"]}).json()
+    assert list(body["pipelines"]) == ["teacher", "compressed"]
+    body = client.post("/compare", json={"query": "heart artery", "k": 5, "pipelines": ["teacher"]}).json()
+    assert list(body["pipelines"]) == ["teacher"]
+    for bad, words in (
+        (["nope"], "unknown pipeline 'nope'; loaded: teacher, compressed"),
+        (["teacher", "teacher"], "must not repeat"),
+        ([], "at least 1"),
+    ):
+        answer = client.post("/compare", json={"query": "heart artery", "k": 5, "pipelines": bad})
+        assert answer.status_code == 422 and words in answer.text, answer.text
 
 
 def test_reference_option_changes_what_compare_measures_against(index_dirs, beir_dir):
