@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
     from search.pipeline import SearchResult
     from search.serve.pipelines import CompareResult, PipelineSource
 
-logger = logging.getLogger(__name__)
 
 
 @app.command()
@@ -175,8 +173,12 @@ def compare_pipelines(
     metas = [check_index_dir(source.index_dir) for source in sources]
     names = [source.name for source in sources]
     chosen = choose_reference([*names[1:], names[0]], reference)  # teacher, else the first --compare
-    if len({meta.get("corpus_hash") for meta in metas}) > 1:
-        logger.warning("these indexes hold different corpora (corpus_hash differs): their ids cannot be compared")
+    hashes = {source.name: meta.get("corpus_hash") for source, meta in zip(sources, metas, strict=True)}
+    if None not in hashes.values() and len(set(hashes.values())) > 1:
+        raise ValueError(
+            f"these indexes hold different corpora ({', '.join(f'{n}: {h[:12]}' for n, h in hashes.items())}): "
+            "their ids cannot be compared; give index folders built on the same corpus"
+        )
     pipelines = {
         source.name: Pipeline.load(source.index_dir, threads=threads, search_params=search_params if i == 0 else None)
         for i, source in enumerate(sources)

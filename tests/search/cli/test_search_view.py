@@ -75,7 +75,7 @@ def untitled(tmp_path: Path, write_beir) -> tuple[list[dict], dict[str, Path]]:
         doc["text"] = f"passage{i} {doc['text']}\n\n\t" + " ".join(["filler words about the topic"] * 12)
     (root / "corpus.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs))
     dataset = load_beir(root)
-    folders = {"teacher": tmp_path / "teacher", "small": tmp_path / "small"}
+    folders = {"teacher": tmp_path / "untitled-ix" / "teacher", "small": tmp_path / "untitled-ix" / "small"}
     build_index_dir(dataset, FakeEncoder(dim=64), IndexSpec("Flat"), folders["teacher"], show_progress=False)
     build_index_dir(dataset, FakeEncoder(dim=32), IndexSpec("Flat"), folders["small"], show_progress=False)
     return docs, folders
@@ -229,3 +229,14 @@ def test_bad_compare_options_are_one_line_errors(index_dirs, tmp_path, extra, ne
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+
+
+def test_indexes_of_different_corpora_are_refused(index_dirs, untitled):
+    _, folders = untitled  # another corpus (the untitled one)
+    args = ["search", QUERY, "--index-dir", str(index_dirs["compressed"]), "--compare", str(folders["teacher"])]
+
+    result = invoke(*args)
+
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hold different corpora" in lines[0], result.stderr
