@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from search.serve.pipelines import CompareResult, PipelineSource
 
 
-
 @app.command()
 def index(
     out: Annotated[Path, typer.Option("--out", help="index directory to write")],
