@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -135,17 +136,11 @@ class BuiltIndex:
     add_seconds: float
 
 
-def build_index(
-    vectors: np.ndarray,
-    spec: IndexSpec,
-    on_progress: Callable[[str, int, int], None] | None = None,
-    add_chunk: int = 16_384,
-) -> BuiltIndex:
-    """Train (on a seeded sample) and fill an inner-product index.
-
-    `on_progress(stage, done, total)` reports `("train", 0, n_train)` before training and `("add", done, n)` after
-    each chunk of vectors is added.
-    """
+def train_index(
+    vectors: np.ndarray, spec: IndexSpec, on_progress: Callable[[str, int, int], None] | None = None
+) -> tuple[Any, float]:
+    """The inner-product index of `spec`, trained on a seeded sample of `vectors` and still empty; and the seconds
+    training took. Local and sharded builds train through here, so both start from the same trained index."""
     faiss = import_faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) == 0:
@@ -169,7 +164,22 @@ def build_index(
             index.train(sample)
         except RuntimeError as err:
             raise ValueError(f"cannot train {spec.factory!r} on {len(sample)} vectors: {_faiss_reason(err)}") from err
-    train_seconds = time.perf_counter() - started
+    return index, time.perf_counter() - started
+
+
+def build_index(
+    vectors: np.ndarray,
+    spec: IndexSpec,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    add_chunk: int = 16_384,
+) -> BuiltIndex:
+    """Train (on a seeded sample) and fill an inner-product index.
+
+    `on_progress(stage, done, total)` reports `("train", 0, n_train)` before training and `("add", done, n)` after
+    each chunk of vectors is added.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index, train_seconds = train_index(vectors, spec, on_progress)
     started = time.perf_counter()
     for start in range(0, len(vectors), add_chunk):
         index.add(vectors[start : start + add_chunk])
@@ -261,6 +271,10 @@ def bytes_per_vector(index) -> float:
     faiss = import_faiss()
     if index.ntotal == 0:
         return 0.0
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists):
+        # lists in a file (merged from shards): not serialized or cloned; each vector stores its code and an int64 id
+        return float(ivf.code_size + np.dtype(np.int64).itemsize)
     full = serialized_size(index)
     empty = faiss.clone_index(index)
     empty.reset()

@@ -8,6 +8,8 @@ interrupted swap (`common.atomic.recover_folder`). Loading checks every file and
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ class StoredIndex:
     docs: tuple[DisplayDoc, ...]
     meta: dict[str, Any]
     path: Path
+    mmap: bool = False  # index.faiss read through a memory map (on-disk inverted lists are mapped whatever this says)
 
 
 def save_index_dir(
@@ -48,8 +51,12 @@ def save_index_dir(
     doc_ids: Sequence[str],
     docs: Sequence[DisplayDoc],
     meta: Mapping[str, Any],
+    extra_files: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Write the index directory atomically and return the stored meta (with format, ntotal, dim, bytes)."""
+    """Write the index directory atomically and return the stored meta (with format, ntotal, dim, bytes).
+
+    `extra_files` (name -> path) are moved into the directory with it: the on-disk inverted lists (`.ivfdata`) of an
+    index merged from shards, which index.faiss names and `load_index_dir` finds beside it."""
     faiss = import_faiss()
     out_dir = Path(out_dir)
     if len(doc_ids) != index.ntotal or len(docs) != index.ntotal:
@@ -58,6 +65,8 @@ def save_index_dir(
         raise ValueError("the index metadata needs the encoder's identity under 'encoder' (Encoder.identity())")
     _check_target(out_dir)
     with staged_folder(out_dir) as stage:
+        for name, source in (extra_files or {}).items():
+            move_durably(Path(source), stage / name)
         with atomic_path(stage / INDEX_FILE) as tmp:
             faiss.write_index(index, str(tmp))
         write_json_atomic(stage / IDS_FILE, list(doc_ids))
@@ -71,6 +80,8 @@ def save_index_dir(
             "ntotal": int(index.ntotal),
             "dim": int(index.d),
             "index_bytes": (stage / INDEX_FILE).stat().st_size,
+            "index_files": {name: (stage / name).stat().st_size for name in (INDEX_FILE, *(extra_files or {}))},
+            "on_disk_lists": bool(extra_files),
         }
         write_json_atomic(stage / META_FILE, full_meta)
     return full_meta
@@ -183,10 +194,24 @@ def _read_docs(path: Path) -> tuple[DisplayDoc, ...]:
     return tuple(docs)
 
 
-def _read_faiss(path: Path) -> Any:
-    faiss = import_faiss()
+def move_durably(source: Path, target: Path) -> None:
+    """Move `source` to `target` (a rename on one filesystem, else a copy) and fsync it."""
     try:
-        return faiss.read_index(str(path))
+        os.replace(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    with open(target, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _read_faiss(path: Path, mmap: bool = False, on_disk_lists: bool = False) -> Any:
+    """index.faiss; `mmap` maps the index's lists or codes instead of reading them (pages are read when a search
+    touches them). On-disk inverted lists are always read through a map, from beside index.faiss (the folder may have
+    moved since it was written); FAISS 1.15 crashes when IO_FLAG_MMAP is also given for them, so it never is."""
+    faiss = import_faiss()
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR if on_disk_lists else (faiss.IO_FLAG_MMAP if mmap else 0)
+    try:
+        return faiss.read_index(str(path), flags)
     except (RuntimeError, MemoryError, OSError) as err:
         reason = " ".join(str(err).split())
         reason = reason.rsplit(": ", 1)[-1] if ": " in reason else reason  # FAISS prefixes its C++ location
@@ -195,14 +220,19 @@ def _read_faiss(path: Path) -> Any:
         ) from err
 
 
-def load_index_dir(index_dir: Path | str) -> StoredIndex:
-    """Load and cross-check an index directory (files present and well-formed, counts and dimensions agree)."""
+def load_index_dir(index_dir: Path | str, mmap: bool = False) -> StoredIndex:
+    """Load and cross-check an index directory (files present and well-formed, counts and dimensions agree);
+    `mmap`: memory-map the index rather than read it whole (IVF lists and flat codes; FAISS 1.15)."""
     index_dir = Path(index_dir)
     meta = read_meta(index_dir)
     for name in (INDEX_FILE, IDS_FILE, DOCS_FILE):
         if not (index_dir / name).is_file():
             raise IndexDirError(f"{index_dir} is missing {name}; {REBUILD}")
-    index = _read_faiss(index_dir / INDEX_FILE)
+    for name in meta.get("index_files", {}):
+        if not (index_dir / name).is_file():
+            raise IndexDirError(f"{index_dir} is missing {name} (its on-disk inverted lists); {REBUILD}")
+    on_disk_lists = bool(meta.get("on_disk_lists", False))
+    index = _read_faiss(index_dir / INDEX_FILE, mmap, on_disk_lists)
     ids = _read_ids(index_dir / IDS_FILE)
     docs = _read_docs(index_dir / DOCS_FILE)
     counts = {INDEX_FILE: index.ntotal, IDS_FILE: len(ids), DOCS_FILE: len(docs), META_FILE: meta["ntotal"]}
@@ -215,7 +245,33 @@ def load_index_dir(index_dir: Path | str) -> StoredIndex:
             f"{index_dir / META_FILE}: dimension mismatch (index.faiss {index.d}, meta dim {meta['dim']}, encoder "
             f"dim {encoder_dim}); {REBUILD} and the encoder it should be searched with"
         )
-    return StoredIndex(index, ids, docs, meta, index_dir)
+    return StoredIndex(index, ids, docs, meta, index_dir, mmap and not on_disk_lists)
+
+
+def index_memory(stored: StoredIndex) -> dict[str, Any]:
+    """The index's bytes on disk and in this process's RAM, measured now.
+
+    `on_disk_bytes`: its files (index.faiss and any on-disk lists). `resident_bytes`: what of them this process holds
+    in RAM: the resident pages of the memory-mapped files (psutil's per-mapping RSS, from /proc/self/smaps), plus
+    index.faiss's size when it was read whole rather than mapped (its quantizer, codes or lists live in RAM then).
+    """
+    import psutil
+
+    files = {name: stored.path / name for name in stored.meta.get("index_files", {INDEX_FILE: 0})}
+    on_disk = sum(path.stat().st_size for path in files.values() if path.exists())
+    wanted = {str(path.resolve()) for path in files.values()}
+    try:
+        mapped = sum(m.rss for m in psutil.Process().memory_maps(grouped=True) if m.path in wanted)
+    except (psutil.Error, OSError):  # some systems do not expose mappings
+        mapped = 0
+    read_whole = 0 if stored.mmap else files[INDEX_FILE].stat().st_size
+    return {
+        "on_disk_bytes": on_disk,
+        "resident_bytes": mapped + read_whole,
+        "mapped_resident_bytes": mapped,
+        "memory_mapped": stored.mmap or bool(stored.meta.get("on_disk_lists", False)),
+        "on_disk_lists": bool(stored.meta.get("on_disk_lists", False)),
+    }
 
 
 def check_encoder_matches(meta: Mapping[str, Any], identity: Mapping[str, Any], where: Path | str) -> None:

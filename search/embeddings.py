@@ -8,6 +8,7 @@ encodes longest documents first so padding stays small.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,11 @@ def load_cached_embeddings(key: str, n: int, cache_dir: Path | None = None) -> C
     return CorpusEmbeddings(cached.vectors, key, True, cached.seconds)
 
 
+def encoding_order(texts: Sequence[str]) -> list[int]:
+    """Longest texts first: batches of similar length pad less (every engine encodes in this order)."""
+    return sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+
+
 def encode_corpus(
     encoder: Encoder,
     corpus: tuple[Document, ...] | list[Document],
@@ -74,7 +80,7 @@ def encode_corpus(
     """Encode every document as a passage, reusing or filling the cache."""
     key = embedding_cache_key(encoder.identity(), corpus_fingerprint(corpus))
     texts = [doc.full_text() for doc in corpus]
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # longest first: padding stays small
+    order = encoding_order(texts)
     cache = embeddings_cache(cache_dir, use_cache, checkpoint_seconds=checkpoint_seconds)
     rows = cache.compute(
         key,

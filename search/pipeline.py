@@ -16,6 +16,7 @@ from common.progress import make_progress
 from compression.encoders import Encoder, encode_timed, load_encoder_from_identity
 from indexes.faiss_index import (
     SINGLE_QUERY_THREADS,
+    BuiltIndex,
     IndexSpec,
     apply_search_params,
     build_index,
@@ -24,14 +25,23 @@ from indexes.faiss_index import (
     search_index,
 )
 from indexes.rescore import RefineSplit, TimedSearch
-from indexes.store import META_FILE, DisplayDoc, StoredIndex, check_encoder_matches, load_index_dir, save_index_dir
+from indexes.store import (
+    META_FILE,
+    DisplayDoc,
+    StoredIndex,
+    check_encoder_matches,
+    index_memory,
+    load_index_dir,
+    save_index_dir,
+)
 from search.data.datasets import Dataset, corpus_fingerprint
-from search.embeddings import encode_corpus, load_cached_embeddings
+from search.embeddings import CorpusEmbeddings, encode_corpus, load_cached_embeddings
 
 logger = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 300
 
+IndexBuilder = Callable[..., BuiltIndex]  # (vectors, spec, on_progress=...) -> BuiltIndex, as `build_index`
 Checkpoint = Callable[[], None]  # called between micro-batches; raises to stop the work (deadline, client gone)
 
 
@@ -96,6 +106,7 @@ class BuildReport:
             "embeddings_from_cache": meta["build"]["encode_from_cache"],
             "train_seconds": meta["build"]["train_seconds"],
             "total_seconds": meta["build"]["total_seconds"],
+            "engine": meta.get("engine", {"name": "local"})["name"],
         }
 
 
@@ -108,11 +119,18 @@ def build_index_dir(
     use_cache: bool = True,
     show_progress: bool = True,
     doc_encoder: Encoder | None = None,
+    embeddings: CorpusEmbeddings | None = None,
+    builder: IndexBuilder | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> BuildReport:
     """Encode the corpus (cached), build and train the index, and save it with its metadata.
 
     `encoder` encodes queries. Documents are encoded by `doc_encoder` when given (asymmetric mode: e.g. the
     teacher encodes the corpus once, a student trained into its space encodes queries), else by `encoder`.
+    Another engine (`search.distributed`) passes the corpus vectors it computed (`embeddings`, under the same cache
+    key), its `builder` (vectors, spec, progress -> BuiltIndex), what it adds to meta.json, and files that belong in
+    the index directory beside index.faiss (`extra_files`: name -> path, e.g. on-disk inverted lists).
     """
     started = time.perf_counter()
     doc_encoder = doc_encoder or encoder
@@ -121,9 +139,10 @@ def build_index_dir(
             f"query encoder {encoder.name!r} ({encoder.dim} d) cannot search documents encoded by "
             f"{doc_encoder.name!r} ({doc_encoder.dim} d): an asymmetric pair must share one embedding space"
         )
-    embeddings = encode_corpus(
-        doc_encoder, dataset.corpus, batch_size=batch_size, use_cache=use_cache, show_progress=show_progress
-    )
+    if embeddings is None:
+        embeddings = encode_corpus(
+            doc_encoder, dataset.corpus, batch_size=batch_size, use_cache=use_cache, show_progress=show_progress
+        )
     with make_progress(show_progress) as progress:
         task = progress.add_task(f"building {spec.factory}", total=len(dataset.corpus), info="")
 
@@ -133,7 +152,7 @@ def build_index_dir(
             else:
                 progress.update(task, description=f"adding to {spec.factory}", completed=done, total=total)
 
-        built = build_index(embeddings.vectors, spec, on_progress=report)
+        built = (builder or build_index)(embeddings.vectors, spec, on_progress=report)
     meta = {
         "factory": spec.factory,
         "search_params": spec.resolved_search_params(),
@@ -157,9 +176,11 @@ def build_index_dir(
             "total_seconds": time.perf_counter() - started,
             "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
+        **dict(extra_meta or {}),
     }
     docs = [DisplayDoc(doc.title, doc.text[:SNIPPET_CHARS]) for doc in dataset.corpus]
-    stored_meta = save_index_dir(out_dir, built.index, [doc.id for doc in dataset.corpus], docs, meta)
+    doc_ids = [doc.id for doc in dataset.corpus]
+    stored_meta = save_index_dir(out_dir, built.index, doc_ids, docs, meta, extra_files=extra_files)
     return BuildReport(Path(out_dir), stored_meta)
 
 
@@ -201,9 +222,11 @@ class Pipeline:
         threads: int | None = None,
         search_params: Mapping[str, float] | None = None,
         batch_search_threads: int | None = None,
+        mmap: bool = False,
     ) -> Pipeline:
-        """Load an index directory and the encoder it was built with (`threads`: the encoder's intra-op threads)."""
-        stored = load_index_dir(index_dir)
+        """Load an index directory and the encoder it was built with (`threads`: the encoder's intra-op threads;
+        `mmap`: memory-map the index instead of reading it whole, so an index bigger than RAM can be served)."""
+        stored = load_index_dir(index_dir, mmap=mmap)
         encoder = load_encoder_from_identity(stored.meta["encoder"], threads=threads, where=stored.path / META_FILE)
         return cls(encoder, stored, search_params, batch_search_threads=batch_search_threads)
 
@@ -362,6 +385,8 @@ class Pipeline:
             "model_bytes": meta["model_bytes"],
             "dataset": meta["dataset"],
             "build": meta["build"],
+            "engine": meta.get("engine", {"name": "local"}),
+            "index_memory": index_memory(self.stored),  # resident vs on-disk bytes, measured now
         }
 
 

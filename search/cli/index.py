@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from search.serve.pipelines import CompareResult, PipelineSource
 
 
+ENGINES = ("local", "ray")
+
+
 @app.command()
 def index(
     out: Annotated[Path, typer.Option("--out", help="index directory to write")],
@@ -51,22 +54,54 @@ def index(
             "naming file and line) or skip (leave it out, warn, count it in meta.json's skipped_records)"
         ),
     ] = "fail",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or ray: the corpus encoded by a pool of encoder actors (Ray Data map_batches) "
+            "and the index filled per shard in Ray tasks, then merged (IVF: on-disk inverted lists); pip install "
+            "-e '.[ray]'"
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="with --engine ray: an existing cluster (e.g. ray://head:10001, auto)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="with --engine ray: encoder actors (and shard tasks at once)")] = 1,
+    threads_per_worker: Annotated[
+        int, typer.Option(help="with --engine ray: torch/onnxruntime/FAISS threads in each actor or task")
+    ] = 1,
+    shards: Annotated[int, typer.Option(help="with --engine ray: index shards filled in parallel tasks")] = 4,
     as_json: AsJson = False,
 ) -> None:
-    """Encode a corpus (cached) and build a FAISS index directory."""
+    """Encode a corpus (cached) and build a FAISS index directory (in this process, or on Ray with --engine ray)."""
     from compression.encoders import load_encoder
     from indexes.faiss_index import IndexSpec, validate_factory
     from search.data.datasets import load_dataset
     from search.pipeline import build_index_dir
 
     def action() -> dict[str, Any]:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown --engine {engine!r}: use one of {', '.join(ENGINES)}")
         spec = IndexSpec(index_factory, train_sample=train_sample, seed=seed, search_params=parse_params(params))
+        ray_spec = None
+        if engine == "ray":
+            from search.distributed.engine import RaySpec, require_ray
+
+            require_ray()  # before any model loads: a missing extra is a one-line error
+            ray_spec = RaySpec(address=ray_address, workers=workers, threads_per_worker=threads_per_worker,
+                               batch_size=batch_size)  # fmt: skip
         data = load_dataset(dataset, on_bad_record=on_bad_record)
         query_encoder = load_encoder(encoder, threads=threads)
         docs_encoder = load_encoder(doc_encoder, threads=threads) if doc_encoder else None
         validate_factory(index_factory, query_encoder.dim)
-        report = build_index_dir(data, query_encoder, spec, out, batch_size=batch_size, use_cache=not no_cache,
-                                 show_progress=not as_json, doc_encoder=docs_encoder)  # fmt: skip
+        if ray_spec is not None:
+            from search.distributed.build import ShardSpec, build_index_dir_ray
+
+            report = build_index_dir_ray(data, query_encoder, encoder, spec, out, ray_spec, ShardSpec(shards),
+                                         doc_encoder=docs_encoder, doc_encoder_spec=doc_encoder,
+                                         use_cache=not no_cache, show_progress=not as_json)  # fmt: skip
+        else:
+            report = build_index_dir(data, query_encoder, spec, out, batch_size=batch_size, use_cache=not no_cache,
+                                     show_progress=not as_json, doc_encoder=docs_encoder)  # fmt: skip
         return {**report.summary(), "skipped_records": report.meta.get("skipped_records", 0)}
 
     print_mapping("index built", run_or_exit(action), as_json)

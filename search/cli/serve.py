@@ -70,6 +70,14 @@ def serve(
         Path | None,
         typer.Option(help="a `semsearch bench --out` folder: the /bench page draws its recall-vs-latency map"),
     ] = None,
+    mmap: Annotated[
+        bool,
+        typer.Option(
+            "--mmap",
+            help="memory-map the indexes instead of reading them whole (an index bigger than RAM; IVF lists merged "
+            "on disk by --engine ray are always read from their file); /pipelines shows resident vs on-disk bytes",
+        ),
+    ] = False,
 ) -> None:
     """Serve the web page (/ and /bench) and /search, /search/batch, /compare, /pipelines, /metrics
     (+ /metrics/prometheus), /bench/results over HTTP (API docs at /docs).
@@ -104,6 +112,7 @@ def serve(
                 cors_origins=tuple(cors_origin or ()),
             ),
             bench_dir=bench_dir,
+            mmap=mmap,
         )
         choose_reference([source.name for source in config.sources()], reference)
         for source in config.sources():  # fail fast, before the server starts, on a missing or broken index

@@ -145,6 +145,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             threads=budget.encoder,
             batch_search_threads=budget.search,
             search_params=config.search_params,
+            mmap=config.mmap,
             reference=config.reference,
             metrics_dataset=config.metrics_dataset,
             metrics_split=config.metrics_split,

@@ -110,6 +110,7 @@ class ServerConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     security: Security = field(default_factory=Security)
     bench_dir: Path | None = None  # a `semsearch bench --out` folder, served at GET /bench/results for the /bench page
+    mmap: bool = False  # memory-map every index (an index bigger than RAM is served without reading it whole)
 
     def __post_init__(self) -> None:
         if not self.sources():

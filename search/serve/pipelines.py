@@ -159,10 +159,12 @@ class PipelineSet:
         threads: int | None = None,
         search_params: Mapping[str, float] | None = None,
         batch_search_threads: int | None = None,
+        mmap: bool = False,
         **options: Any,
     ) -> PipelineSet:
         """Load every index directory and its encoder (`options` go to the constructor); `threads`: encoder threads,
-        `batch_search_threads`: FAISS's OpenMP cap for batch searches (see `Pipeline`)."""
+        `batch_search_threads`: FAISS's OpenMP cap for batch searches (see `Pipeline`), `mmap`: memory-map the
+        indexes."""
         problems = duplicate_name_problems(sources)
         if problems:
             raise ValueError("; ".join(problems))
@@ -174,6 +176,7 @@ class PipelineSet:
                 threads=threads,
                 search_params=search_params,
                 batch_search_threads=batch_search_threads,
+                mmap=mmap,
             )
         return cls(pipelines, **options)
 

@@ -201,12 +201,17 @@ def test_reference_option_changes_what_compare_measures_against(index_dirs, beir
         assert client.get("/pipelines").json()["reference"] == "compressed"
 
 
-def test_pipelines_describes_each(client):
+def test_pipelines_describes_each(client, index_dirs):
     body = client.get("/pipelines").json()
     assert body["default"] == "teacher" and body["reference"] == "teacher"
     assert list(body["pipelines"]) == ["teacher", "compressed"]
     small = body["pipelines"]["compressed"]
     assert small["factory"] == "PQ4x4,RFlat" and small["search_params"] == {"k_factor": 4}
+    memory = small["index_memory"]  # read whole (no --mmap): resident = the file
+    assert (
+        memory["on_disk_bytes"] == memory["resident_bytes"] == (index_dirs["compressed"] / "index.faiss").stat().st_size
+    )
+    assert memory["memory_mapped"] is False and small["engine"] == {"name": "local"}
     assert small["precision"] == "fp32" and small["mode"] == "symmetric" and small["encoder"] == "fake"
     assert small["ntotal"] == 60 and small["dim"] == 32 and small["bytes_per_vector"] == pytest.approx(2 + 32 * 4)
     assert small["is_reference"] is False and body["pipelines"]["teacher"]["is_reference"] is True

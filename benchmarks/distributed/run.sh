@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Issue 12: the Ray engine on this machine (1 and 2 workers), from the repository root with the project installed
+# with the ray extra (pip install -e '.[models,dev,ray]') and the main job's artefacts cached (README command 1).
+set -euo pipefail
+OUT=${OUT:-benchmarks/distributed}
+WORK=${WORK:-$(mktemp -d)}
+# 1. encoding SciFact (int8 MiniLM's corpus pass; the teacher would take ~51 min a run) locally and on Ray;
+# 2. IVF64,PQ48 on SciFact's teacher vectors and IVF1024,PQ48 on 1 M vectors grown from them, built locally and from
+#    4 shards on Ray, recall@10 of each Ray build vs the local one; 3. each merged index served memory-mapped.
+python -m search.bench.distributed --out "$OUT" --work "$WORK" --encoder minilm --steps encode,build,mmap \
+  --synthetic 1000000 --factory "IVF1024,PQ48" --scifact-factory "IVF64,PQ48" --shards 4 --nprobe 16
+# 4. the CLI end to end: SciFact indexed on Ray (2 workers, 4 shards, IVF on disk), served memory-mapped
+semsearch index --dataset scifact --encoder minilm --index "IVF64,PQ48" --engine ray --workers 2 --shards 4 \
+  --out "$WORK/scifact-ray" --json > "$OUT/cli_index.json"
+semsearch index --dataset scifact --encoder minilm --index "IVF64,PQ48" --out "$WORK/scifact-local" --json \
+  > "$OUT/cli_index_local.json"
