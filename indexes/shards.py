@@ -12,7 +12,8 @@ merged. Plain functions over arrays and file paths, so the distributed engine ru
 - `fill_shard(trained_path, vectors, start, out_path)`: a copy of the trained index filled with the shard, ids the
   GLOBAL positions start.., written atomically with a completion record (`.json`, written last), so a resumed build
   trusts exactly the shards that finished (`shard_is_complete`).
-- `merge_shards(trained_path, shard_paths, ivfdata_path)`: the merged index (IVF lists in `ivfdata_path`).
+- `merge_shards(trained_path, shard_paths, ivfdata_path, out_index_path=)`: the merged index (IVF lists in
+  `ivfdata_path`), after checking the shards are complete, contiguous from 0 and filled from this trained index.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,7 +34,6 @@ from common.atomic import atomic_path, write_json_atomic
 from indexes.faiss_index import import_faiss, validate_factory
 
 MergeKind = Literal["ondisk", "in_memory", "driver"]
-MERGE_KINDS: tuple[str, ...] = get_args(MergeKind)
 
 
 @dataclass(frozen=True)

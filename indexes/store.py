@@ -3,6 +3,17 @@
 The directory is staged beside its target, every file written atomically (meta.json last), then swapped in, so a
 crash never leaves a half-written index and never loses the previous one: the next open or save finishes an
 interrupted swap (`common.atomic.recover_folder`). Loading checks every file and names the one at fault, with the fix.
+
+An IVF index merged from shards keeps its inverted lists in a second file (`OnDiskInvertedLists`, `lists.ivfdata`):
+it is saved inside the directory with the rest, and loaded from beside index.faiss wherever the folder has moved.
+
+What FAISS 1.15.1 memory-maps (`load_index_dir(mmap=True)` reads with `IO_FLAG_MMAP_IFC`), measured by the resident
+pages of index.faiss's mapping before and after a search (tests/indexes/test_store_ondisk.py): the codes of flat-code
+indexes (Flat, SQ8, PQ), the inverted lists (codes and ids) and coarse quantizer of IVF indexes, also under OPQ and
+inside `,RFlat` (whose full vectors are mapped too), and HNSW's vectors and graph. Matrices (OPQ), list sizes and
+precomputed tables are still read into RAM. `IO_FLAG_MMAP`, FAISS's older flag, maps IVF lists only and reads flat
+codes and HNSW whole; given for an index whose lists are already on disk it skips mapping them altogether, so it is
+never used here. On-disk lists are always read through a map, whatever `mmap` says.
 """
 
 from __future__ import annotations
@@ -53,20 +64,24 @@ def save_index_dir(
     meta: Mapping[str, Any],
     extra_files: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Write the index directory atomically and return the stored meta (with format, ntotal, dim, bytes).
+    """Write the index directory atomically and return the stored meta (with format, ntotal, dim, bytes, the size
+    of each index file, and whether the inverted lists are on disk).
 
-    `extra_files` (name -> path) are moved into the directory with it: the on-disk inverted lists (`.ivfdata`) of an
-    index merged from shards, which index.faiss names and `load_index_dir` finds beside it."""
+    `extra_files` (name -> path) go into the directory with the rest, hard-linked (no copy of a large file; copied
+    across file systems) and swapped in with it: the on-disk inverted lists of an index merged from shards, which
+    must be given under the file name index.faiss records for them (`load_index_dir` finds them beside it)."""
     faiss = import_faiss()
     out_dir = Path(out_dir)
+    extra_files = {name: Path(source) for name, source in (extra_files or {}).items()}
     if len(doc_ids) != index.ntotal or len(docs) != index.ntotal:
         raise ValueError(f"index holds {index.ntotal} vectors but got {len(doc_ids)} ids and {len(docs)} docs")
     if not isinstance(meta.get("encoder"), Mapping):
         raise ValueError("the index metadata needs the encoder's identity under 'encoder' (Encoder.identity())")
+    _check_extra_files(index, extra_files)
     _check_target(out_dir)
     with staged_folder(out_dir) as stage:
-        for name, source in (extra_files or {}).items():
-            move_durably(Path(source), stage / name)
+        for name, source in extra_files.items():
+            _link_or_copy(source, stage / name)
         with atomic_path(stage / INDEX_FILE) as tmp:
             faiss.write_index(index, str(tmp))
         write_json_atomic(stage / IDS_FILE, list(doc_ids))
@@ -80,11 +95,49 @@ def save_index_dir(
             "ntotal": int(index.ntotal),
             "dim": int(index.d),
             "index_bytes": (stage / INDEX_FILE).stat().st_size,
-            "index_files": {name: (stage / name).stat().st_size for name in (INDEX_FILE, *(extra_files or {}))},
-            "on_disk_lists": bool(extra_files),
+            "index_files": {name: (stage / name).stat().st_size for name in (INDEX_FILE, *extra_files)},
+            "on_disk_lists": on_disk_lists(index) is not None,
         }
         write_json_atomic(stage / META_FILE, full_meta)
     return full_meta
+
+
+def on_disk_lists(index: Any) -> Any | None:
+    """The index's `OnDiskInvertedLists` (a view; `index` owns it), or None when its lists are in memory or it has
+    none."""
+    faiss = import_faiss()
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    return lists if isinstance(lists, faiss.OnDiskInvertedLists) else None
+
+
+def _check_extra_files(index: Any, extra_files: Mapping[str, Path]) -> None:
+    """Raise ValueError unless every extra file exists under a plain, free name, and on-disk lists are among them."""
+    reserved = (INDEX_FILE, META_FILE, IDS_FILE, DOCS_FILE)
+    for name, source in extra_files.items():
+        if name in reserved or not name or name != Path(name).name or name.startswith("."):
+            raise ValueError(f"extra file name {name!r}: use a plain file name other than {', '.join(reserved)}")
+        if not source.is_file():
+            raise ValueError(f"extra file {name!r}: {source} is not a file")
+    lists = on_disk_lists(index)
+    if lists is not None and Path(lists.filename).name not in extra_files:
+        given = ", ".join(extra_files) or "none"
+        raise ValueError(
+            f"the index keeps its inverted lists in {lists.filename}: pass extra_files="
+            f"{{{Path(lists.filename).name!r}: path}} so the directory holds them (given: {given})"
+        )
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link `source` at `target` (the source stays where it is: a failed save loses nothing), or copy it where
+    links are not possible (another file system); `staged_folder` fsyncs it before the swap."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _check_target(target: Path) -> None:
@@ -97,7 +150,13 @@ def _check_target(target: Path) -> None:
 
 # meta.json keys every index directory has, with their JSON types; `save_index_dir` adds the first three itself.
 REQUIRED_META: dict[str, type] = {"format_version": int, "ntotal": int, "dim": int, "encoder": dict}
-OPTIONAL_META: dict[str, type] = {"doc_encoder": dict, "search_params": dict, "factory": str}
+OPTIONAL_META: dict[str, type] = {
+    "doc_encoder": dict,
+    "search_params": dict,
+    "factory": str,
+    "index_files": dict,
+    "on_disk_lists": bool,
+}
 REBUILD = "rebuild it with `semsearch index`"
 
 
@@ -194,45 +253,70 @@ def _read_docs(path: Path) -> tuple[DisplayDoc, ...]:
     return tuple(docs)
 
 
-def move_durably(source: Path, target: Path) -> None:
-    """Move `source` to `target` (a rename on one filesystem, else a copy) and fsync it."""
-    try:
-        os.replace(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-    with open(target, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _read_faiss(path: Path, mmap: bool = False, on_disk_lists: bool = False) -> Any:
-    """index.faiss; `mmap` maps the index's lists or codes instead of reading them (pages are read when a search
-    touches them). On-disk inverted lists are always read through a map, from beside index.faiss (the folder may have
-    moved since it was written); FAISS 1.15 crashes when IO_FLAG_MMAP is also given for them, so it never is."""
+def _read_faiss(path: Path, mmap: bool = False, lists_on_disk: bool = False) -> Any:
+    """index.faiss, read-only; `mmap`: its codes, lists and vectors memory-mapped rather than read (see the module
+    docstring), pages then come from disk as searches touch them. On-disk lists (`lists_on_disk`) are mapped from
+    beside index.faiss by `_map_lists_beside`: FAISS's own IO_FLAG_ONDISK_SAME_DIR does the same but prints a line
+    to stdout (which would corrupt `--json` output) and cannot be combined with IO_FLAG_MMAP_IFC."""
     faiss = import_faiss()
-    flags = faiss.IO_FLAG_ONDISK_SAME_DIR if on_disk_lists else (faiss.IO_FLAG_MMAP if mmap else 0)
+    flags = faiss.IO_FLAG_READ_ONLY | (faiss.IO_FLAG_MMAP_IFC if mmap else 0)
+    if lists_on_disk:
+        flags |= faiss.IO_FLAG_SKIP_IVF_DATA  # read the lists' layout only; they are mapped below
     try:
-        return faiss.read_index(str(path), flags)
+        index = faiss.read_index(str(path), flags)
     except (RuntimeError, MemoryError, OSError) as err:
         reason = " ".join(str(err).split())
         reason = reason.rsplit(": ", 1)[-1] if ": " in reason else reason  # FAISS prefixes its C++ location
         raise IndexDirError(
             f"{path} is not a readable FAISS index (truncated or corrupt: {reason[:160]}); {REBUILD}"
         ) from err
+    if lists_on_disk:
+        _map_lists_beside(index, path)
+    return index
+
+
+def _map_lists_beside(index: Any, index_path: Path) -> None:
+    """Map the index's on-disk inverted lists from the file of the recorded name beside `index_path` (read-only),
+    after checking it holds every byte the lists address (a short file would crash a search with SIGBUS)."""
+    lists = on_disk_lists(index)
+    if lists is None:
+        raise IndexDirError(f"{index_path}: meta.json says its lists are on disk but the index holds none; {REBUILD}")
+    lists_path = index_path.parent / Path(lists.filename).name
+    size = lists_path.stat().st_size if lists_path.is_file() else None
+    if size is None or size < lists.totsize:
+        found = "missing" if size is None else f"{size} bytes"
+        raise IndexDirError(
+            f"{lists_path}: the on-disk inverted lists need {lists.totsize} bytes, found {found}; {REBUILD}"
+        )
+    lists.filename = str(lists_path.resolve())
+    try:
+        lists.do_mmap()
+    except RuntimeError as err:
+        raise IndexDirError(f"{lists_path}: cannot map the on-disk inverted lists ({err}); {REBUILD}") from err
 
 
 def load_index_dir(index_dir: Path | str, mmap: bool = False) -> StoredIndex:
-    """Load and cross-check an index directory (files present and well-formed, counts and dimensions agree);
-    `mmap`: memory-map the index rather than read it whole (IVF lists and flat codes; FAISS 1.15)."""
+    """Load and cross-check an index directory (files present and well-formed, counts and dimensions agree).
+
+    `mmap`: memory-map index.faiss rather than read it whole, so an index bigger than RAM can be searched (what FAISS
+    maps: see the module docstring); the index is then read-only."""
     index_dir = Path(index_dir)
     meta = read_meta(index_dir)
     for name in (INDEX_FILE, IDS_FILE, DOCS_FILE):
         if not (index_dir / name).is_file():
             raise IndexDirError(f"{index_dir} is missing {name}; {REBUILD}")
-    for name in meta.get("index_files", {}):
+    for name, size in _index_files(meta).items():
+        if name == INDEX_FILE:
+            continue  # checked by FAISS as it reads it, with its own message
         if not (index_dir / name).is_file():
             raise IndexDirError(f"{index_dir} is missing {name} (its on-disk inverted lists); {REBUILD}")
-    on_disk_lists = bool(meta.get("on_disk_lists", False))
-    index = _read_faiss(index_dir / INDEX_FILE, mmap, on_disk_lists)
+        if (index_dir / name).stat().st_size != size:
+            raise IndexDirError(
+                f"{index_dir / name}: {(index_dir / name).stat().st_size} bytes, meta.json says {size}; the file is "
+                f"damaged, {REBUILD}"
+            )
+    lists_on_disk = meta.get("on_disk_lists") is True
+    index = _read_faiss(index_dir / INDEX_FILE, mmap, lists_on_disk)
     ids = _read_ids(index_dir / IDS_FILE)
     docs = _read_docs(index_dir / DOCS_FILE)
     counts = {INDEX_FILE: index.ntotal, IDS_FILE: len(ids), DOCS_FILE: len(docs), META_FILE: meta["ntotal"]}
@@ -245,32 +329,45 @@ def load_index_dir(index_dir: Path | str, mmap: bool = False) -> StoredIndex:
             f"{index_dir / META_FILE}: dimension mismatch (index.faiss {index.d}, meta dim {meta['dim']}, encoder "
             f"dim {encoder_dim}); {REBUILD} and the encoder it should be searched with"
         )
-    return StoredIndex(index, ids, docs, meta, index_dir, mmap and not on_disk_lists)
+    return StoredIndex(index, ids, docs, meta, index_dir, mmap)
+
+
+def _index_files(meta: Mapping[str, Any]) -> dict[str, int]:
+    """meta.json's `index_files` (name -> bytes); directories written before it existed hold index.faiss only."""
+    files = meta.get("index_files")
+    if isinstance(files, Mapping) and all(isinstance(k, str) and isinstance(v, int) for k, v in files.items()):
+        return dict(files)
+    return {INDEX_FILE: int(meta.get("index_bytes", 0))}
 
 
 def index_memory(stored: StoredIndex) -> dict[str, Any]:
     """The index's bytes on disk and in this process's RAM, measured now.
 
-    `on_disk_bytes`: its files (index.faiss and any on-disk lists). `resident_bytes`: what of them this process holds
-    in RAM: the resident pages of the memory-mapped files (psutil's per-mapping RSS, from /proc/self/smaps), plus
-    index.faiss's size when it was read whole rather than mapped (its quantizer, codes or lists live in RAM then).
+    `on_disk_bytes`: the sizes of its files now (index.faiss and any on-disk lists). `resident_bytes`: what of them
+    this process holds in RAM: the resident pages of every memory-mapped index file (psutil's per-file RSS, from
+    /proc/self/smaps: pages a search touched, and the kernel's read-around of them), plus, when index.faiss was read
+    whole rather than mapped, its size (its quantizer, codes or lists were copied into the heap). What FAISS copies
+    even under `mmap` (OPQ matrices, list sizes, precomputed tables: small beside the codes) is not counted. Pages are
+    counted per file, so two loads of one directory in this process count together; where the system gives no
+    per-mapping figures (no /proc), mapped pages count 0.
     """
     import psutil
 
-    files = {name: stored.path / name for name in stored.meta.get("index_files", {INDEX_FILE: 0})}
-    on_disk = sum(path.stat().st_size for path in files.values() if path.exists())
+    files = {name: stored.path / name for name in _index_files(stored.meta)}
+    on_disk = sum(path.stat().st_size for path in files.values() if path.is_file())
     wanted = {str(path.resolve()) for path in files.values()}
     try:
         mapped = sum(m.rss for m in psutil.Process().memory_maps(grouped=True) if m.path in wanted)
-    except (psutil.Error, OSError):  # some systems do not expose mappings
+    except (psutil.Error, OSError, NotImplementedError, AttributeError):  # no per-mapping figures on this system
         mapped = 0
     read_whole = 0 if stored.mmap else files[INDEX_FILE].stat().st_size
+    lists_on_disk = stored.meta.get("on_disk_lists") is True
     return {
         "on_disk_bytes": on_disk,
         "resident_bytes": mapped + read_whole,
         "mapped_resident_bytes": mapped,
-        "memory_mapped": stored.mmap or bool(stored.meta.get("on_disk_lists", False)),
-        "on_disk_lists": bool(stored.meta.get("on_disk_lists", False)),
+        "memory_mapped": stored.mmap or lists_on_disk,  # some of the index is read through a map
+        "on_disk_lists": lists_on_disk,
     }
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,15 @@ import numpy as np
 from common.cache import cache_key
 from compression.encoders import Encoder
 from indexes.faiss_index import BuiltIndex, IndexSpec, apply_search_params, train_index
-from indexes.shards import fill_shard, merge_kind, merge_shards, shard_is_complete, shard_ranges, write_index_file
+from indexes.shards import (
+    fill_shard,
+    merge_kind,
+    merge_shards,
+    read_index_file,
+    shard_is_complete,
+    shard_ranges,
+    write_index_file,
+)
 from search.data.datasets import Dataset
 from search.distributed.encode import encode_corpus_ray
 from search.distributed.engine import RaySpec, ray_session, require_ray
@@ -87,7 +97,12 @@ class ShardedBuilder:
     def __call__(
         self, vectors: np.ndarray, spec: IndexSpec, on_progress: Callable[[str, int, int], None] | None = None
     ) -> BuiltIndex:
-        trained, train_seconds = train_index(vectors, spec, on_progress=on_progress)
+        trained_path = self.work_dir / TRAINED_FILE
+        if trained_path.is_file():  # a resumed build: its shards were filled from this trained index
+            logger.info("resuming: reusing the trained index %s", trained_path)
+            trained, train_seconds = read_index_file(trained_path), 0.0
+        else:
+            trained, train_seconds = train_index(vectors, spec, on_progress=on_progress)
         self.merged_kind = merge_kind(trained)
         if self.merged_kind == "driver":
             logger.info("%s cannot be filled from independent shards: filling it in the driver", spec.factory)
@@ -97,12 +112,12 @@ class ShardedBuilder:
             return BuiltIndex(trained, train_seconds, time.perf_counter() - started)
         ray = require_ray()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        trained_path = self.work_dir / TRAINED_FILE
-        write_index_file(trained, trained_path)
+        if not trained_path.is_file():
+            write_index_file(trained, trained_path)
         started = time.perf_counter()
         ranges = shard_ranges(len(vectors), self.shard_spec.shards)
         paths = [self.work_dir / shard_name(i) for i in range(len(ranges))]
-        todo = [i for i, (a, b) in enumerate(ranges) if not shard_is_complete(paths[i], a, b - a)]
+        todo = [i for i, (a, b) in enumerate(ranges) if not shard_is_complete(paths[i], a, b - a, trained_path)]
         self.shards_reused = len(ranges) - len(todo)
         if self.shards_reused:
             logger.info(
@@ -131,7 +146,8 @@ class ShardedBuilder:
                 logger.warning("%s=%d: dying after %d shards (test hook)", CRASH_ENV, crash_after, self.shards_built)
                 os._exit(17)
         self.ivfdata = self.work_dir / IVFDATA_FILE if self.merged_kind == "ondisk" else None
-        merged = merge_shards(trained_path, paths, self.ivfdata)
+        with native_stdout_to_stderr():  # FAISS's C++ prints "resizing ..." while merging: keep --json output clean
+            merged = merge_shards(trained_path, paths, self.ivfdata)
         apply_search_params(merged, spec.resolved_search_params())
         if self.ivfdata is not None:
             write_index_file(merged, self.work_dir / MERGED_FILE)  # beside its lists: loadable from the work folder
@@ -146,6 +162,19 @@ class ShardedBuilder:
             "merge": self.merged_kind,
             "shards_reused": self.shards_reused,
         }
+
+
+@contextmanager
+def native_stdout_to_stderr() -> Iterator[None]:
+    """Send what native code writes to file descriptor 1 to stderr meanwhile (Python's own stdout is untouched)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def fill_shard_task(

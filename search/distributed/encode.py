@@ -10,6 +10,7 @@ an actor that dies (`RaySpec.max_restarts`) and retries the batch it held (`RayS
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -42,11 +43,18 @@ class EncoderActor:
         self.fail_once = fail_once
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each item is one encoder batch (`rows`, `texts` as JSON lists): encoded as one call, exactly the batches a
+        local run makes, so even an encoder whose output depends on its batch (dynamic int8 quantises activations
+        per batch; padding follows the longest text) gives the local vectors."""
         if self.fail_once is not None and _claim(Path(self.fail_once)):
             os._exit(1)  # die like a killed worker: no clean-up, no exception for Ray to report
-        texts = [str(text) for text in batch["text"]]
-        vectors = self.encoder.encode(texts, kind="passage", batch_size=self.batch_size)
-        return {"row": np.asarray(batch["row"], dtype=np.int64), "vector": np.asarray(vectors, dtype=np.float32)}
+        rows: list[int] = []
+        vectors: list[np.ndarray] = []
+        for rows_json, texts_json in zip(batch["rows"], batch["texts"], strict=True):
+            texts = json.loads(str(texts_json))
+            rows.extend(json.loads(str(rows_json)))
+            vectors.append(self.encoder.encode(texts, kind="passage", batch_size=max(len(texts), 1)))
+        return {"row": np.asarray(rows, dtype=np.int64), "vector": np.concatenate(vectors).astype(np.float32)}
 
 
 def _claim(marker: Path) -> bool:
@@ -89,12 +97,13 @@ def encode_corpus_ray(
     marker = None if fail_once is None else str(fail_once)
 
     def stream(chunks: list[list[int]]) -> Iterator[np.ndarray]:
-        rows = [row for chunk in chunks for row in chunk]
-        if not rows:
+        size = ray_spec.batch_size  # a local run encodes each chunk in batches of this many, from its start
+        groups = [chunk[i : i + size] for chunk in chunks for i in range(0, len(chunk), size)]
+        if not groups:
             return
         with ray_session(ray_spec):
             check_capacity(ray_spec)
-            batches = encode_on_ray(encoder_spec, rows, [texts[row] for row in rows], ray_spec, marker)
+            batches = encode_on_ray(encoder_spec, groups, texts, ray_spec, marker)
             try:
                 yield from regroup(batches, chunks)
             finally:
@@ -126,13 +135,22 @@ def check_capacity(spec: RaySpec) -> None:
 
 
 def encode_on_ray(
-    encoder_spec: str, rows: Sequence[int], texts: Sequence[str], spec: RaySpec, fail_once: str | None = None
+    encoder_spec: str,
+    groups: Sequence[Sequence[int]],
+    texts: Sequence[str],
+    spec: RaySpec,
+    fail_once: str | None = None,
 ) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
-    """Yield (rows, vectors) batches of `texts` (row ids `rows`) encoded by a pool of `spec.workers` encoder actors,
-    in the order given. Needs a running Ray (`ray_session`)."""
+    """Yield (rows, vectors) for each group of rows (one encoder batch each; `texts` indexed by row) encoded by a
+    pool of `spec.workers` encoder actors, in the order given. Needs a running Ray (`ray_session`)."""
     import ray.data
 
-    dataset = ray.data.from_items([{"row": int(row), "text": text} for row, text in zip(rows, texts, strict=True)])
+    dataset = ray.data.from_items(
+        [
+            {"rows": json.dumps([int(r) for r in group]), "texts": json.dumps([texts[r] for r in group])}
+            for group in groups
+        ]
+    )
     context = dataset.context  # the dataset's own copy of the DataContext: nothing global changes
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False  # RowCache shows the progress
@@ -144,7 +162,7 @@ def encode_on_ray(
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
         encoded = dataset.map_batches(
             EncoderActor,
-            batch_size=spec.batch_size,
+            batch_size=1,  # one item = one encoder batch
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=spec.workers),
             num_cpus=spec.threads_per_worker,
