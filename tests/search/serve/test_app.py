@@ -361,3 +361,14 @@ def test_no_server_paths_in_pipelines_or_health(client, index_dirs, tmp_path):
     assert {name: item["index_dir"] for name, item in described.items()} == {
         name: path.name for name, path in index_dirs.items()
     }
+
+
+def test_mmap_server_maps_its_indexes_and_searches_the_same(index_dirs, beir_dir, client):
+    want = client.post("/search", json={"query": "heart artery", "k": 5, "pipeline": "compressed"}).json()["hits"]
+    with TestClient(create_app(make_config(index_dirs, beir_dir, mmap=True)), base_url=LOCAL) as mapped:
+        got = mapped.post("/search", json={"query": "heart artery", "k": 5, "pipeline": "compressed"}).json()["hits"]
+        memory = mapped.get("/pipelines").json()["pipelines"]["compressed"]["index_memory"]
+    assert [h["id"] for h in got] == [h["id"] for h in want]
+    assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-6)
+    assert memory["memory_mapped"] is True
+    assert memory["on_disk_bytes"] == (index_dirs["compressed"] / "index.faiss").stat().st_size
