@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec, build_index
+from indexes.shards import shard_is_complete, shard_ranges
 from search.cli import app as cli
 from search.data.datasets import load_beir
 from search.distributed.build import CRASH_ENV, ShardedBuilder, ShardSpec, build_index_dir_ray, shard_name
@@ -97,14 +98,16 @@ def test_a_killed_build_resumes_from_its_shards(ray_local, tmp_path, vectors):
     died = subprocess.run([sys.executable, "-c", CRASHING_BUILD, str(tmp_path / "corpus.npy"), str(work)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
     assert died.returncode == 17, died.stderr[-2000:]
-    written = sorted(p.name for p in work.glob("shard-*.index"))
-    assert written == [shard_name(0), shard_name(1)], written
+    ranges = shard_ranges(len(corpus), 4)
+    written = [shard_name(i) for i, (a, b) in enumerate(ranges) if shard_is_complete(work / shard_name(i), a, b - a)]
+    # the driver died after 2 shards; with 1 CPU, the one task already running may still finish after its death
+    assert written[:2] == [shard_name(0), shard_name(1)] and len(written) <= 3, written
     stamps = {name: (work / name).stat().st_mtime_ns for name in written}
 
     builder = ShardedBuilder(work, ShardSpec(4), RaySpec(workers=2))
     built = builder(corpus, IndexSpec("IVF32,PQ8", seed=3))
-    # 2 shards were written when the driver died (a task already running may still finish after its death)
-    assert builder.shards_reused >= 2 and builder.shards_reused + builder.shards_built == 4
+    assert builder.shards_reused >= len(written) and builder.shards_built >= 1
+    assert builder.shards_reused + builder.shards_built == 4
     assert {name: (work / name).stat().st_mtime_ns for name in written} == stamps  # reused, not rebuilt
     local = build_index(corpus, IndexSpec("IVF32,PQ8", seed=3)).index
     for index in (local, built.index):
