@@ -30,7 +30,6 @@ from indexes.store import (
     DisplayDoc,
     StoredIndex,
     check_encoder_matches,
-    index_memory,
     load_index_dir,
     save_index_dir,
 )
@@ -386,7 +385,6 @@ class Pipeline:
             "dataset": meta["dataset"],
             "build": meta["build"],
             "engine": meta.get("engine", {"name": "local"}),
-            "index_memory": index_memory(self.stored),  # resident vs on-disk bytes, measured now
         }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compression.encoders.onnx import ONNX_CONFIG_FILE
-from indexes.store import IndexDirError
+from indexes.store import IndexDirError, index_memory
 from search.data.datasets import Dataset, DatasetError, corpus_fingerprint, load_dataset
 from search.embeddings import load_cached_embeddings
 from search.evaluation.evaluate import evaluate, exact_top_ids
@@ -259,6 +259,8 @@ class PipelineSet:
             meta = pipeline.meta
             described[name] = {
                 **pipeline.describe(),
+                # resident vs on-disk bytes, measured now (parses /proc/self/smaps: here, not in /health's describe)
+                "index_memory": index_memory(pipeline.stored),
                 **encoder_precision(meta["encoder"]),
                 "encoder_type": meta["encoder"].get("type"),
                 "doc_encoder_precision": encoder_precision(meta.get("doc_encoder", meta["encoder"]))["precision"],

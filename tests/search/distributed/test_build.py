@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec, build_index
 from indexes.shards import shard_is_complete, shard_ranges
+from indexes.store import index_memory
 from search.cli import app as cli
 from search.data.datasets import load_beir
 from search.distributed.build import CRASH_ENV, ShardedBuilder, ShardSpec, build_index_dir_ray, shard_name
@@ -135,7 +136,7 @@ def test_index_dir_built_on_ray_serves_like_the_local_one(ray_local, tmp_path, b
             got = [(h.id, h.score) for h in there.search(query, 10).hits]
             assert [i for i, _ in got] == [i for i, _ in want]
             np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5, atol=1e-6)
-    memory = Pipeline.load(moved, mmap=True).describe()["index_memory"]
+    memory = index_memory(Pipeline.load(moved, mmap=True).stored)
     assert memory["on_disk_bytes"] == sum((moved / name).stat().st_size for name in ("index.faiss", "lists.ivfdata"))
 
 
