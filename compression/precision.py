@@ -11,6 +11,8 @@ from typing import Any, Literal, get_args
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISION_NAMES: tuple[str, ...] = get_args(Precision)
+# what the CLI and the main job encode corpora and queries with on torch: bf16 only where the hardware has it
+DEFAULT_ENCODE_PRECISION: Precision = "auto"
 
 
 def bf16_supported() -> bool:

@@ -1,58 +1,63 @@
 #!/usr/bin/env bash
-# Issue 9: query encoders in the teacher's space, measured as a family, and the main job that ships one of them.
-# Run from the repository root with the project installed (README, command 1). Overrides: OUT, TEXTS, EPOCHS.
+# Query encoders in the teacher's space: pseudo-queries, training throughput, recipe attempts (validation only), the
+# main job on SciFact, the main job on a SciFact folder without train qrels, and cold timings.
+# Run from the repository root with the project installed (README, command 1). Overrides: OUT, STEPS, BEFORE (a
+# commit whose training code is the "before" row), SPEED (scratch folder for the fixed texts).
 set -euo pipefail
 OUT=${OUT:-benchmarks/students}
-TEXTS=${TEXTS:-4000}    # the family's equal training budget (texts), ...
-EPOCHS=${EPOCHS:-1}     # ... and passes over them
-STUDENTS=${STUDENTS:-runs/students}
-STEPS=${STEPS:-main family prune frontier}   # any subset, in this order
-mkdir -p "$OUT" "$STUDENTS"
+STEPS=${STEPS:-pseudo speed attempts main noqrels cold}   # any subset, in this order
+BEFORE=${BEFORE:-6af0c4a}
+SPEED=${SPEED:-runs/train-speed}
+mkdir -p "$OUT" "$SPEED"
 step() { [[ " $STEPS " == *" $1 "* ]]; }
+HERE=$(cd "$(dirname "$0")" && pwd)
 
-# 1. the main job: trains its candidates (teacher-layers:0,11 and static, 16,000 texts), picks one under the
-#    budget (encode p50 <= teacher's / 15) on held-out training texts, evaluates every pipeline on the test split
+# 1. pseudo-queries: how many SciFact gives (200,000 asked), per-kind counts, length match with its TRAIN queries
+if step pseudo; then python "$HERE/pseudo_stats.py" --dataset scifact --count 200000 --out "$OUT/pseudo"; fi
+
+# 2. training throughput before/after on the same fixed texts (1,024 corpus texts + 2,048 pseudo-queries, 1 epoch,
+#    the shipped loss mse+rank, 2 threads): the "before" row runs the training code of $BEFORE from a git worktree
+if step speed; then
+  [ -f "$SPEED/texts.json" ] || python "$HERE/train_speed.py" prepare --out "$SPEED"
+  [ -d "$SPEED/before-tree" ] || git worktree add --detach "$SPEED/before-tree" "$BEFORE"
+  PYTHONPATH="$SPEED/before-tree" python "$HERE/train_speed.py" measure --texts "$SPEED/texts.json" --label before
+  python "$HERE/train_speed.py" measure --texts "$SPEED/texts.json" --label after
+  python "$HERE/train_speed.py" measure --texts "$SPEED/texts.json" --label "after, batch 64" --set batch_size=64
+  cp "$SPEED/results.jsonl" "$OUT/train_speed.jsonl"; : > "$SPEED/results.jsonl"
+fi
+
+# 3. recipe attempts at one small budget (the same fixed texts, 1 epoch), judged on held-out corpus texts,
+#    pseudo-queries and SciFact TRAIN queries (never trained on here; test queries are never read)
+if step attempts; then
+  m() { python "$HERE/train_speed.py" measure --texts "$SPEED/texts.json" "$@"; }
+  m --label "slice, mse" --set loss=mse
+  m --label "slice, dropout on" --set dropout=true
+  m --label "slice, corpus-first" --set curriculum=corpus-first
+  m --label "slice, queries-first" --set curriculum=queries-first
+  m --label "minilm+projection" --set student=minilm
+  m --label "slice 0,1,10,11" --set student=teacher-layers:0,1,10,11
+  cp "$SPEED/results.jsonl" "$OUT/attempts.jsonl"; : > "$SPEED/results.jsonl"
+fi
+
+# 4. the main job on SciFact: every candidate trained on corpus text + pseudo-queries, the pick on 1,500 held-out
+#    query-like texts, every pipeline on the test split
 if step main; then
   semsearch run --dataset scifact --json > "$OUT/main_job.json"
   semsearch run --dataset scifact | grep -v "━" | tee "$OUT/main_job.txt"   # all cache hits now: the table for people
 fi
 
-# 2. the family at one equal, small budget (family.sh)
-if step family; then TEXTS="$TEXTS" EPOCHS="$EPOCHS" STUDENTS="$STUDENTS" bash "$(dirname "$0")/family.sh"; fi
-
-# 3. the shipped slice's int8 model with its vocabulary pruned to what SciFact's corpus and TRAIN queries produce
-#    (all of it; and the 9,000 most frequent tokens, to bring the file under 22 MB)
-if step prune; then
-  int8=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['students']['teacher-layers:0,11']['int8_dir'])" \
-    "$OUT/main_job.json")
-  semsearch prune-vocab --model "$int8" --out "$STUDENTS/pruned-corpus" --dataset scifact --json \
-    > "$STUDENTS/pruned-corpus.json"
-  semsearch prune-vocab --model "$int8" --out "$STUDENTS/pruned-top9000" --dataset scifact --max-tokens 9000 --json \
-    > "$STUDENTS/pruned-top9000.json"
+# 5. the same command on a BEIR folder without train qrels (SciFact's corpus, queries and test qrels only): the
+#    students learn from corpus text and pseudo-queries alone
+if step noqrels; then
+  NOQ=runs/scifact-no-train-qrels; mkdir -p "$NOQ/qrels"
+  for f in corpus.jsonl queries.jsonl qrels/test.tsv; do ln -sf "$(realpath ../shared/datasets/scifact/$f)" "$NOQ/$f"; done
+  semsearch run --dataset "$NOQ" --quick | grep -v "━" | tee "$OUT/noqrels_quick.txt"
 fi
 
-# 4. the frontier: every student x precision, the teacher and naive int8 MiniLM as references, on SciFact test
-step frontier || exit 0
-args=()
-while IFS= read -r line; do args+=("$line"); done < <(python - "$OUT/main_job.json" "$STUDENTS" <<'PY'
-import json, sys
-from pathlib import Path
-job, students = json.load(open(sys.argv[1])), Path(sys.argv[2])
-def family(spec: str) -> str:
-    return "static" if spec == "static" else "teacher-slice" if spec.startswith("teacher-layers") else "minilm+projection"
-rows = []
-for spec, built in job["students"].items():
-    label = "shipped-" + spec.replace("teacher-layers:", "L").replace(",", "_")
-    rows += [(f"{label}-fp32", built["fp32_dir"], family(spec)), (f"{label}-int8", built["int8_dir"], family(spec))]
-for folder in sorted(p for p in students.iterdir() if p.name.endswith("-onnx")):
-    name = folder.name.removesuffix("-onnx")
-    spec = json.load(open(students / name / "distill_config.json"))["student"]
-    rows += [(f"family-{name}-fp32", folder / "fp32", family(spec)),
-             (f"family-{name}-int8", folder / "int8-dynamic", family(spec))]
-for folder in sorted(students.glob("pruned-*/")):
-    rows.append((f"shipped-L0_11-int8-{folder.name}", folder, "teacher-slice"))
-for name, path, fam in rows:
-    print("--student"); print(f"{name}={path}:asym"); print("--family"); print(f"{name}={fam}")
-PY
-)
-semsearch bench-students --dataset scifact --out "$OUT/frontier" "${args[@]}"
+# 6. cold timings from an empty cache (models are unpacked again too)
+if step cold; then
+  cold=$(mktemp -d)
+  { /usr/bin/time -f "%e s wall" env SEMSEARCH_CACHE="$cold" semsearch run --dataset scifact --quick \
+      --runs-dir "$cold/runs" > "$OUT/cold_quick.txt"; } 2>> "$OUT/cold_quick.txt"
+  rm -rf "$cold"
+fi

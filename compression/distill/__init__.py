@@ -8,6 +8,8 @@ What lives where (each piece can be tested and timed on its own):
 - `losses`: `mse_loss`, `similarity_kl_loss`, `ranking_kl_loss`, `distillation_loss`: small pure torch functions.
 - `targets`: `compute_teacher_targets`, the teacher's unit vectors for a list of texts, cached on disk and resumable
   (`common.array_cache.RowCache`), and `texts_fingerprint`.
+- `pruning`: `prune_ffn`, `prune_heads` (structured pruning by weight magnitude inside the kept layers) and
+  `parse_pruning`, which reads a student spec's `@ffn=N,heads=H` suffix.
 - `students`: `build_student`: `minilm` (all-MiniLM-L6-v2, optionally with a least-squares-initialised linear
   projection into the teacher's dim), `teacher-layers:N` (the teacher with N of its transformer layers kept, see
   `select_layers`), or a local folder.
@@ -39,10 +41,13 @@ from compression.distill.config import (
     LossName,
     Precision,
     ProjectionMode,
+    PruningSpec,
     StudentKind,
+    parse_pruning,
     parse_student,
 )
 from compression.distill.losses import distillation_loss, mse_loss, ranking_kl_loss, similarity_kl_loss
+from compression.distill.pruning import apply_pruning, ffn_importance, head_importance, prune_ffn, prune_heads
 from compression.distill.students import (
     PROJECTION_RIDGE,
     Student,
@@ -94,10 +99,12 @@ __all__ = [
     "LossName",
     "Precision",
     "ProjectionMode",
+    "PruningSpec",
     "Student",
     "StudentKind",
     "TargetStore",
     "TeacherEncoder",
+    "apply_pruning",
     "attach_projection",
     "build_student",
     "compute_teacher_targets",
@@ -105,13 +112,18 @@ __all__ = [
     "distill",
     "distillation_loss",
     "embed_for_training",
+    "ffn_importance",
     "fit_projection",
+    "head_importance",
     "length_grouped",
     "mean_cosine",
     "mse_loss",
     "neighbour_order",
+    "parse_pruning",
     "parse_student",
     "pooled_embeddings",
+    "prune_ffn",
+    "prune_heads",
     "prune_layers",
     "ranking_kl_loss",
     "ranking_overlap",

@@ -12,16 +12,19 @@ from compression.precision import PRECISION_NAMES, Precision
 LossName = Literal["mse", "kl", "mse+kl", "rank", "mse+rank"]
 ProjectionMode = Literal["auto", "never"]
 BatchingMode = Literal["random", "neighbours"]
+Curriculum = Literal["mixed", "corpus-first", "queries-first"]
 StudentKind = Literal["minilm", "teacher-layers", "minilm-layers", "folder"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 PROJECTION_MODES: tuple[str, ...] = get_args(ProjectionMode)
 BATCHING_MODES: tuple[str, ...] = get_args(BatchingMode)
+CURRICULA: tuple[str, ...] = get_args(Curriculum)
 STUDENT_NAMES = (
     "minilm",
     "teacher-layers:N",
     "teacher-layers:i,j,...",
     "minilm-layers:N",
     "minilm-layers:i,j,...",
+    "any of those with @ffn=N (keep N FFN neurons per layer)",
     "a local sentence-transformers folder",
 )
 TEACHER_LAYERS_PREFIX = "teacher-layers:"
@@ -38,7 +41,8 @@ class DistillConfig:
 
     student: `minilm`, `teacher-layers:N` (keep N evenly spaced layers of the teacher, see `select_layers`),
         `teacher-layers:i,j,...` (keep those 0-based layers), `minilm-layers:...` (the same for all-MiniLM-L6-v2)
-        or a sentence-transformers folder.
+        or a sentence-transformers folder. `minilm` and layer specs take a suffix `@ffn=N`: keep the N most
+        important FFN neurons of every kept layer (see `compression.distill.pruning`).
     teacher: the model whose vectors the student learns to reproduce: `teacher`, `minilm` or a folder.
     loss: `mse` (squared distance to the teacher vector), `kl` (match the teacher's in-batch similarity
         distributions), `mse+kl` (mse + kl_weight * kl), `rank` (match the teacher's similarity distribution over a
@@ -62,6 +66,14 @@ class DistillConfig:
         text that is a *train* query (see `distill(positives=...)`); 0 uses the teacher alone.
     length_grouping: sort texts by length within windows of 16 batches before cutting batches (batch order stays
         random), so a batch pads to similar lengths: same texts, about half the compute on CPU.
+    freeze_embeddings: keep the token, position and token-type embedding tables as the base model has them (the
+        teacher's, for a slice): no gradient, no optimiser state, no update for the largest matrices of a small
+        student; they stay bit-identical through training.
+    dropout: train with the base model's dropout (True) or with every dropout layer off (False): the student
+        regresses onto fixed targets, so the noise buys no regularisation the data volume does not.
+    curriculum: `mixed` (every text in every epoch, shuffled together), `corpus-first` (all epochs over corpus text,
+        then all epochs over query-like texts: pseudo-queries and train queries) or `queries-first` (the reverse).
+    second_stage_lr: a curriculum's second stage trains at this times the scheduled learning rate.
     batching: `random` batches, or `neighbours`: each epoch the texts are k-means clustered on their teacher vectors
         and batches are filled cluster by cluster, so the KL term compares texts the teacher finds close (the fine
         distinctions ranking depends on) rather than mostly unrelated ones.
@@ -87,11 +99,19 @@ class DistillConfig:
     length_grouping: bool = True
     label_boost: float = 3.0
     precision: Precision = "auto"
+    freeze_embeddings: bool = True
+    dropout: bool = False
+    curriculum: Curriculum = "mixed"
+    second_stage_lr: float = 0.5
 
     def __post_init__(self) -> None:
         parse_student(self.student)
         if self.batching not in BATCHING_MODES:
             raise ValueError(f"unknown batching {self.batching!r}: use one of {', '.join(BATCHING_MODES)}")
+        if self.curriculum not in CURRICULA:
+            raise ValueError(f"unknown curriculum {self.curriculum!r}: use one of {', '.join(CURRICULA)}")
+        if not 0 < self.second_stage_lr <= 10:
+            raise ValueError(f"second_stage_lr must be in (0, 10], got {self.second_stage_lr}")
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {self.loss!r}: use one of {', '.join(LOSS_NAMES)}")
         if self.precision not in PRECISION_NAMES:
@@ -132,10 +152,50 @@ class DistillConfig:
         return cls(**data)
 
 
+PRUNING_FORM = "SPEC@ffn=N,heads=H (either or both; N, H positive integers; SPEC minilm or *-layers:...)"
+PRUNING_KEYS = ("ffn", "heads")
+
+
+@dataclass(frozen=True)
+class PruningSpec:
+    """What to keep in every transformer layer: the `ffn` most important FFN neurons, the `heads` most important
+    attention heads (None keeps all)."""
+
+    ffn: int | None = None
+    heads: int | None = None
+
+
+def parse_pruning(spec: str) -> tuple[str, PruningSpec | None]:
+    """Split `SPEC@ffn=N,heads=H` into (SPEC, PruningSpec); a spec without a suffix, or whose base is not `minilm`
+    or a `*-layers:` spec (a folder name may hold an `@`), comes back as (spec, None). Raise ValueError naming the
+    allowed form on a bad suffix."""
+    base, at, suffix = spec.rpartition("@")
+    if not at or not (base == "minilm" or base.startswith(tuple(LAYER_PREFIXES))):
+        return spec, None
+    values: dict[str, int] = {}
+    for part in suffix.split(","):
+        key, equals, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not equals or key not in PRUNING_KEYS or key in values or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"bad pruning suffix {'@' + suffix!r} in {spec!r}: use {PRUNING_FORM}")
+        values[key] = int(value)
+    return base, PruningSpec(**values)
+
+
 def parse_student(spec: str) -> tuple[StudentKind, Any]:
     """Split a student spec into its kind and argument: ("minilm", "minilm"), ("teacher-layers", N),
     ("teacher-layers", [i, j, ...]) for explicit 0-based layer indices (`teacher-layers:11,` keeps layer 11 alone),
-    the same for `minilm-layers`, or ("folder", path); raise ValueError listing the allowed forms."""
+    the same for `minilm-layers`, or ("folder", path); raise ValueError listing the allowed forms.
+
+    A `@ffn=N` suffix on `minilm` or a layer spec is validated and stripped (read it with `parse_pruning`);
+    `heads=H` is refused, as a head-pruned model cannot be reloaded by transformers 5."""
+    base, pruning = parse_pruning(spec)
+    if pruning is not None and pruning.heads is not None:
+        raise ValueError(
+            f"bad student {spec!r}: heads=H pruning cannot be saved and reloaded with transformers 5 "
+            "(no prune_heads / pruned_heads); use SPEC@ffn=N"
+        )
+    spec = base
     if spec == "minilm":
         return "minilm", spec
     for prefix, kind in LAYER_PREFIXES.items():

@@ -88,6 +88,41 @@ def prune_layers(model: SentenceTransformer, keep: int | Sequence[int]) -> list[
     return kept
 
 
+EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+
+
+def freeze_embeddings(model: SentenceTransformer) -> list[str]:
+    """Stop gradients to the transformer's embedding tables (token, position, token type) in place; return the
+    names of the frozen parameters. Their values, and so the saved model's, are left as they are."""
+    hf_model = model[0].auto_model
+    embeddings = getattr(hf_model, "embeddings", None)
+    frozen: list[str] = []
+    for table in EMBEDDING_TABLES:
+        module = getattr(embeddings, table, None)
+        if module is None:
+            continue
+        for name, parameter in module.named_parameters():
+            parameter.requires_grad_(False)
+            frozen.append(f"embeddings.{table}.{name}")
+    if not frozen:
+        raise ValueError(f"{type(hf_model).__name__} has no embeddings.word_embeddings to freeze")
+    return frozen
+
+
+def set_dropout(model: SentenceTransformer, enabled: bool) -> int:
+    """Turn every dropout layer of `model` off (p = 0) or leave it as it is; return how many were turned off."""
+    import torch
+
+    if enabled:
+        return 0
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p:
+            module.p = 0.0
+            count += 1
+    return count
+
+
 def _load_sentence_transformer(path: Path, device: str) -> SentenceTransformer:
     try:
         from sentence_transformers import SentenceTransformer
@@ -175,11 +210,15 @@ def build_student(
     """Load or derive the student of `config`, truncated to `config.max_seq_length`.
 
     `minilm` and folders are loaded as they are; `teacher-layers:N` loads `config.teacher` and prunes it to N layers,
-    `minilm-layers:N` does the same to all-MiniLM-L6-v2.
+    `minilm-layers:N` does the same to all-MiniLM-L6-v2; a `@ffn=N` suffix then prunes every kept layer's FFN
+    (see `compression.distill.pruning`).
     With `projection="auto"`, a student whose dim differs from `teacher_dim` gets a linear projection to it,
     least-squares fitted from the student's vectors of `fit_texts` to `fit_targets` (the teacher's vectors of the
     same texts: training texts only, never test queries).
     """
+    from compression.distill.config import parse_pruning
+    from compression.distill.pruning import apply_pruning
+
     kind, argument = parse_student(config.student)
     kept: list[int] | None = None
     if kind in ("teacher-layers", "minilm-layers"):
@@ -188,6 +227,7 @@ def build_student(
         kept = prune_layers(model, argument)
     else:
         model = _load_sentence_transformer(resolve_model(str(argument)).path, device)
+    apply_pruning(model, parse_pruning(config.student)[1])  # `@ffn=N`: None for folders and unsuffixed specs
     inference_length = int(model.max_seq_length or config.max_seq_length)
     model.max_seq_length = min(inference_length, config.max_seq_length)
     student_dim = int(model.get_embedding_dimension())

@@ -20,7 +20,7 @@ from common.progress import make_progress
 from compression.distill.batching import cut_batches, length_grouped, neighbour_order
 from compression.distill.config import CONFIG_FILE, REPORT_FILE, DistillConfig
 from compression.distill.losses import distillation_loss
-from compression.distill.students import build_student, pooled_embeddings
+from compression.distill.students import build_student, freeze_embeddings, pooled_embeddings, set_dropout
 from compression.distill.targets import TeacherEncoder, compute_teacher_targets
 from compression.encoders import l2_normalise
 from compression.precision import autocast, resolve_precision
@@ -96,6 +96,32 @@ def _boost(
     return boost.to(documents[1].device)
 
 
+def curriculum_stages(n: int, config: DistillConfig, query_like: Sequence[bool] | None) -> list[np.ndarray]:
+    """The rows trained in each stage: all of them (`mixed`), or corpus texts then query-like texts
+    (`corpus-first`), or the reverse (`queries-first`); an empty stage is dropped."""
+    if config.curriculum == "mixed":
+        return [np.arange(n)]
+    if query_like is None or len(query_like) != n:
+        raise ValueError(f"the {config.curriculum!r} curriculum needs query_like: one flag per training text")
+    flags = np.asarray(query_like, dtype=bool)
+    corpus, queries = np.flatnonzero(~flags), np.flatnonzero(flags)
+    stages = [corpus, queries] if config.curriculum == "corpus-first" else [queries, corpus]
+    return [rows for rows in stages if len(rows)]
+
+
+def make_optimizer(parameters: list[Any], config: DistillConfig) -> Any:
+    """AdamW over `parameters` with the fused kernel where torch has it for their device (one pass over every
+    tensor per step), else the multi-tensor (`foreach`) one."""
+    import torch
+
+    settings = {"lr": config.learning_rate, "weight_decay": config.weight_decay}
+    try:
+        return torch.optim.AdamW(parameters, fused=True, **settings)
+    except (RuntimeError, TypeError, ValueError) as err:  # a torch or device without the fused kernel
+        logger.debug("fused AdamW unavailable (%s): using foreach", err)
+        return torch.optim.AdamW(parameters, foreach=True, **settings)
+
+
 def train_student(
     model: SentenceTransformer,
     texts: Sequence[str],
@@ -105,9 +131,14 @@ def train_student(
     show_progress: bool = True,
     documents: tuple[np.ndarray, np.ndarray] | None = None,
     positives: Sequence[Sequence[int]] | None = None,
+    query_like: Sequence[bool] | None = None,
 ) -> tuple[list[float], int, float]:
-    """Train `model` in place to reproduce `targets` (the teacher's vectors of `texts`); return (mean loss per epoch,
-    optimiser steps, seconds).
+    """Train `model` in place to reproduce `targets` (the teacher's vectors of `texts`); return (mean loss per epoch
+    and stage, optimiser steps, seconds).
+
+    `query_like[i]` marks text i as a query (a pseudo-query or a train query) rather than corpus text; the
+    `corpus-first` and `queries-first` curricula need it (see `curriculum_stages`). Embedding tables are frozen and
+    dropout is off as `config` says.
 
     The forward pass runs under `config.precision`'s autocast (bf16 where it is native), the loss in fp32.
     `documents` = (student-side, teacher-side) unit document vectors, for the `rank` losses. Seeded by `config.seed`
@@ -131,35 +162,44 @@ def train_student(
     rng = np.random.default_rng(config.seed)
     min_batch = 2 if config.loss in ("kl", "mse+kl") else 1
     lengths = np.array([len(text) for text in texts])
-    steps_per_epoch = len(cut_batches(np.arange(len(texts)), config.batch_size, min_batch))
-    if steps_per_epoch == 0:
+    stages = curriculum_stages(len(texts), config, query_like)
+    stage_steps = [len(cut_batches(rows, config.batch_size, min_batch)) for rows in stages]
+    if sum(stage_steps) == 0:
         raise ValueError(f"{len(texts)} texts make no training batch: give at least {min_batch}")
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = sum(stage_steps) * config.epochs
     warmup_steps = int(round(config.warmup_ratio * total_steps))
+    stage_scale = [1.0]  # the second stage of a curriculum trains at config.second_stage_lr times the schedule
 
     def lr_factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+            return stage_scale[0] * (step + 1) / (warmup_steps + 1)
+        return stage_scale[0] * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     model.to(device)
+    if config.freeze_embeddings:
+        frozen = freeze_embeddings(model)
+        logger.info("frozen: %s", ", ".join(frozen))
+    set_dropout(model, config.dropout)
     model.train()
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(parameters, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     target_tensor = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
     epoch_losses: list[float] = []
     steps = 0
     started = time.perf_counter()
+    passes = [(stage, epoch) for stage in range(len(stages)) for epoch in range(1, config.epochs + 1)]
     try:
         with make_progress(show_progress) as progress:
             task = progress.add_task("distilling", total=total_steps, info="")
-            for epoch in range(1, config.epochs + 1):
+            for stage, epoch in passes:
+                rows = stages[stage]
+                stage_scale[0] = 1.0 if stage == 0 else config.second_stage_lr
                 losses: list[float] = []
                 if config.batching == "neighbours":
-                    order = neighbour_order(targets, config.batch_size, rng)
+                    order = rows[neighbour_order(targets[rows], config.batch_size, rng)]
                 else:
-                    order = rng.permutation(len(texts))
+                    order = rng.permutation(rows)
                     if config.length_grouping:
                         order = length_grouped(order, lengths, config.batch_size, rng)
                 for batch in cut_batches(order, config.batch_size, min_batch):
@@ -177,18 +217,16 @@ def train_student(
                     )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm, foreach=True)
                     optimizer.step()
                     scheduler.step()
                     steps += 1
                     losses.append(float(loss.detach()))
-                    progress.update(
-                        task, advance=1, info=f"epoch {epoch}/{config.epochs} loss {sum(losses) / len(losses):.4f}"
-                    )
-                epoch_losses.append(sum(losses) / len(losses))
-                logger.info(
-                    "epoch %d/%d: mean loss %.6f over %d steps", epoch, config.epochs, epoch_losses[-1], len(losses)
-                )
+                    label = f"epoch {epoch}/{config.epochs}" + (f" stage {stage + 1}/{len(stages)}" if stage else "")
+                    progress.update(task, advance=1, info=f"{label} loss {sum(losses) / len(losses):.4f}")
+                epoch_losses.append(sum(losses) / len(losses) if losses else float("nan"))
+                logger.info("stage %d/%d epoch %d/%d: mean loss %.6f over %d steps", stage + 1, len(stages), epoch,
+                            config.epochs, epoch_losses[-1], len(losses))  # fmt: skip
     finally:
         model.eval()
     return epoch_losses, steps, time.perf_counter() - started
@@ -255,6 +293,7 @@ def distill(
     student_documents: np.ndarray | None = None,
     positives: Sequence[Sequence[int]] | None = None,
     targets: np.ndarray | None = None,
+    query_like: Sequence[bool] | None = None,
 ) -> DistillReport:
     """Distil `config.teacher` (or the given `teacher` encoder) into `config.student` on `texts`; save to `out_dir`.
 
@@ -264,7 +303,8 @@ def distill(
     given, the teacher's documents themselves (asymmetric mode: the student must then share the teacher's dim).
     `positives[i]` (rows of the document set judged relevant to texts[i]; train queries only, never test queries)
     adds `config.label_boost` to those documents' teacher logits. `targets` are the teacher's vectors of `texts` when
-    the caller has them (e.g. from two cached parts). The report then also gives the held-out top-10 overlap of the
+    the caller has them (e.g. from two cached parts). `query_like` flags the query texts for a curriculum. The
+    report then also gives the held-out top-10 overlap of the
     student's and the teacher's rankings of those documents, before and after.
 
     `texts` are the training texts, used in the given order up to `config.max_texts` (shuffle them first); the
@@ -322,8 +362,9 @@ def distill(
     before = mean_cosine(student.model, eval_texts, eval_targets) if comparable else None
     overlap_before = ranking_overlap(student.model, eval_texts, eval_targets, documents)
     epoch_losses, steps, seconds = train_student(
-        student.model, texts, targets, config, device, show_progress, documents=documents, positives=positives
-    )
+        student.model, texts, targets, config, device, show_progress, documents=documents, positives=positives,
+        query_like=None if query_like is None else list(query_like)[: len(texts)],
+    )  # fmt: skip
     after = mean_cosine(student.model, eval_texts, eval_targets) if comparable else None
     overlap_after = ranking_overlap(student.model, eval_texts, eval_targets, documents)
     report = DistillReport(

@@ -33,10 +33,11 @@ def _loading(folder: Path | str, build: Callable[[], T]) -> T:
         raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {reason[:200]})") from err
 
 
-def load_encoder(spec: str, threads: int | None = None, device: str = "cpu") -> Encoder:
+def load_encoder(spec: str, threads: int | None = None, device: str = "cpu", precision: str = "fp32") -> Encoder:
     """Build an encoder from a spec: `teacher`, `minilm`, `fake:DIM`, a sentence-transformers folder, an ONNX
     model folder from `semsearch quantize` (fp32/ or int8/) or a static encoder folder (`compression.static`);
-    `student:DIR` is accepted as an alias for a folder."""
+    `student:DIR` is accepted as an alias for a folder. `precision` (`fp32`, `bf16`, `auto`) applies to
+    sentence-transformers models on torch."""
     if spec.startswith("fake"):
         _, _, dim = spec.partition(":")
         try:
@@ -52,7 +53,8 @@ def load_encoder(spec: str, threads: int | None = None, device: str = "cpu") -> 
     if (Path(spec).expanduser() / STATIC_CONFIG_FILE).exists():
         return _loading(Path(spec).expanduser(), lambda: StaticEncoder(Path(spec).expanduser()))
     model = resolve_model(spec)
-    return _loading(model.path, lambda: SentenceTransformerEncoder(model, threads=threads, device=device))
+    return _loading(model.path, lambda: SentenceTransformerEncoder(model, threads=threads, device=device,
+                                                                   precision=precision))  # fmt: skip
 
 
 def check_identity(identity: Any, where: Path | str | None = None) -> None:
@@ -96,4 +98,5 @@ def load_encoder_from_identity(
 
         return _loading(identity["path"], lambda: StaticEncoder(identity["path"], name=identity.get("name")))
     name = identity.get("name", "")
-    return load_encoder(name if name in ("teacher", "minilm") else identity["path"], threads=threads)
+    return load_encoder(name if name in ("teacher", "minilm") else identity["path"], threads=threads,
+                        precision=str(identity.get("precision", "fp32")))  # fmt: skip

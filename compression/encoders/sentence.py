@@ -13,14 +13,22 @@ import numpy as np
 
 from compression.encoders.base import TextKind, check_kind, count_truncated
 from compression.models import ModelRef, model_bytes, model_fingerprint
+from compression.precision import autocast, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 
 class SentenceTransformerEncoder:
-    """A sentence-transformers model on torch (CPU by default) with a fixed thread count."""
+    """A sentence-transformers model on torch (CPU by default) with a fixed thread count.
 
-    def __init__(self, model: ModelRef, threads: int | None = None, device: str = "cpu") -> None:
+    `precision`: `fp32`, `bf16` (forward passes under bf16 autocast, vectors returned in float32) or `auto` (bf16
+    on a GPU or a CPU with native bf16, else fp32; see `compression.precision`). A bf16 encoder says so in its
+    identity, so its vectors are cached apart from fp32 ones; an fp32 identity is what it always was.
+    """
+
+    def __init__(
+        self, model: ModelRef, threads: int | None = None, device: str = "cpu", precision: str = "fp32"
+    ) -> None:
         try:
             import torch
             from sentence_transformers import SentenceTransformer
@@ -31,6 +39,7 @@ class SentenceTransformerEncoder:
                 raise ValueError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
+        self.precision = resolve_precision(precision, device)
         self.model_ref = model
         self.device = device
         self._model = SentenceTransformer(str(model.path), device=device, local_files_only=True)
@@ -42,14 +51,15 @@ class SentenceTransformerEncoder:
         check_kind(kind)
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        with autocast(self.precision, self.device):
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=batch_size,
+                convert_to_tensor=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors.float().cpu().numpy(), dtype=np.float32)
 
     def _features(self, texts: list[str]) -> dict[str, Any]:
         """Tokenised texts as the model takes them: the default prompt prepended, truncated to `max_seq_length`."""
@@ -84,7 +94,7 @@ class SentenceTransformerEncoder:
         order = np.argsort([-len(str(text)) for text in texts], kind="stable")
         tokenize_seconds = 0.0
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 batch = [str(texts[i]) for i in rows]
@@ -97,7 +107,7 @@ class SentenceTransformerEncoder:
         return out, tokenize_seconds
 
     def identity(self) -> dict[str, Any]:
-        return {
+        identity = {
             "type": "sentence-transformers",
             "name": self.name,
             "path": str(self.model_ref.path),
@@ -105,6 +115,9 @@ class SentenceTransformerEncoder:
             "dim": self.dim,
             "max_seq_length": self.max_seq_length,
         }
+        if self.precision != "fp32":
+            identity["precision"] = self.precision
+        return identity
 
     def model_bytes(self) -> int:
         return model_bytes(self.model_ref.path)

@@ -20,6 +20,7 @@ DEFAULTS = DistillConfig()
 QUANTIZE_DEFAULTS = {field.name: field.default for field in fields(QuantizeSpec)}
 DISTILL_MAX_TEXTS = MainJobSpec().distill_texts  # what the main job trains each student on
 DISTILL_EVAL_TEXTS = 256
+DISTILL_PSEUDO_QUERIES = MainJobSpec().pseudo_queries
 
 
 @app.command()
@@ -62,6 +63,19 @@ def distill(
     precision: Annotated[
         str, typer.Option(help="auto, fp32 or bf16: autocast of the teacher's targets and the training forward pass")
     ] = DEFAULTS.precision,
+    pseudo_queries: Annotated[
+        int, typer.Option(help="pseudo-queries cut from the corpus, added to the training texts")
+    ] = DISTILL_PSEUDO_QUERIES,
+    curriculum: Annotated[
+        str, typer.Option(help="mixed, corpus-first or queries-first (query-like texts: pseudo and train queries)")
+    ] = DEFAULTS.curriculum,
+    second_stage_lr: Annotated[
+        float, typer.Option(help="a curriculum's second stage trains at this times the learning rate")
+    ] = DEFAULTS.second_stage_lr,
+    freeze_embeddings: Annotated[
+        bool, typer.Option(help="keep the embedding tables as the base model has them (faster, no update)")
+    ] = DEFAULTS.freeze_embeddings,
+    dropout: Annotated[bool, typer.Option(help="train with the base model's dropout")] = DEFAULTS.dropout,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     as_json: AsJson = False,
@@ -87,9 +101,14 @@ def distill(
             batching=batching,  # type: ignore[arg-type]
             label_boost=label_boost,
             precision=precision,  # type: ignore[arg-type]
+            curriculum=curriculum,  # type: ignore[arg-type]
+            second_stage_lr=second_stage_lr,
+            freeze_embeddings=freeze_embeddings,
+            dropout=dropout,
         )
         report = distill_on_dataset(load_dataset(dataset), config, out, max_texts, eval_texts, seed, device=device,
-                                    threads=threads, show_progress=not as_json)  # fmt: skip
+                                    threads=threads, show_progress=not as_json,
+                                    pseudo_query_count=pseudo_queries)  # fmt: skip
         return {"out": str(out), **report.to_dict()}
 
     print_mapping("distillation", run_or_exit(action), as_json)

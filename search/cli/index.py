@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from compression.precision import DEFAULT_ENCODE_PRECISION
 from search.cli.base import (
     AsJson,
     IndexDirOption,
@@ -46,6 +47,9 @@ def index(
     seed: Annotated[int, typer.Option(help="seed for the training sample and k-means")] = 0,
     batch_size: Annotated[int, typer.Option(help="encoding batch size")] = 32,
     threads: Annotated[int | None, typer.Option(help="torch threads for encoding")] = None,
+    precision: Annotated[
+        str, typer.Option(help="torch encoders: auto (bf16 where the CPU has it natively), fp32 or bf16")
+    ] = DEFAULT_ENCODE_PRECISION,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="re-encode even if cached")] = False,
     on_bad_record: Annotated[
         str,
@@ -90,8 +94,8 @@ def index(
             ray_spec = RaySpec(address=ray_address, workers=workers, threads_per_worker=threads_per_worker,
                                batch_size=batch_size)  # fmt: skip
         data = load_dataset(dataset, on_bad_record=on_bad_record)
-        query_encoder = load_encoder(encoder, threads=threads)
-        docs_encoder = load_encoder(doc_encoder, threads=threads) if doc_encoder else None
+        query_encoder = load_encoder(encoder, threads=threads, precision=precision)
+        docs_encoder = load_encoder(doc_encoder, threads=threads, precision=precision) if doc_encoder else None
         validate_factory(index_factory, query_encoder.dim)
         if ray_spec is not None:
             from search.distributed.build import ShardSpec, build_index_dir_ray

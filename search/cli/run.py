@@ -23,7 +23,17 @@ def run_main(
     ] = False,
     compressed_index: Annotated[str | None, typer.Option(help="FAISS factory of the compressed pipelines")] = None,
     quantization: Annotated[str, typer.Option(help="int8 mode: dynamic or static")] = DEFAULTS.quantization,
-    distill_texts: Annotated[int | None, typer.Option(help="training texts for the students")] = None,
+    distill_texts: Annotated[
+        int | None, typer.Option(help="corpus training texts (sentences, windows, train queries) for the students")
+    ] = None,
+    pseudo_queries: Annotated[
+        int | None,
+        typer.Option(
+            help=f"pseudo-queries cut from the corpus, added to the training texts [default: "
+            f"{DEFAULTS.pseudo_queries}; --quick {DEFAULTS.quick_pseudo_queries}; "
+            f"--large {DEFAULTS.large_pseudo_queries}]"
+        ),
+    ] = None,
     student: Annotated[
         list[str] | None,
         typer.Option(help="a candidate student (repeat): teacher-layers:i,j, minilm, minilm-layers:i,j, static"),
@@ -34,6 +44,12 @@ def run_main(
     large: Annotated[
         bool, typer.Option("--large", help="the bigger recipe: every training text, more epochs (hours on 2 cores)")
     ] = False,
+    teacher_precision: Annotated[
+        str,
+        typer.Option(
+            help="the teacher's corpus pass and queries: auto (bf16 where the CPU has it natively), fp32 or bf16"
+        ),
+    ] = DEFAULTS.teacher_precision,
     runs_dir: Annotated[Path, typer.Option(help="where the index directories go")] = DEFAULTS.runs_dir,
     threads: Annotated[int, typer.Option(help="torch and onnxruntime threads")] = DEFAULTS.threads,
     as_json: AsJson = False,
@@ -49,9 +65,11 @@ def run_main(
             threads=threads,
             compressed_index=compressed_index,
             distill_texts=distill_texts,
+            pseudo_queries=pseudo_queries,
             students=tuple(student) if student else DEFAULTS.students,
             budget_ratio=budget_ratio,
             large=large,
+            teacher_precision=teacher_precision,
         )
         return run_main_job(spec, show_progress=not as_json)
 

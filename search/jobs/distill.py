@@ -8,6 +8,7 @@ the CLI and the main job run the same code.
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from compression.distill import DistillConfig, DistillReport, compute_teacher_targets, distill, parse_student
 from compression.encoders import Encoder, load_encoder
 from search.data.datasets import Dataset
+from search.data.pseudo_queries import pseudo_queries as generate_pseudo_queries
 from search.data.training_texts import (
     TRAIN_SPLIT,
     held_out_query_texts,
@@ -77,16 +79,25 @@ def distill_on_dataset(
     show_progress: bool = True,
     train_texts: list[str] | None = None,
     held_out: list[str] | None = None,
+    pseudo_queries: frozenset[str] = frozenset(),
+    pseudo_query_count: int = 0,
 ) -> DistillReport:
     """Distil on `dataset`'s training texts (the first `eval_texts` of the seeded shuffle are held out for the
     report's before/after figures), or on the given `train_texts` / `held_out` (chosen by the caller from
-    `training_texts`); never on test queries."""
+    `training_texts`); never on test queries. The texts of `pseudo_queries` and the train queries are the
+    query-like ones a curriculum trains apart from corpus text. Without `train_texts`, `pseudo_query_count`
+    pseudo-queries (`search.data.pseudo_queries`, none repeating a corpus text) join the dataset's training texts."""
     if (train_texts is None) != (held_out is None):
         raise ValueError("give both train_texts and held_out, or neither")
     if train_texts is None or held_out is None:
         wanted = None if max_texts is None else max_texts + eval_texts
         texts = training_texts(dataset, max_texts=wanted, seed=seed)
         held_out, train = texts[:eval_texts], texts[eval_texts:]
+        if pseudo_query_count:
+            extra = generate_pseudo_queries(dataset, pseudo_query_count, seed=seed, exclude=texts)
+            pseudo_queries = pseudo_queries | frozenset(extra)
+            train += extra
+            random.Random(seed).shuffle(train)
     else:
         train = list(train_texts)
     teacher = teacher or load_encoder(config.teacher, threads=threads, device=device)
@@ -111,6 +122,7 @@ def distill_on_dataset(
     positives = train_query_positives(dataset, train) if config.label_boost and "rank" in config.loss else None
     if positives is not None:
         logger.info("%d training texts are train queries with judged documents", sum(1 for p in positives if p))
+    queries = pseudo_queries | set(train_query_texts(dataset))
     return distill(
         train,
         out_dir,
@@ -124,4 +136,5 @@ def distill_on_dataset(
         student_documents=student_docs,
         positives=positives,
         targets=targets,
+        query_like=[text in queries for text in train],
     )

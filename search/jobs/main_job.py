@@ -21,6 +21,7 @@ output says so on every line. `--large` is the bigger training recipe (every tra
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,14 @@ from typing import Any
 from compression.distill import DistillConfig, compute_teacher_targets
 from compression.encoders import Encoder, load_encoder
 from compression.encoders.onnx import OnnxEncoder
+from compression.precision import DEFAULT_ENCODE_PRECISION, PRECISION_NAMES
 from compression.quantize import QUANTIZATION_MODES
 from compression.static import StaticConfig
 from indexes.faiss_index import IndexSpec, validate_factory
 from indexes.store import load_index_dir
 from search.bench.students import budget_pick
 from search.data.datasets import Dataset, load_dataset
+from search.data.pseudo_queries import PseudoQueryMix, pseudo_queries
 from search.data.training_texts import training_texts
 from search.embeddings import encode_corpus
 from search.evaluation.agreement import agreement, encode_p50_ms, query_like, top_k_rows
@@ -57,7 +60,7 @@ SUBSET_LABEL = "SUBSET"
 # codes instead of all of them: 0.13 ms for k = 100 at SciFact size against 0.46 ms for a full SQ8 scan (one thread,
 # 768-d teacher vectors), recall@10 vs exact 0.998 for both (issue 9: the total must stay within encode + 0.3 ms)
 COMPRESSED_INDEX = "HNSW32,SQ8"
-DEFAULT_STUDENTS = ("teacher-layers:0,11", STATIC_STUDENT)
+DEFAULT_STUDENTS = ("teacher-layers:0,11", "minilm", STATIC_STUDENT)
 VALIDATION_METRIC = "val_recall@10_vs_teacher"
 TEACHER_MAX_LENGTH = 512  # validation texts are encoded by the teacher at its own length (capped by its model)
 
@@ -69,12 +72,17 @@ class MainJobSpec:
     students: the candidate query encoders (see `search.jobs.students`); the first is the one to beat.
     recipe / static_recipe: how transformer students and the static one are trained; their defaults are the
         shipped recipes (benchmarks/students/README.md gives the measured alternatives).
-    distill_texts: training texts (corpus sentences and windows, train queries; never test queries);
-        `large` uses every training text and `large_epochs` instead.
-    validation_texts: held out from training; the pick uses the query-like ones among them (`query_like`).
+    distill_texts: corpus training texts (sentences and windows, train queries; never test queries);
+        `large` uses every one of them, `large_pseudo_queries` and `large_epochs` instead.
+    pseudo_queries: short query-like texts cut from the corpus (`search.data.pseudo_queries`) added to the
+        training texts, in the proportions of `pseudo_mix`; the teacher labels them like every other text.
+    validation_texts / pseudo_validation: corpus texts and pseudo-queries held out from training; the pick uses
+        the query-like ones among them (`query_like`).
     latency_texts: how many of them time the single-query encode of the teacher and each student, interleaved.
     budget_ratio: a student qualifies when its encode p50 <= the teacher's / budget_ratio.
     reference: the off-the-shelf model shown as the naive int8 symmetric row (None: no such row).
+    teacher_precision: the teacher's corpus pass and queries on torch: `auto` (bf16 where the CPU computes it
+        natively, else fp32), `fp32` or `bf16` (see `compression.precision`).
     quick: run on a subset (judged documents of `split` + `quick_distractors` seeded others) with
         `quick_distill_texts` training texts; labelled as a subset in every output.
     """
@@ -84,14 +92,19 @@ class MainJobSpec:
     students: tuple[str, ...] = DEFAULT_STUDENTS
     recipe: DistillConfig = field(default_factory=DistillConfig)
     static_recipe: StaticConfig = field(default_factory=StaticConfig)
-    distill_texts: int = 16_000
+    distill_texts: int = 8_000
+    pseudo_queries: int = 32_000
+    pseudo_mix: PseudoQueryMix = field(default_factory=PseudoQueryMix)
     large: bool = False
     large_epochs: int = 3
+    large_pseudo_queries: int = 200_000
     validation_texts: int = 512
-    latency_texts: int = 64
+    pseudo_validation: int = 1_000
+    latency_texts: int = 128
     budget_ratio: float = 15.0
     reference: str | None = "minilm"
     teacher_index: str = "Flat"
+    teacher_precision: str = DEFAULT_ENCODE_PRECISION
     compressed_index: str = COMPRESSED_INDEX
     quantization: str = "dynamic"
     threads: int = 2
@@ -99,10 +112,15 @@ class MainJobSpec:
     quick: bool = False
     quick_distractors: int = 200
     quick_distill_texts: int = 2_000
+    quick_pseudo_queries: int = 4_000
     quick_compressed_index: str = COMPRESSED_INDEX
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.teacher_precision not in PRECISION_NAMES:
+            raise ValueError(
+                f"unknown teacher_precision {self.teacher_precision!r}: use one of {', '.join(PRECISION_NAMES)}"
+            )
         if self.quantization not in QUANTIZATION_MODES:
             raise ValueError(f"unknown quantization {self.quantization!r}: use one of {', '.join(QUANTIZATION_MODES)}")
         for name in ("distill_texts", "quick_distill_texts", "threads", "large_epochs", "latency_texts"):
@@ -110,6 +128,9 @@ class MainJobSpec:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.validation_texts < 2 or self.quick_distractors < 0:
             raise ValueError("validation_texts must be >= 2 and quick_distractors >= 0")
+        for name in ("pseudo_queries", "quick_pseudo_queries", "large_pseudo_queries", "pseudo_validation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.budget_ratio > 0:
             raise ValueError(f"budget_ratio must be > 0, got {self.budget_ratio}")
         if not self.students:
@@ -122,6 +143,12 @@ class MainJobSpec:
         if self.large:
             return None
         return self.quick_distill_texts if self.quick else self.distill_texts
+
+    @property
+    def pseudo_queries_for_training(self) -> int:
+        if self.large:
+            return self.large_pseudo_queries
+        return self.quick_pseudo_queries if self.quick else self.pseudo_queries
 
     @property
     def compressed_factory(self) -> str:
@@ -170,15 +197,21 @@ class MainJobResult:
 
 
 def main_job_spec(
-    compressed_index: str | None = None, distill_texts: int | None = None, **settings: Any
+    compressed_index: str | None = None,
+    distill_texts: int | None = None,
+    pseudo_queries: int | None = None,
+    **settings: Any,
 ) -> MainJobSpec:
-    """A `MainJobSpec` where `compressed_index` and `distill_texts`, when given, apply to full and quick runs alike
-    (what `semsearch run --compressed-index/--distill-texts` mean)."""
+    """A `MainJobSpec` where `compressed_index`, `distill_texts` and `pseudo_queries`, when given, apply to full,
+    quick and large runs alike (what `semsearch run --compressed-index/--distill-texts/--pseudo-queries` mean)."""
     spec = MainJobSpec(**settings)
     if compressed_index is not None:
         spec = replace(spec, compressed_index=compressed_index, quick_compressed_index=compressed_index)
     if distill_texts is not None:
         spec = replace(spec, distill_texts=distill_texts, quick_distill_texts=distill_texts)
+    if pseudo_queries is not None:
+        spec = replace(spec, pseudo_queries=pseudo_queries, quick_pseudo_queries=pseudo_queries,
+                       large_pseudo_queries=pseudo_queries)  # fmt: skip
     return spec
 
 
@@ -193,7 +226,9 @@ def quick_subset(dataset: Dataset, split: str, distractors: int, seed: int) -> D
 
 
 def split_training_texts(dataset: Dataset, spec: MainJobSpec) -> TrainingData:
-    """The seeded training texts: the first `validation_texts` held out, then up to `texts_for_training`."""
+    """The seeded training texts: corpus texts (the first `validation_texts` held out, then up to
+    `texts_for_training`) and pseudo-queries (the first `pseudo_validation` held out, then up to
+    `pseudo_queries_for_training`), the training ones shuffled together. No pseudo-query repeats a corpus text."""
     wanted = spec.texts_for_training
     texts = training_texts(dataset, max_texts=None if wanted is None else wanted + spec.validation_texts,
                            seed=spec.seed)  # fmt: skip
@@ -202,7 +237,16 @@ def split_training_texts(dataset: Dataset, spec: MainJobSpec) -> TrainingData:
             f"{dataset.name!r} gives only {len(texts)} training texts: need more than validation_texts="
             f"{spec.validation_texts} (a corpus with more sentences, or a smaller --validation-texts)"
         )
-    return TrainingData(train=texts[spec.validation_texts :], held_out=texts[: spec.validation_texts])
+    train, held_out = texts[spec.validation_texts :], texts[: spec.validation_texts]
+    count = spec.pseudo_queries_for_training
+    if not count:
+        return TrainingData(train=train, held_out=held_out)
+    pseudo = pseudo_queries(dataset, count + spec.pseudo_validation, seed=spec.seed, mix=spec.pseudo_mix,
+                            exclude=texts)  # fmt: skip
+    held_out += pseudo[: spec.pseudo_validation]
+    train += pseudo[spec.pseudo_validation :]
+    random.Random(spec.seed).shuffle(train)
+    return TrainingData(train=train, held_out=held_out, pseudo_queries=frozenset(pseudo[spec.pseudo_validation :]))
 
 
 def build_students(
@@ -244,6 +288,7 @@ def validate_students(
             "val_cosine": agreed.cosine,
             "encode_ms_p50": latency[name],
             "model_bytes": encoder.model_bytes(),
+            "val_texts": len(held_out),
         })  # fmt: skip
     return rows, latency["teacher"]
 
@@ -255,7 +300,7 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
     if spec.quick:
         dataset = quick_subset(dataset, spec.split, spec.quick_distractors, spec.seed)
     _, query_texts, _ = dataset.split_queries(spec.split)  # fail early on a dataset without qrels
-    teacher = load_encoder(spec.recipe.teacher, threads=spec.threads)
+    teacher = load_encoder(spec.recipe.teacher, threads=spec.threads, precision=spec.teacher_precision)
     validate_factory(spec.teacher_index, teacher.dim)
     validate_factory(spec.compressed_factory, teacher.dim)  # fail on a bad factory before the distillation
     data = split_training_texts(dataset, spec)
@@ -326,8 +371,10 @@ def side_by_side(result: MainJobResult) -> str:
             f"{r['model_bytes'] / 1e6:>9.1f} {r['bytes_per_vector']:>9.1f}"
         )
     lines.append(f"compressed = {result.picked}: {result.reason}")
-    lines.append("validation (held-out training texts, never test queries): " + "; ".join(
+    texts = result.selection[0].get("val_texts", 0) if result.selection else 0
+    lines.append(f"validation ({texts} held-out query-like texts, never test queries): " + "; ".join(
         f"{row['name']} R@10 vs teacher {row[VALIDATION_METRIC]:.3f}, encode p50 {row['encode_ms_p50']:.2f} ms"
         for row in result.selection))  # fmt: skip
+    lines.append(f"training: {result.training_texts} texts (corpus text and pseudo-queries)")
     lines.append(f"latency: p50 per query; encoders: {', '.join(f'{r.name}={r.query_encoder}' for r in result.rows)}")
     return "\n".join(lines)

@@ -112,6 +112,7 @@ class TrainingData:
 
     train: list[str]
     held_out: list[str]
+    pseudo_queries: frozenset[str] = frozenset()  # the training texts that are pseudo-queries
 
     def fingerprint(self, dataset: Dataset) -> dict[str, str]:
         return {"dataset": corpus_fingerprint(dataset.corpus), "texts": texts_fingerprint(self.held_out + self.train)}
@@ -135,7 +136,8 @@ def ensure_transformer_student(
     else:
         logger.info("distilling %s on %d texts into %s", spec, len(data.train), out)
         distill_on_dataset(dataset, config, out, train_texts=data.train, held_out=data.held_out, teacher=teacher,
-                           threads=threads, show_progress=show_progress)  # fmt: skip
+                           threads=threads, show_progress=show_progress,
+                           pseudo_queries=data.pseudo_queries)  # fmt: skip
     calibration = [doc.full_text() for doc in dataset.corpus[:256]]
     onnx_dir = out.parent / f"{out.name}-onnx"
     int8_dir = ensure_int8(out, onnx_dir, quantization, calibration)

@@ -58,3 +58,18 @@ def test_onnx_split_matches_encode(tiny_model_dir):
     vectors, tokenize_seconds = encoder.encode_timed(TEXTS, batch_size=2)
     np.testing.assert_allclose(vectors, encoder.encode(TEXTS, batch_size=2), atol=1e-6)
     assert tokenize_seconds > 0.0
+
+
+def test_a_bf16_encoder_says_so_and_stays_close_to_fp32(build_tiny_sentence_model, tmp_path: Path) -> None:
+    from compression.encoders import load_encoder
+
+    folder = build_tiny_sentence_model(tmp_path / "tiny", seed=0)
+    texts = ["gene expression in mice", "blood pressure and heart failure", "vitamin d deficiency"]
+    fp32, bf16 = load_encoder(str(folder)), load_encoder(str(folder), precision="bf16")
+    assert "precision" not in fp32.identity() and bf16.identity()["precision"] == "bf16"
+    a, b = fp32.encode(texts), bf16.encode(texts)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-3)
+    cosines = np.sum(a * b, axis=1)
+    assert cosines.min() > 0.98 and not np.array_equal(a, b)  # bf16 rounding, not the fp32 computation again
+    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+        load_encoder(str(folder), precision="fp16")

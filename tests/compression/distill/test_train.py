@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,88 @@ def test_minilm_student_gets_a_projection_to_the_teachers_768_dims(tmp_path: Pat
     vectors = model.encode(make_sentences(3, 21), convert_to_numpy=True)
     assert vectors.shape == (3, 768)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_frozen_embeddings_stay_bit_identical_and_the_rest_moves(
+    tiny_teacher: Path, tiny_student: Path, make_sentences
+) -> None:
+    from compression.distill import build_student, compute_teacher_targets, train_student
+
+    texts = make_sentences(48, 5)
+    teacher = load_encoder(str(tiny_teacher))
+    config = DistillConfig(student="teacher-layers:1", teacher=str(tiny_teacher), loss="mse", epochs=2,
+                           learning_rate=5e-3, batch_size=8, max_seq_length=16, weight_decay=0.1)  # fmt: skip
+    targets, _ = compute_teacher_targets(teacher, texts, config.max_seq_length, show_progress=False, cache_dir=None)
+
+    def trained(freeze: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        student = build_student(replace(config, freeze_embeddings=freeze), targets.shape[1])
+        before = {name: p.detach().clone() for name, p in student.model.named_parameters()}
+        train_student(student.model, texts, targets, replace(config, freeze_embeddings=freeze), show_progress=False)
+        return before, {name: p.detach().clone() for name, p in student.model.named_parameters()}
+
+    before, after = trained(freeze=True)
+    tables = [name for name in before if any(t in name for t in ("word_embeddings", "position_embeddings"))]
+    assert tables  # the tiny BERT has both tables
+    for name in tables:  # bitwise: no gradient, no weight decay, no update at all
+        assert torch.equal(before[name], after[name]), name
+    moved = [name for name in before if name not in tables and not torch.equal(before[name], after[name])]
+    assert any("layer" in name for name in moved)  # the transformer layers did train
+    before, after = trained(freeze=False)
+    assert not all(torch.equal(before[name], after[name]) for name in tables)  # without freezing they move
+
+
+def test_dropout_off_makes_training_forward_passes_deterministic(tiny_student: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from compression.distill.students import set_dropout
+    from compression.distill.train import embed_for_training
+
+    model = SentenceTransformer(str(tiny_student), device="cpu")
+    model.train()
+    texts = ["gene expression in mice", "heart failure risk"]
+    torch.manual_seed(0)
+    noisy = [embed_for_training(model, texts, "cpu").detach() for _ in range(2)]
+    assert not torch.allclose(noisy[0], noisy[1])  # dropout is on in train mode
+    assert set_dropout(model, enabled=False) > 0
+    clean = [embed_for_training(model, texts, "cpu").detach() for _ in range(2)]
+    torch.testing.assert_close(clean[0], clean[1])
+    model.eval()
+    torch.testing.assert_close(clean[0], embed_for_training(model, texts, "cpu").detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_curriculum_stages_order_corpus_and_query_texts() -> None:
+    from compression.distill.train import curriculum_stages
+
+    flags = [False, True, False, True, True]
+    mixed = curriculum_stages(5, DistillConfig(), None)
+    assert [rows.tolist() for rows in mixed] == [[0, 1, 2, 3, 4]]
+    first = curriculum_stages(5, DistillConfig(curriculum="corpus-first"), flags)
+    assert [rows.tolist() for rows in first] == [[0, 2], [1, 3, 4]]
+    reverse = curriculum_stages(5, DistillConfig(curriculum="queries-first"), flags)
+    assert [rows.tolist() for rows in reverse] == [[1, 3, 4], [0, 2]]
+    only_queries = curriculum_stages(2, DistillConfig(curriculum="corpus-first"), [True, True])
+    assert [rows.tolist() for rows in only_queries] == [[0, 1]]  # an empty stage is dropped
+    with pytest.raises(ValueError, match="one flag per training text"):
+        curriculum_stages(5, DistillConfig(curriculum="corpus-first"), None)
+    with pytest.raises(ValueError, match="mixed, corpus-first, queries-first"):
+        DistillConfig(curriculum="random")
+    with pytest.raises(ValueError, match="second_stage_lr"):
+        DistillConfig(second_stage_lr=0)
+
+
+def test_a_curriculum_trains_each_stage_for_every_epoch(tiny_teacher: Path, make_sentences) -> None:
+    from compression.distill import build_student, compute_teacher_targets, train_student
+
+    texts = make_sentences(40, 6)
+    flags = [i % 4 == 0 for i in range(40)]  # 10 query-like texts, 30 corpus texts
+    teacher = load_encoder(str(tiny_teacher))
+    config = DistillConfig(student="teacher-layers:1", teacher=str(tiny_teacher), loss="mse", epochs=2,
+                           batch_size=8, max_seq_length=16, curriculum="corpus-first")  # fmt: skip
+    targets, _ = compute_teacher_targets(teacher, texts, config.max_seq_length, show_progress=False)
+    student = build_student(config, targets.shape[1])
+    losses, steps, _ = train_student(student.model, texts, targets, config, show_progress=False, query_like=flags)
+    assert len(losses) == 2 * 2 and steps == 2 * 4 + 2 * 2  # corpus: 4 batches an epoch, then queries: 2
+    mixed = build_student(replace(config, curriculum="mixed"), targets.shape[1])
+    losses, steps, _ = train_student(mixed.model, texts, targets, replace(config, curriculum="mixed"),
+                                     show_progress=False)  # fmt: skip
+    assert len(losses) == 2 and steps == 2 * 5

@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner, Result
 
 from search.cli import app
+from search.jobs.main_job import MainJobSpec
 
 runner = CliRunner()
 
@@ -23,14 +24,17 @@ def test_distill_command_on_tiny_models(build_tiny_sentence_model, tmp_path, bei
     result = invoke(
         "distill", "--dataset", str(beir_dir), "--teacher", str(teacher), "--student", str(student),
         "--out", str(tmp_path / "out"), "--epochs", "2", "--max-texts", "40", "--eval-texts", "8",
-        "--batch-size", "8", "--threads", "1", "--loss", "rank", "--json",
+        "--batch-size", "8", "--threads", "1", "--loss", "rank", "--pseudo-queries", "12",
+        "--curriculum", "corpus-first", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    # the rank loss with train-query labels adds the train queries the 40-text sample missed
-    assert 40 <= report["texts"] <= 45 and len(report["epoch_losses"]) == 2
+    # 40 corpus texts + 12 pseudo-queries; the rank loss with train-query labels adds the train queries the sample
+    # missed; corpus text first, then the query-like texts: 2 stages x 2 epochs
+    assert 52 <= report["texts"] <= 57 and len(report["epoch_losses"]) == 4
+    assert report["config"]["curriculum"] == "corpus-first"
     assert report["config"]["loss"] == "rank" and report["eval_top10_overlap_after"] is not None
-    assert report["epoch_losses"][-1] < report["epoch_losses"][0]
+    assert report["epoch_losses"][1] < report["epoch_losses"][0]  # the corpus stage learns
     vectors = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["a claim"], normalize_embeddings=True)
     assert vectors.shape == (1, 48)
     bad = invoke("distill", "--dataset", str(beir_dir), "--loss", "l1", "--out", str(tmp_path / "x"))
@@ -86,7 +90,7 @@ def test_distill_options_default_to_the_shipped_recipe(tmp_path, beir_dir, monke
     result = invoke("distill", "--dataset", str(beir_dir), "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and "stop here" in result.output
     config, max_texts, eval_texts, seed = calls[0]
-    assert config == DistillConfig() and (max_texts, eval_texts, seed) == (16_000, 256, 0)
+    assert config == DistillConfig() and (max_texts, eval_texts, seed) == (MainJobSpec().distill_texts, 256, 0)
     shipped = {"student": "teacher-layers:0,11", "loss": "mse+rank", "projection": "auto", "learning_rate": 1e-4,
                "epochs": 2, "batch_size": 32, "max_seq_length": 32, "precision": "auto"}  # fmt: skip
     assert {name: getattr(config, name) for name in shipped} == shipped

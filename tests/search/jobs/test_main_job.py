@@ -12,8 +12,16 @@ from compression.models import model_bytes
 from compression.static import StaticConfig
 from indexes.exact import exact_search
 from search.data.datasets import load_beir
+from search.data.training_texts import normalise_text
 from search.evaluation.metrics import knn_recall, ndcg_at_k
-from search.jobs.main_job import MainJobSpec, main_job_spec, quick_subset, run_main_job, side_by_side
+from search.jobs.main_job import (
+    MainJobSpec,
+    main_job_spec,
+    quick_subset,
+    run_main_job,
+    side_by_side,
+    split_training_texts,
+)
 from search.jobs.students import student_key
 from search.pipeline import Pipeline
 
@@ -31,7 +39,8 @@ def spec_for(beir: Path, models: tuple[Path, Path], runs: Path, **settings: obje
     config = DistillConfig(teacher=str(teacher), batch_size=8, max_seq_length=16, learning_rate=1e-3, loss="mse")
     static = StaticConfig(epochs=2, batch_size=8, max_seq_length=16)
     values: dict[str, object] = dict(dataset=str(beir), recipe=config, static_recipe=static, distill_texts=40,
-                                     validation_texts=8, latency_texts=4, compressed_index="SQ8", threads=1,
+                                     pseudo_queries=24, pseudo_validation=8, validation_texts=8, latency_texts=4,
+                                     compressed_index="SQ8", threads=1,
                                      runs_dir=runs, students=("teacher-layers:1", str(student), "static"),
                                      budget_ratio=1e-3, reference=str(student))  # fmt: skip
     values.update(settings)
@@ -57,7 +66,7 @@ def test_main_job_builds_teacher_and_student_pipelines_side_by_side(
     # the pick is the validation best within the budget (here every student fits)
     best = max(result.selection, key=lambda r: (r["val_recall@10_vs_teacher"], -r["encode_ms_p50"]))
     assert result.picked == best["name"] and set(result.students) == set(spec.students)
-    assert result.training_texts == 40
+    assert result.training_texts == 40 + 24  # corpus texts + pseudo-queries
     # the teacher's nDCG@10 equals an independent exact search with its own vectors
     from sentence_transformers import SentenceTransformer
 
@@ -101,9 +110,10 @@ def test_quick_mode_runs_on_a_labelled_subset_with_every_judged_document(
     ids = {doc.id for doc in subset.corpus}
     assert judged <= ids and len(ids) == len(judged) + 10 and subset.name.endswith("-subset")
     spec = spec_for(beir, models, tmp_path / "runs", students=("static",), quick=True, quick_distractors=10,
-                    quick_distill_texts=10, quick_compressed_index="Flat", reference=None)  # fmt: skip
+                    quick_distill_texts=10, quick_pseudo_queries=6, quick_compressed_index="Flat",
+                    reference=None)  # fmt: skip
     result = run_main_job(spec, show_progress=False)
-    assert result.subset and result.documents == len(ids) and result.training_texts == 10
+    assert result.subset and result.documents == len(ids) and result.training_texts == 10 + 6
     assert "SUBSET" in side_by_side(result)
     _, test_texts, _ = dataset.split_queries("test")
     assert [row.report["queries"] for row in result.rows] == [len(test_texts)] * 2
@@ -132,7 +142,8 @@ def test_main_job_rejects_bad_settings(
 
 def test_the_default_recipe_is_the_shipped_one() -> None:
     spec = MainJobSpec()
-    assert spec.students == ("teacher-layers:0,11", "static") and spec.budget_ratio == 15.0
+    assert spec.students == ("teacher-layers:0,11", "minilm", "static") and spec.budget_ratio == 15.0
+    assert spec.pseudo_queries > spec.distill_texts and spec.pseudo_validation + spec.validation_texts >= 1000
     assert spec.recipe == DistillConfig() and spec.static_recipe == StaticConfig()
     assert spec.large_epochs > spec.recipe.epochs and spec.texts_for_training == spec.distill_texts
     assert replace(spec, large=True).texts_for_training is None
@@ -144,8 +155,29 @@ def test_main_job_spec_applies_overrides_to_full_and_quick_runs() -> None:
     assert (spec.compressed_index, spec.quick_compressed_index, spec.compressed_factory) == ("HNSW32",) * 3
     assert (spec.distill_texts, spec.quick_distill_texts, spec.texts_for_training) == (50, 50, 50)
     assert spec.quick and spec.threads == 1
+    spec = main_job_spec(pseudo_queries=7)
+    assert (spec.pseudo_queries, spec.quick_pseudo_queries, spec.large_pseudo_queries) == (7, 7, 7)
+    assert replace(spec, quick=True).pseudo_queries_for_training == 7
+    assert replace(MainJobSpec(), large=True).pseudo_queries_for_training == MainJobSpec().large_pseudo_queries
     with pytest.raises(ValueError, match="distill_texts must be >= 1"):
         main_job_spec(distill_texts=0)
+    with pytest.raises(ValueError, match="pseudo_queries must be >= 0"):
+        main_job_spec(pseudo_queries=-1)
+
+
+def test_training_texts_add_pseudo_queries_that_repeat_no_corpus_text_and_no_test_query(
+    write_beir, tmp_path: Path
+) -> None:
+    dataset = load_beir(write_beir(tmp_path / "tiny", n_docs_per_topic=20))
+    spec = MainJobSpec(dataset="unused", distill_texts=30, validation_texts=10, pseudo_queries=40, pseudo_validation=20)
+    data = split_training_texts(dataset, spec)
+    assert len(data.train) == 30 + 40 and len(data.held_out) == 10 + 20
+    assert not set(data.train) & set(data.held_out) and len(set(data.train)) == len(data.train)
+    _, test_queries, _ = dataset.split_queries("test")
+    assert not {normalise_text(q) for q in test_queries} & {normalise_text(t) for t in data.train + data.held_out}
+    assert split_training_texts(dataset, spec) == data  # seeded
+    corpus_only = split_training_texts(dataset, replace(spec, pseudo_queries=0))
+    assert set(corpus_only.train) < set(data.train)  # the corpus texts are the same, pseudo-queries come on top
 
 
 def test_student_key_is_pinned_and_ignores_where_the_teacher_lives() -> None:

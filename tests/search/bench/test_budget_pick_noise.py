@@ -1,0 +1,120 @@
+"""`budget_pick` under latency noise: rows within the noise band of the budget line count as within budget, so
+run-to-run wobble cannot flip the pick; `latency_noise` estimates the band from repeated timing rounds."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from search.bench.students.select import DEFAULT_LATENCY_NOISE, budget_pick, latency_noise
+
+TEACHER_MS, RATIO = 83.7, 15.0
+LIMIT = TEACHER_MS / RATIO  # 5.58 ms
+
+
+def row(name: str, recall: float, ms: float) -> dict[str, Any]:
+    return {"name": name, "recall@10_vs_teacher": recall, "encode_ms_p50": ms}
+
+
+FRONTIER = [row("fast", 0.80, 0.4 * LIMIT), row("faithful", 0.90, 1.02 * LIMIT), row("slow", 0.97, 1.5 * LIMIT)]
+
+
+def jittered(rows: list[dict[str, Any]], factors: np.ndarray) -> list[dict[str, Any]]:
+    return [{**r, "encode_ms_p50": r["encode_ms_p50"] * float(f)} for r, f in zip(rows, factors, strict=True)]
+
+
+def test_the_pick_is_stable_under_five_percent_latency_noise_but_flips_without_the_band():
+    draws = 1.0 + np.random.default_rng(7).uniform(-0.05, 0.05, size=(200, len(FRONTIER)))
+    banded = [budget_pick(jittered(FRONTIER, f), TEACHER_MS, RATIO)[0]["name"] for f in draws]
+    strict = [budget_pick(jittered(FRONTIER, f), TEACHER_MS, RATIO, noise=0.0)[0]["name"] for f in draws]
+    assert DEFAULT_LATENCY_NOISE == pytest.approx(0.10)
+    assert set(banded) == {"faithful"}
+    assert set(strict) == {"fast", "faithful"}  # the old strict line: the same draws flip the shipped model
+    assert 10 < strict.count("faithful") < 190
+
+
+def test_a_row_clearly_over_budget_is_never_picked():
+    over = row("over", 0.99, 1.3 * LIMIT)
+    draws = 1.0 + np.random.default_rng(11).uniform(-0.05, 0.05, size=(200, 2))
+    for factors in draws:
+        rows = jittered([row("fits", 0.5, 0.9 * LIMIT), over], factors)
+        picked, reason = budget_pick(rows, TEACHER_MS, RATIO)
+        assert picked["name"] == "fits" and "better but over budget: over" in reason
+    for noise in (0.0, 0.1, 0.2, 0.29):
+        with pytest.raises(ValueError, match="no candidate fits the budget"):
+            budget_pick([over], TEACHER_MS, RATIO, noise=noise)
+    # the band's edges: limit * (1 + noise) is in, anything above it out
+    assert budget_pick([row("edge", 0.5, 2.0 * 1.1)], 30.0, 15.0, noise=0.1)[0]["name"] == "edge"
+    with pytest.raises(ValueError, match=r"<= 2.2 ms\) counted in.*edge 2.2 ms"):
+        budget_pick([row("edge", 0.5, 2.0 * 1.1 * (1 + 1e-9))], 30.0, 15.0, noise=0.1)
+
+
+def test_the_reason_names_the_noise_band_when_the_pick_or_runner_up_is_on_the_line():
+    picked, reason = budget_pick([row("fast", 0.80, 2.0), row("faithful", 0.90, 5.61)], TEACHER_MS, RATIO)
+    assert picked["name"] == "faithful"
+    assert ("faithful is within 10% noise of the budget line (5.61 ms vs 5.58 ms): counted as within budget, "
+            "and it is the more faithful") in reason  # fmt: skip
+    assert "runner-up fast (0.800 at 2 ms)" in reason and "<= 6.14 ms) counted in" in reason
+    picked, reason = budget_pick([row("quick", 0.90, 1.0), row("close", 0.85, 5.5)], TEACHER_MS, RATIO)
+    assert picked["name"] == "quick"
+    assert "runner-up close is within 10% noise of the budget line (5.5 ms vs 5.58 ms)" in reason
+    assert "quick is within" not in reason
+    _, reason = budget_pick([row("a", 0.9, 1.0), row("b", 0.8, 2.0)], TEACHER_MS, RATIO)
+    assert "noise of the budget line" not in reason  # both clearly within: nothing to flag
+    _, reason = budget_pick([row("fast", 0.80, 2.0), row("faithful", 0.90, 5.5)], TEACHER_MS, RATIO, noise=0.0)
+    assert "noise" not in reason and "counted in" not in reason  # noise 0: the strict line, as before
+
+
+def test_a_lead_within_metric_noise_is_still_picked_and_said():
+    rows = [row("slower", 0.900, 3.0), row("quicker", 0.897, 1.0)]
+    picked, reason = budget_pick(rows, TEACHER_MS, RATIO)
+    assert picked["name"] == "slower"
+    assert "slower is within metric noise (0.005) of quicker (0.897 at 1 ms): picked for the higher" in reason
+    assert "metric noise" not in budget_pick(rows, TEACHER_MS, RATIO, metric_noise=0.001)[1]
+    same_speed = [row("a", 0.900, 1.0), row("b", 0.899, 1.0)]
+    assert "metric noise" not in budget_pick(same_speed, TEACHER_MS, RATIO)[1]
+    tie = [row("a", 0.9, 2.0), row("b", 0.9, 1.0)]
+    picked, reason = budget_pick(tie, TEACHER_MS, RATIO)
+    assert picked["name"] == "b"
+    assert "b is within metric noise (0.005) of a (0.900 at 2 ms): picked as the faster" in reason
+
+
+@pytest.mark.parametrize("noise", [-0.01, 1.0, 1.5, math.nan])
+def test_noise_out_of_range_raises(noise: float):
+    with pytest.raises(ValueError, match=r"noise must be a relative latency noise in \[0, 1\)"):
+        budget_pick([row("a", 0.9, 1.0)], TEACHER_MS, RATIO, noise=noise)
+
+
+@pytest.mark.parametrize("metric_noise", [-0.001, math.nan])
+def test_metric_noise_out_of_range_raises(metric_noise: float):
+    with pytest.raises(ValueError, match=r"metric_noise must be >= 0 \(in \[0, inf\)\)"):
+        budget_pick([row("a", 0.9, 1.0)], TEACHER_MS, RATIO, metric_noise=metric_noise)
+
+
+def test_noise_zero_is_the_strict_filter_then_sort():
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        rows = [row(str(i), float(rng.choice([0.5, 0.8, 0.9])), float(rng.choice([1.0, 2.0, 2.1, 5.0])))
+                for i in range(int(rng.integers(1, 8)))]  # fmt: skip
+        fitting = [r for r in rows if r["encode_ms_p50"] <= 2.0]
+        if not fitting:
+            with pytest.raises(ValueError):
+                budget_pick(rows, 30.0, 15.0, noise=0.0)
+            continue
+        expected = min(fitting, key=lambda r: (-r["recall@10_vs_teacher"], r["encode_ms_p50"]))
+        assert budget_pick(rows, 30.0, 15.0, noise=0.0)[0] == expected
+
+
+def test_latency_noise_is_the_relative_range_of_the_round_p50s():
+    assert latency_noise([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0], [3.0, 4.0, 5.0]]) == pytest.approx(1.0)
+    assert latency_noise([[5.1, 5.3], [5.2]]) == pytest.approx(0.0)
+    assert latency_noise([[5.0], [5.5], [5.25]]) == pytest.approx(0.5 / 5.25)
+    with pytest.raises(ValueError, match="at least 2 timing rounds"):
+        latency_noise([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="at least one sample"):
+        latency_noise([[1.0], []])
+    with pytest.raises(ValueError, match="median p50 must be > 0"):
+        latency_noise([[0.0], [0.0]])
