@@ -2,6 +2,7 @@
 
     python benchmarks/students/train_speed.py prepare --out DIR      # fixed texts: corpus texts + pseudo-queries
     python benchmarks/students/train_speed.py measure --texts DIR/texts.json --label NAME [--set key=value ...]
+    python benchmarks/students/train_speed.py table DIR/results.jsonl
 
 `measure` uses only APIs that every version of the project has had since the distillation split
 (`compute_teacher_targets`, `build_student`, `train_student`, `mean_cosine`), so the same command can run against an
@@ -118,6 +119,25 @@ def measure(texts_file: Path, label: str, overrides: list[str], threads: int, ep
     return row
 
 
+def table(results: Path) -> None:
+    """Print the rows of a results.jsonl as a Markdown table (texts/s, ratio to the first row, held-out quality)."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise SystemExit(f"{results} has no rows")
+    parts = list(rows[0]["held_out"])
+    head = ["run", "texts/s", "vs first", "train s"]
+    head += [f"{part} R@10 vs teacher / cos" for part in parts]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    base = rows[0]["texts_per_second"]
+    for row in rows:
+        cells = [row["label"], f"{row['texts_per_second']:.1f}", f"{row['texts_per_second'] / base:.2f}x",
+                 f"{row['train_seconds']:.0f}"]  # fmt: skip
+        cells += [f"{row['held_out'][p]['recall@10_vs_teacher']:.3f} / {row['held_out'][p]['cosine']:.3f}"
+                  for p in parts]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -134,8 +154,12 @@ def main() -> None:
     m.add_argument("--set", action="append", default=[], help="DistillConfig field=value (repeat)")
     m.add_argument("--threads", type=int, default=2)
     m.add_argument("--epochs", type=int, default=1)
+    t = sub.add_parser("table")
+    t.add_argument("results", type=Path)
     args = parser.parse_args()
-    if args.command == "prepare":
+    if args.command == "table":
+        table(args.results)
+    elif args.command == "prepare":
         prepare(args.out, args.corpus_texts, args.pseudo_queries, args.held_out, args.seed)
     else:
         measure(args.texts, args.label, args.set, args.threads, args.epochs)

@@ -46,6 +46,13 @@ AUXILIARIES = ("is", "are", "was", "were", "can", "could", "may", "might", "does
                "will", "would", "should", "must")  # fmt: skip
 WH_TEMPLATES = ("what is {}?", "what causes {}?", "how does {} work?", "{} definition", "effect of {}",
                 "role of {}")  # fmt: skip
+# structured abstracts open sections with a label ("BACKGROUND", "MAIN OUTCOME MEASURES"): no query starts that way
+_SECTION_LABEL = re.compile(
+    r"^(?:(?:BACKGROUND|OBJECTIVES?|METHODS?|RESULTS?|CONCLUSIONS?|CONTEXT|DESIGN|SETTINGS?|PARTICIPANTS|PATIENTS"
+    r"|INTERVENTIONS?|MEASUREMENTS|FINDINGS|INTERPRETATION|PURPOSE|AIMS?|INTRODUCTION|IMPORTANCE|EXPOSURES?|SUMMARY"
+    r"|ABSTRACT|MAIN|OUTCOMES?|MEASURES|AND|STUDY|SIGNIFICANCE|RATIONALE|DATA|SOURCES|SELECTION|EXTRACTION|SYNTHESIS)"
+    r"[:.]?\s+)+"
+)
 _CLAUSE_END = re.compile(r"[,;:]| (?:which|that|who|whereas|while|but|although|because) ", re.IGNORECASE)
 _WORD = re.compile(r"[\w][\w\-'/.%+]*[\w%]|\w")
 _EDGE_PUNCTUATION = ".,;:!?()[]{}\"'"
@@ -85,6 +92,11 @@ class PseudoQueryMix:
             except ValueError as err:
                 raise ValueError(f"bad weight in {part!r}: write KIND=NUMBER, e.g. span=0.4") from err
         return cls(**values)
+
+
+def corpus_sentences(text: str) -> list[str]:
+    """The sentences of a passage with any leading section label of a structured abstract removed."""
+    return [rest for rest in (_SECTION_LABEL.sub("", sentence) for sentence in split_sentences(text)) if rest]
 
 
 def _words(text: str) -> list[str]:
@@ -169,7 +181,7 @@ def document_pseudo_queries(doc: Document, kind: str, rng: random.Random,
         words = _words(doc.title or "")
         return [" ".join(words)] if _within(words, TITLE_WORDS) else []
     out: list[str] = []
-    for sentence in split_sentences(doc.text) if sentences is None else sentences:
+    for sentence in corpus_sentences(doc.text) if sentences is None else sentences:
         if kind == "span":
             out += sentence_spans(sentence, rng)
         elif kind == "clause":
@@ -216,19 +228,22 @@ def pseudo_queries(
     rng = random.Random(seed)
     seen = held_out_query_texts(dataset) | {normalise_text(text) for text in exclude}
     forbidden = len(seen)
-    sentences = [split_sentences(doc.text) for doc in dataset.corpus]
+    sentences = [corpus_sentences(doc.text) for doc in dataset.corpus]
     wanted = quotas(count, mix)
     chosen: dict[str, list[str]] = {kind: [] for kind in PSEUDO_KINDS}
     # spans last: they absorb what the other kinds could not give
     for kind in sorted(PSEUDO_KINDS, key=lambda k: k == "span"):
         if kind == "span":
             wanted["span"] = count - sum(len(chosen[k]) for k in PSEUDO_KINDS if k != "span")
+        if wanted[kind] <= 0:
+            continue
         fixed: dict[int, list[str]] = {}  # the kinds without randomness give the same candidates every round
         for _ in range(max_rounds):
             before = len(chosen[kind])
             for row in rng.sample(range(len(dataset.corpus)), len(dataset.corpus)):
-                if kind in ("span", "question"):
-                    candidates = document_pseudo_queries(dataset.corpus[row], kind, rng, sentences[row])
+                if kind in ("span", "question"):  # drawn anew each round, from one random sentence
+                    picked = [rng.choice(sentences[row])] if sentences[row] else []
+                    candidates = document_pseudo_queries(dataset.corpus[row], kind, rng, picked)
                 else:
                     if row not in fixed:
                         fixed[row] = document_pseudo_queries(dataset.corpus[row], kind, rng, sentences[row])

@@ -86,6 +86,11 @@ def test_mix_is_followed_and_spans_fill_what_a_kind_cannot_give() -> None:
     texts = pseudo_queries(dataset, 100, seed=0, mix=titles_only)  # 40 titles, the other 60 are spans
     titles = {doc.title for doc in dataset.corpus}
     assert len(texts) == 100 and sum(text in titles for text in texts) == 40
+    for kind in PSEUDO_KINDS:  # a single-kind mix gives exactly what was asked
+        assert (
+            len(pseudo_queries(dataset, 150, seed=1, mix=PseudoQueryMix(**{k: float(k == kind) for k in PSEUDO_KINDS})))
+            == 150
+        )
 
 
 def test_kinds_have_query_shapes() -> None:
@@ -137,3 +142,10 @@ def test_length_distance_is_a_total_variation() -> None:
     assert length_distance(a, a) == 0.0
     assert length_distance(length_histogram(["a b"]), length_histogram(["a b c"])) == 1.0
     assert length_distance(a, length_histogram(["a b"])) == pytest.approx(1 / 3)
+
+
+def test_section_labels_of_structured_abstracts_are_dropped() -> None:
+    from search.data.pseudo_queries import corpus_sentences
+
+    text = "BACKGROUND Interferon-gamma levels vary. MAIN OUTCOME MEASURES: CRISPR Cas9 edits were counted."
+    assert corpus_sentences(text) == ["Interferon-gamma levels vary.", "CRISPR Cas9 edits were counted."]
