@@ -2,8 +2,8 @@
 
 1. Index the dataset with the teacher (its corpus vectors are cached: the one slow step of a cold run).
 2. Distil every candidate student into the teacher's space on the dataset's training texts (corpus sentences and
-   windows, train queries; never test queries), export each to ONNX and quantize it to int8 (or, for the static
-   encoder, store its table in int8). See `search.jobs.students`.
+   windows, train queries, pseudo-queries cut from the corpus; never test queries), export each to ONNX and
+   quantize it to int8 (or, for the static encoder, store its table in int8). See `search.jobs.students`.
 3. Pick the one to ship on a held-out slice of the training texts: the best recall@10 against the teacher among the
    students whose single-query encode p50 is within the budget (default: 1/15 of the teacher's, measured in the same
    run on the same texts). `search.bench.students.budget_pick` says which and why.
