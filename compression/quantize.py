@@ -182,9 +182,8 @@ def quantize_onnx(
                     str(tmp),
                     op_types_to_quantize=list(QUANTIZED_OPS),
                     per_channel=True,
-                    # 7-bit weights: u8 x s8 products cannot saturate the int16 accumulators of CPUs without VNNI
-                    # (AVX2, AVX-512 without VNNI); full-range weights there wrecked a 768-wide slice (cosine
-                    # 0.16 to fp32, 0.99 with the reduced range)
+                    # 7-bit weights: u8 x s8 pair sums cannot saturate the int16 accumulators of CPUs without
+                    # VNNI, so the model is safe wherever it is served (benchmarks/students/README.md)
                     reduce_range=True,
                     weight_type=QuantType.QInt8,
                     extra_options=dict(QUANTIZER_OPTIONS),
