@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -129,6 +130,8 @@ def make_progress(
 ) -> LoggingProgress:
     """A progress display with count, an info field (rate, loss), elapsed time and ETA; off when not `enabled`.
 
+    The display goes to stderr, so a command's machine-readable stdout (`--json`) stays clean while it runs.
+
     When the console is not interactive, progress also goes to the `common.progress` logger (INFO) every
     `log_interval` seconds per task (None: `LOG_INTERVAL_SECONDS`) and on completion; on a terminal nothing is
     logged, and when not `enabled` nothing is shown or logged. `interactive` forces the mode (None: ask the rich
@@ -142,6 +145,7 @@ def make_progress(
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         disable=not enabled,
         transient=False,
         get_time=clock,

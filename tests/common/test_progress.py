@@ -137,3 +137,13 @@ def test_without_a_forced_mode_a_captured_console_counts_as_not_interactive(
             task = progress.add_task("encoding", total=2, info="")
             progress.advance(task, 2)
     assert lines(caplog) == ([] if interactive else ["encoding: 2/2 (100.0%) elapsed 0:00"])
+
+
+def test_the_display_goes_to_stderr_so_stdout_stays_machine_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    with make_progress(interactive=False, log_interval=0.0) as progress:
+        task = progress.add_task("encoding", total=3, info="")
+        for _ in range(3):
+            progress.advance(task)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "encoding" in captured.err
