@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from compression.distill import DistillConfig, compute_teacher_targets
 from compression.encoders import Encoder, load_encoder
 from compression.encoders.onnx import OnnxEncoder
@@ -41,7 +43,7 @@ from search.data.training_texts import training_texts
 from search.embeddings import encode_corpus
 from search.evaluation.agreement import agreement, encode_p50_ms, query_like, top_k_rows
 from search.evaluation.evaluate import evaluate, exact_top_ids
-from search.evaluation.quantize_gate import gate_subset
+from search.evaluation.quantize_gate import AGREEMENT_TOLERANCE, AgreementGate, agreement_gate, gate_subset
 from search.jobs.students import (
     STATIC_STUDENT,
     BuiltStudent,
@@ -85,6 +87,8 @@ class MainJobSpec:
         natively, else fp32), `fp32` or `bf16` (see `compression.precision`).
     quick: run on a subset (judged documents of `split` + `quick_distractors` seeded others) with
         `quick_distill_texts` training texts; labelled as a subset in every output.
+    int8_tolerance: the most recall@10 vs teacher a student's int8 model may lose against its fp32 model on the
+        held-out texts (`agreement_gate`); a student whose int8 fails ships fp32.
     """
 
     dataset: str = "scifact"
@@ -108,6 +112,7 @@ class MainJobSpec:
     compressed_index: str = COMPRESSED_INDEX
     quantization: str = "dynamic"
     threads: int = 2
+    int8_tolerance: float = AGREEMENT_TOLERANCE
     runs_dir: Path = Path("runs")
     quick: bool = False
     quick_distractors: int = 200
@@ -133,6 +138,8 @@ class MainJobSpec:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.budget_ratio > 0:
             raise ValueError(f"budget_ratio must be > 0, got {self.budget_ratio}")
+        if not self.int8_tolerance >= 0:
+            raise ValueError(f"int8_tolerance must be >= 0, got {self.int8_tolerance}")
         if not self.students:
             raise ValueError(f"give at least one student, e.g. {', '.join(DEFAULT_STUDENTS)}")
         for student in self.students:
@@ -185,12 +192,18 @@ class MainJobResult:
     selection: list[dict[str, Any]]  # validation figures of every candidate (held-out texts, never test queries)
     picked: str
     reason: str
-    students: dict[str, dict[str, Any]]  # spec -> folders and cache state
+    students: dict[str, dict[str, Any]]  # spec -> folders, the precision shipped (int8 unless its gate failed), cache
     training_texts: int = 0
 
     @property
     def int8_dir(self) -> Path:
         return Path(self.students[self.picked]["int8_dir"])
+
+    @property
+    def shipped_dir(self) -> Path:
+        """The compressed pipeline's query model: the picked student's int8 folder, or its fp32 one when int8 failed
+        the gate."""
+        return Path(self.students[self.picked]["shipped_dir"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,20 +280,35 @@ def build_students(
 
 
 def validate_students(
-    dataset: Dataset, spec: MainJobSpec, data: TrainingData, teacher: Encoder, encoders: dict[str, Encoder],
+    dataset: Dataset, spec: MainJobSpec, data: TrainingData, teacher: Encoder, built: dict[str, BuiltStudent],
     show_progress: bool,
-) -> tuple[list[dict[str, Any]], float]:  # fmt: skip
-    """Each student's agreement with the teacher on the query-like held-out texts (exact search over the teacher's
-    documents) and single-query encode p50, timed interleaved with the teacher's; return (rows, teacher p50 ms)."""
+) -> tuple[list[dict[str, Any]], float, dict[str, Encoder]]:  # fmt: skip
+    """Gate each student's int8 model against its fp32 one, then measure the shipped model's agreement with the
+    teacher on the query-like held-out texts (exact search over the teacher's documents) and its single-query encode
+    p50, timed interleaved with the teacher's. A student whose int8 model fails the gate ships fp32.
+    Return (rows, teacher p50 ms, the shipped query encoder of each student)."""
     teacher_docs = encode_corpus(teacher, dataset.corpus, show_progress=show_progress).vectors
     held_out = query_like(data.held_out)
     teacher_vectors, _ = compute_teacher_targets(teacher, held_out, TEACHER_MAX_LENGTH, show_progress=False,
                                                  precision="fp32")  # fmt: skip
     teacher_top = top_k_rows(teacher_vectors, teacher_docs, 10)
-    latency = encode_p50_ms({"teacher": teacher, **encoders}, held_out[: spec.latency_texts])
+    shipped: dict[str, Encoder] = {}
+    gates: dict[str, AgreementGate] = {}
+    vectors: dict[str, np.ndarray] = {}
+    for name, student in built.items():
+        int8, fp32 = student.encoder("int8", threads=spec.threads), student.encoder("fp32", threads=spec.threads)
+        int8_vectors, fp32_vectors = int8.encode(held_out), fp32.encode(held_out)
+        gates[name] = agreement_gate(fp32_vectors, int8_vectors, teacher_vectors, teacher_docs,
+                                     spec.int8_tolerance, teacher_top)  # fmt: skip
+        shipped[name], vectors[name] = (int8, int8_vectors) if gates[name].passed else (fp32, fp32_vectors)
+        if not gates[name].passed:
+            logger.warning("%s: int8 failed the gate (recall@10 vs teacher %.3f -> %.3f, tolerance %.3f): "
+                           "shipping fp32", name, gates[name].fp32_recall, gates[name].int8_recall,
+                           spec.int8_tolerance)  # fmt: skip
+    latency = encode_p50_ms({"teacher": teacher, **shipped}, held_out[: spec.latency_texts])
     rows = []
-    for name, encoder in encoders.items():
-        agreed = agreement(encoder.encode(held_out), teacher_vectors, teacher_docs, 10, teacher_top)
+    for name, encoder in shipped.items():
+        agreed = agreement(vectors[name], teacher_vectors, teacher_docs, 10, teacher_top)
         rows.append({
             "name": name,
             "encoder": encoder.name,
@@ -289,8 +317,9 @@ def validate_students(
             "encode_ms_p50": latency[name],
             "model_bytes": encoder.model_bytes(),
             "val_texts": len(held_out),
+            "int8_gate": gates[name].to_dict(),
         })  # fmt: skip
-    return rows, latency["teacher"]
+    return rows, latency["teacher"], shipped
 
 
 def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult:
@@ -305,8 +334,7 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
     validate_factory(spec.compressed_factory, teacher.dim)  # fail on a bad factory before the distillation
     data = split_training_texts(dataset, spec)
     built = build_students(dataset, spec, data, teacher, show_progress)
-    encoders = {name: student.encoder("int8", threads=spec.threads) for name, student in built.items()}
-    selection, teacher_p50 = validate_students(dataset, spec, data, teacher, encoders, show_progress)
+    selection, teacher_p50, encoders = validate_students(dataset, spec, data, teacher, built, show_progress)
     picked_row, reason = budget_pick(selection, teacher_p50, spec.budget_ratio, metric=VALIDATION_METRIC)
     picked = str(picked_row["name"])
     logger.info("picked %s: %s", picked, reason)
@@ -335,7 +363,10 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
                           reference_top_ids=teacher_top)  # fmt: skip
         report["model_bytes"] = query_encoder.model_bytes()
         rows.append(PipelineRow(name, query_encoder.name, doc_encoder.name, factory, report))
+    passed = {row["name"]: row["int8_gate"]["passed"] for row in selection}
     students = {name: {"family": s.family, "fp32_dir": str(s.fp32_dir), "int8_dir": str(s.int8_dir),
+                       "shipped": "int8" if passed[name] else "fp32",
+                       "shipped_dir": str(s.int8_dir if passed[name] else s.fp32_dir),
                        "from_cache": s.from_cache} for name, s in built.items()}  # fmt: skip
     return MainJobResult(
         dataset=dataset.name,
@@ -375,6 +406,10 @@ def side_by_side(result: MainJobResult) -> str:
     lines.append(f"validation ({texts} held-out query-like texts, never test queries): " + "; ".join(
         f"{row['name']} R@10 vs teacher {row[VALIDATION_METRIC]:.3f}, encode p50 {row['encode_ms_p50']:.2f} ms"
         for row in result.selection))  # fmt: skip
+    lines.append("int8 gate (recall@10 vs teacher on the same texts, fp32 -> int8; cosine int8 to fp32): " + "; ".join(
+        f"{row['name']} {gate['fp32_recall']:.3f} -> {gate['int8_recall']:.3f}, cos {gate['cosine_to_fp32']:.4f}, "
+        + ("passed" if gate["passed"] else "FAILED: ships fp32")
+        for row in result.selection if (gate := row.get("int8_gate"))))  # fmt: skip
     lines.append(f"training: {result.training_texts} texts (corpus text and pseudo-queries)")
     lines.append(f"latency: p50 per query; encoders: {', '.join(f'{r.name}={r.query_encoder}' for r in result.rows)}")
     return "\n".join(lines)

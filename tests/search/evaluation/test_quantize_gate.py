@@ -4,7 +4,7 @@ import pytest
 from compression.encoders import FakeEncoder
 from search.data.datasets import load_beir
 from search.evaluation.metrics import ndcg_at_k
-from search.evaluation.quantize_gate import gate_subset, quality_gate
+from search.evaluation.quantize_gate import agreement_gate, gate_subset, quality_gate
 
 
 class BrokenEncoder(FakeEncoder):
@@ -55,3 +55,33 @@ def test_gate_ndcg_equals_an_independent_numpy_ranking_of_the_subset(beir_dir):
     assert result.ndcg_candidate == pytest.approx(expected[1], abs=1e-9)
     assert result.documents == len(docs) and result.drop == pytest.approx(expected[0] - expected[1])
     assert result.passed == (expected[0] - expected[1] <= 0.01)
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_agreement_gate_equals_an_independent_top10_overlap_and_fires_on_noise() -> None:
+    rng = np.random.default_rng(0)
+    docs = unit(rng.standard_normal((300, 16))).astype(np.float32)
+    teacher = unit(rng.standard_normal((40, 16))).astype(np.float32)
+    fp32 = unit(teacher + 0.05 * rng.standard_normal(teacher.shape)).astype(np.float32)
+    slightly_off = unit(fp32 + 0.01 * rng.standard_normal(fp32.shape)).astype(np.float32)
+    broken = unit(rng.standard_normal(fp32.shape)).astype(np.float32)
+
+    def overlap(queries: np.ndarray) -> float:  # recall@10 vs teacher, by argsort
+        want, got = np.argsort(-(teacher @ docs.T), axis=1)[:, :10], np.argsort(-(queries @ docs.T), axis=1)[:, :10]
+        return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(want, got, strict=True)]))
+
+    good = agreement_gate(fp32, slightly_off, teacher, docs, tolerance=0.05)
+    assert good.fp32_recall == pytest.approx(overlap(fp32), abs=1e-9)
+    assert good.int8_recall == pytest.approx(overlap(slightly_off), abs=1e-9)
+    assert good.cosine_to_fp32 == pytest.approx(float(np.mean(np.sum(fp32 * slightly_off, axis=1))), abs=1e-5)
+    assert good.passed and good.texts == 40
+    bad = agreement_gate(fp32, broken, teacher, docs, tolerance=0.05)
+    assert not bad.passed and bad.drop > 0.5 and bad.cosine_to_fp32 < 0.5
+    assert bad.to_dict()["passed"] is False and bad.to_dict()["recall_drop"] == pytest.approx(bad.drop)
+    with pytest.raises(ValueError, match="tolerance"):
+        agreement_gate(fp32, broken, teacher, docs, tolerance=-0.1)
+    with pytest.raises(ValueError, match="differ"):
+        agreement_gate(fp32, broken[:5], teacher, docs)

@@ -14,6 +14,7 @@ from indexes.exact import exact_search
 from search.data.datasets import load_beir
 from search.data.training_texts import normalise_text
 from search.evaluation.metrics import knn_recall, ndcg_at_k
+from search.evaluation.quantize_gate import AgreementGate
 from search.jobs.main_job import (
     MainJobSpec,
     main_job_spec,
@@ -58,7 +59,14 @@ def test_main_job_builds_teacher_and_student_pipelines_side_by_side(
     assert names == ["teacher", "compressed", *others, f"{models[1]}-int8 (naive, symmetric)"]
     teacher, compressed = (row.report for row in result.rows[:2])
     assert teacher["recall@10_vs_teacher"] == 1.0 and teacher["index"] == "Flat"
-    assert compressed["index"] == "SQ8" and compressed["model_bytes"] == model_bytes(result.int8_dir)
+    assert compressed["index"] == "SQ8" and compressed["model_bytes"] == model_bytes(result.shipped_dir)
+    # every candidate's int8 model was gated against its fp32 one on the held-out texts
+    gates = {row["name"]: row["int8_gate"] for row in result.selection}
+    assert set(gates) == set(spec.students)
+    assert all(gate["texts"] == result.selection[0]["val_texts"] for gate in gates.values())
+    for name, gate in gates.items():
+        assert result.students[name]["shipped"] == ("int8" if gate["passed"] else "fp32")
+    assert "int8 gate" in side_by_side(result)
     for row in result.rows[1:-1]:  # every student searches the teacher's documents
         assert row.doc_encoder == result.rows[0].query_encoder
     naive = result.rows[-1]
@@ -88,6 +96,26 @@ def test_main_job_builds_teacher_and_student_pipelines_side_by_side(
     again = run_main_job(spec, show_progress=False)
     assert all(student["from_cache"] for student in again.students.values())
     assert again.int8_dir == result.int8_dir and again.rows[0].report["ndcg@10"] == teacher["ndcg@10"]
+
+
+def test_a_student_whose_int8_fails_the_gate_ships_fp32(
+    write_beir, tmp_path: Path, models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.jobs.main_job as main_job
+
+    def failing(*args: object, **kwargs: object) -> AgreementGate:
+        return AgreementGate(texts=1, fp32_recall=0.9, int8_recall=0.1, cosine_to_fp32=0.2, tolerance=0.02)
+
+    monkeypatch.setattr(main_job, "agreement_gate", failing)
+    beir = write_beir(tmp_path / "tiny")
+    result = run_main_job(spec_for(beir, models, tmp_path / "runs", students=("teacher-layers:1",)),
+                          show_progress=False)  # fmt: skip
+    student = result.students["teacher-layers:1"]
+    assert student["shipped"] == "fp32" and result.shipped_dir == Path(student["fp32_dir"]) != result.int8_dir
+    compressed = result.rows[1]
+    assert compressed.query_encoder == "teacher-layers:1-fp32"
+    assert compressed.report["model_bytes"] == model_bytes(result.shipped_dir)
+    assert "FAILED: ships fp32" in side_by_side(result)
 
 
 def test_the_budget_excludes_students_slower_than_the_teachers_share(
