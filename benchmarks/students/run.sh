@@ -27,16 +27,23 @@ if step speed; then
 fi
 
 # 3. recipe attempts at one small budget (the same fixed texts, 1 epoch), judged on held-out corpus texts,
-#    pseudo-queries and SciFact TRAIN queries (never trained on here; test queries are never read)
+#    pseudo-queries and SciFact TRAIN queries (never trained on here; test queries are never read): curricula,
+#    dropout, the loss (on unit vectors cosine loss = mse / 2, so `mse` is also the cosine row), and capacity
+#    (2-, 3- and 4-layer slices, the 4-layer slice with its FFNs pruned to fit the 2-layer slice's encode time)
 if step attempts; then
   m() { python "$HERE/train_speed.py" measure --texts "$SPEED/texts.json" "$@"; }
-  m --label "slice, mse" --set loss=mse
+  m --label "slice 0,11, mse+rank (shipped recipe)"
   m --label "slice, dropout on" --set dropout=true
   m --label "slice, corpus-first" --set curriculum=corpus-first
   m --label "slice, queries-first" --set curriculum=queries-first
+  m --label "slice, mse (= cosine)" --set loss=mse
   m --label "minilm+projection" --set student=minilm
+  m --label "slice 0,5,11" --set student=teacher-layers:0,5,11
   m --label "slice 0,1,10,11" --set student=teacher-layers:0,1,10,11
+  m --label "slice 0,1,10,11, ffn 1536" --set student=teacher-layers:0,1,10,11@ffn=1536
+  m --label "slice 0,1,10,11, ffn 768" --set student=teacher-layers:0,1,10,11@ffn=768
   cp "$SPEED/results.jsonl" "$OUT/attempts.jsonl"; : > "$SPEED/results.jsonl"
+  python "$HERE/train_speed.py" table "$OUT/attempts.jsonl" > "$OUT/attempts.md"
 fi
 
 # 4. the main job on SciFact: every candidate trained on corpus text + pseudo-queries, the pick on 1,500 held-out
@@ -47,17 +54,19 @@ if step main; then
 fi
 
 # 5. the same command on a BEIR folder without train qrels (SciFact's corpus, queries and test qrels only): the
-#    students learn from corpus text and pseudo-queries alone
+#    students learn from corpus text and pseudo-queries alone (the corpus vectors are shared with step 4's cache)
 if step noqrels; then
   NOQ=runs/scifact-no-train-qrels; mkdir -p "$NOQ/qrels"
   for f in corpus.jsonl queries.jsonl qrels/test.tsv; do ln -sf "$(realpath ../shared/datasets/scifact/$f)" "$NOQ/$f"; done
-  semsearch run --dataset "$NOQ" --quick | grep -v "━" | tee "$OUT/noqrels_quick.txt"
+  semsearch run --dataset "$NOQ" --json > "$OUT/noqrels.json"
+  semsearch run --dataset "$NOQ" | grep -v "━" | tee "$OUT/noqrels.txt"   # all cache hits now: the table for people
 fi
 
-# 6. cold timings from an empty cache (models are unpacked again too)
+# 6. cold timings from an empty cache (models are unpacked again too), the log beside the table
 if step cold; then
   cold=$(mktemp -d)
-  { /usr/bin/time -f "%e s wall" env SEMSEARCH_CACHE="$cold" semsearch run --dataset scifact --quick \
-      --runs-dir "$cold/runs" > "$OUT/cold_quick.txt"; } 2>> "$OUT/cold_quick.txt"
+  /usr/bin/time -f "%e s wall, empty cache, --quick" -a -o "$OUT/cold_quick.txt" env SEMSEARCH_CACHE="$cold" \
+    semsearch run --dataset scifact --quick --runs-dir "$cold/runs" > "$OUT/cold_quick.txt" 2> "$cold.log"
+  cp "$cold.log" "$OUT/cold_quick.log"; rm -f "$cold.log"
   rm -rf "$cold"
 fi

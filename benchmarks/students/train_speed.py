@@ -9,7 +9,8 @@
 older checkout (`PYTHONPATH=/path/to/old/tree`) to give the "before" row on the same texts and teacher targets. It
 appends one JSON line to DIR/results.jsonl and prints it. Training time excludes loading and the teacher's targets
 (cached per text); quality is, per held-out part (corpus texts, pseudo-queries, SciFact train queries), the mean
-cosine to the teacher and recall@10 vs the teacher over the teacher's SciFact document vectors.
+cosine to the teacher and recall@10 vs the teacher over the teacher's SciFact document vectors; the trained model's
+single-text encode p50 (torch fp32, 64 held-out pseudo-queries one at a time) compares capacities.
 """
 
 from __future__ import annotations
@@ -88,6 +89,15 @@ def measure(texts_file: Path, label: str, overrides: list[str], threads: int, ep
     losses, steps, seconds = train_student(student.model, train, targets, config, show_progress=False,
                                            documents=documents, **extra)  # fmt: skip
     wall = time.perf_counter() - started
+    student.model.eval()
+    probe = held_out["pseudo"][:64]
+    for text in probe[:4]:  # warm-up
+        student.model.encode([text])
+    ticks = []
+    for text in probe:
+        tick = time.perf_counter()
+        student.model.encode([text])
+        ticks.append(time.perf_counter() - tick)
     quality = {}
     for part, texts in held_out.items():
         held_targets, _ = compute_teacher_targets(teacher, texts, 512, show_progress=False, precision="fp32")
@@ -108,6 +118,8 @@ def measure(texts_file: Path, label: str, overrides: list[str], threads: int, ep
         "texts_per_second": round(len(train) * config.epochs / seconds, 2),
         "epoch_losses": [round(x, 5) for x in losses],
         "held_out": quality,
+        "encode_ms_p50_torch": round(float(np.median(ticks)) * 1000, 3),
+        "parameters": sum(p.numel() for p in student.model.parameters()),
         "threads": threads,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
@@ -126,7 +138,7 @@ def table(results: Path) -> None:
         raise SystemExit(f"{results} has no rows")
     parts = list(rows[0]["held_out"])
     head = ["run", "texts/s", "vs first", "train s"]
-    head += [f"{part} R@10 vs teacher / cos" for part in parts]
+    head += [f"{part} R@10 vs teacher / cos" for part in parts] + ["encode ms (torch)"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     base = rows[0]["texts_per_second"]
@@ -135,6 +147,7 @@ def table(results: Path) -> None:
                  f"{row['train_seconds']:.0f}"]  # fmt: skip
         cells += [f"{row['held_out'][p]['recall@10_vs_teacher']:.3f} / {row['held_out'][p]['cosine']:.3f}"
                   for p in parts]  # fmt: skip
+        cells.append(f"{row['encode_ms_p50_torch']:.2f}" if "encode_ms_p50_torch" in row else "-")
         print("| " + " | ".join(cells) + " |")
 
 
