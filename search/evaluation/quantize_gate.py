@@ -1,6 +1,6 @@
 """The int8 quality gate: does quantization cost more nDCG@10 than we allow? Measured on TRAIN queries only.
 
-To stay cheap on 2 cores, it searches a subset of the corpus: every document judged for the split's queries
+To stay cheap on CPU, it searches a subset of the corpus: every document judged for the split's queries
 plus seeded distractors, encoded by both models (symmetric, exact search), so only the encoders differ.
 """
 
