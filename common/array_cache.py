@@ -1,11 +1,10 @@
 """The resumable, chunked cache of computed row vectors, one home for it.
 
-Corpus embeddings (the teacher needs ~51 minutes for SciFact on 2 cores) and the static encoder's token vectors
-(~6 minutes for 30k tokens) are both "compute a float32 row per item, slowly": rows are computed in chunks, in a
-caller-chosen order, with a checkpoint every minute; an interrupted run resumes where it stopped, a finished one is
-reused at once, and a damaged entry is recomputed, never trusted. Rows come from a function called per chunk or from
-a stream that yields the chunks in order (a distributed engine keeps computing while finished chunks are saved); both
-lead to the same checkpoints and entries.
+Corpus embeddings and the static encoder's token vectors are both "compute a float32 row per item, slowly": rows
+are computed in chunks, in a caller-chosen order, with a checkpoint every minute; an interrupted run resumes where it
+stopped, a finished one is reused at once, and a damaged entry is recomputed, never trusted. Rows come from a
+function called per chunk or from a stream that yields the chunks in order (a distributed engine keeps computing while
+finished chunks are saved); both lead to the same checkpoints and entries.
 
 An entry is `<folder>/<key>.npy` (the rows) + `<key>.json` (n, dim, seconds and the caller's meta); a checkpoint is
 `<key>.partial.npy` + `<key>.partial.json` (rows done so far, seconds spent).

@@ -3,7 +3,7 @@
 BLAS (numpy's and FAISS's OpenBLAS) and OpenMP (FAISS's libgomp) are limited with threadpoolctl, which finds every
 loaded copy. ONNX Runtime threads are session options (`compression.encoders.onnx`, spinning off by default); torch's
 are process-wide and set by the torch encoder. Mixing spinning ONNX threads with a full OpenMP team per call costs
-milliseconds per query (issue 9, benchmarks/latency/).
+milliseconds per query (measured in benchmarks/latency/).
 
 Mind the scope: a pthreads BLAS limit is process-wide, but OpenMP thread counts are per calling thread, so
 `limit_threads` in the main thread does not reach a server's worker threads. Single-query FAISS searches are capped
@@ -70,8 +70,7 @@ class ThreadBudget:
     encoder: intra-op threads of every ONNX session and torch's process-wide count (set once): every core. Model
     work runs in at most `concurrency` threads at once (a /search/batch request or a coalesced batch of single
     queries each), and concurrent runs share their session's (or torch's) intra-op pool instead of multiplying it,
-    so a lone query gets every core. (On the 2-core dev machine, 1 and 2 encoder threads served 8-32 clients
-    equally fast; 2 cut a lone query's encode from 4.7 to 3.2 ms, issue 10.)
+    so a lone query gets every core (compare settings under load with the harness in benchmarks/reliability/).
     search: FAISS's OpenMP team for a batch search, capped in the worker thread that searches (OpenMP counts are
     per calling thread); up to `concurrency` batches search at once, so each gets its share of the cores.
     single_query: FAISS's OpenMP team for a one-query search (one: FAISS parallelises over queries).

@@ -36,9 +36,8 @@ _FACTORY = re.compile(rf"^{_CORE}(?:,RFlat)?$")
 SEARCH_PARAMS = {"nprobe": ("nprobe",), "efSearch": ("efSearch",), "k_factor": ("k_factor_rf", "k_factor")}
 DEFAULT_TRAIN_SAMPLE = 100_000
 # OpenMP threads for a search of one query. FAISS parallelises over queries, so a second thread has nothing to do
-# for one query, yet some indexes (SQ8, PQ) still open a parallel region and wait for its whole team: on a busy
-# 2-core machine an SQ8 search over 5,183 vectors took 2.5 ms (p50) that way, 5-7 ms beside spinning onnxruntime
-# sessions, against 0.35-0.39 ms on one thread (issue 9; benchmarks/latency/). Batches keep the default team.
+# for one query, yet some indexes (SQ8, PQ) still open a parallel region and wait for its whole team, which costs
+# milliseconds per query beside other busy threads (benchmarks/latency/). Batches keep the default team.
 SINGLE_QUERY_THREADS = 1
 
 

@@ -47,7 +47,7 @@ Checkpoint = Callable[[], None]  # called between micro-batches; raises to stop 
 @dataclass
 class Hit:
     """One search result. Not frozen on purpose: a frozen dataclass sets each field through `object.__setattr__`,
-    which made building k = 100 hits cost 2-3x more (~0.1 ms a query; issue 9, benchmarks/latency/)."""
+    which makes building k = 100 hits cost several times more (benchmarks/latency/)."""
 
     id: str
     score: float

@@ -33,9 +33,9 @@ OUTPUT_NAME = "sentence_embedding"
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # After each run, onnxruntime's intra-op worker threads spin waiting for more work unless this is "0". Spinning
-# threads steal the cores that FAISS, the tokenizer and the other sessions of the process need next: on a busy
-# 2-core machine a MiniLM int8 query encode took 17 ms (p50) with spinning on against 6 ms off, 33 against 6 ms with
-# four sessions alternating, and corpus batches were no faster with it (issue 9; benchmarks/latency/).
+# threads steal the cores that FAISS, the tokenizer and the other sessions of the process need next, so single-query
+# encodes get several times slower with it (more so with several sessions in one process) while corpus batches get
+# no faster; figures in benchmarks/latency/.
 ALLOW_SPINNING = "session.intra_op.allow_spinning"
 REMAKE = "re-create the folder with `semsearch quantize` (or compression.onnx_export)"
 

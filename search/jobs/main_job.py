@@ -59,8 +59,8 @@ logger = logging.getLogger(__name__)
 
 SUBSET_LABEL = "SUBSET"
 # the compressed pipelines' index: 768 B of SQ8 codes a vector plus an HNSW graph, so a query reads a few thousand
-# codes instead of all of them: 0.13 ms for k = 100 at SciFact size against 0.46 ms for a full SQ8 scan (one thread,
-# 768-d teacher vectors), recall@10 vs exact 0.998 for both (issue 9: the total must stay within encode + 0.3 ms)
+# codes instead of all of them, at about the recall of a full SQ8 scan; the search must stay a small fraction of the
+# encoder's time (both timed in benchmarks/web/bench/results.md)
 COMPRESSED_INDEX = "HNSW32,SQ8"
 DEFAULT_STUDENTS = ("teacher-layers:0,11", "minilm", STATIC_STUDENT)
 VALIDATION_METRIC = "val_recall@10_vs_teacher"

@@ -147,7 +147,7 @@ def ensure_transformer_student(
 def cached_token_vectors(
     teacher_dir: Path, teacher: Encoder, config: StaticConfig, show_progress: bool
 ) -> np.ndarray | None:
-    """The teacher's per-token vectors, the static encoder's starting table (~6 minutes for 30k tokens on 2 cores),
+    """The teacher's per-token vectors, the static encoder's starting table (one teacher pass per vocabulary token),
     computed once per teacher and precision in the resumable row cache; None for inits that need no forward pass."""
     if config.token_init != "teacher-tokens":
         return None

@@ -212,7 +212,6 @@ class Batchers:
 
     async def search_all(self, names: Sequence[str], query: str, k: int, ticket: Ticket) -> dict[str, Coalesced]:
         """`query` on each pipeline of `names` (each through its own batcher), one after another, answers in `names`
-        order. Not at once: on a 2-core machine the teacher, MiniLM and the compressed pipeline run together took
-        101 / 8.0 / 12.5 ms where each alone takes ~65 / ~2.5 / ~2.5 ms, so a comparison would report the contention,
-        not the pipelines (issue 11); one after another costs a lone query the few ms of the small pipelines."""
+        order. Not at once: pipelines run together share the cores, so each one's timings would report the contention,
+        not the pipeline; one after another costs a lone query the few ms of the small pipelines."""
         return {name: await self.search(name, query, k, ticket) for name in names}

@@ -30,20 +30,19 @@ class ServerLimits:
     max_rescore_candidates: int = 262_144  # queries x k x k_factor per request, for `,RFlat` indexes
     max_batch_tokens: int = 16_384  # tokens per request, counted after truncation to the encoder's max length
     micro_batch: int = 32  # long batches are encoded this many queries at a time (deadline checked in between)
-    # Units of model work at once, server-wide: a /search/batch request or a coalesced batch of single queries. On
-    # the 2-core dev machine (compressed SciFact pipeline, /search, 8-32 clients) 4 served 222-312 req/s against
-    # 203-244 for 1 (one batch at a time), with the same lone-client latency (issue 10).
+    # Units of model work at once, server-wide: a /search/batch request or a coalesced batch of single queries. 4
+    # serves more requests a second than 1 (one batch at a time) at the same lone-client latency (compare settings
+    # with the load harness in benchmarks/reliability/, `--limit NAME=VALUE` in its SERVER_ARGS).
     max_concurrency: int = 4
     max_queue: int = 256  # requests waiting for a slot; more are answered 503 with Retry-After
     retry_after_s: int = 1  # Retry-After of a 503
     request_timeout_s: float = 30.0  # a request's deadline: work stops (504) when it passes or the client has gone
     # Concurrent single queries to one pipeline encoded together, at most this many. 8: a MiniLM-size int8 encoder
-    # costs 3.2 ms a query alone, 2.2-2.3 at 4-8 a batch, 3.0 at 32 (padding to the longest); at 32 clients 8 gave
-    # 281-310 req/s and p99 180-212 ms against 255-301 req/s and p99 229-281 ms for 32 (issue 10).
+    # is cheapest per query at a few queries a batch and pays for padding to the longest beyond that; 8 gave more
+    # req/s and a lower p99 than 32 under load (same harness).
     coalesce_max: int = 8
     # How long the batcher waits for more queries after the first. 0 takes only what is already queued, so a lone
-    # client never waits: 2 ms cost it 2.5-3 ms a query (149 -> 94-107 req/s) and gained nothing under load, where
-    # batches already fill up while the slots are busy (mean 6-7 of 8 at 8-32 clients; issue 10).
+    # client never waits; a wait gains nothing under load, where batches already fill up while the slots are busy.
     coalesce_wait_ms: float = 0.0
 
     def __post_init__(self) -> None:
