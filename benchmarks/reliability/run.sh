@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Load and fault harness for `semsearch serve` (issue 10): loopback only, stops by itself, bounded time
-# (~6-9 minutes with the defaults on 2 cores; see README.md).
+# Load and fault harness for `semsearch serve`: loopback only, stops by itself, bounded time (see README.md). The
+# harness is the package reliability_harness/ in this folder, run as `python -m reliability_harness` with this folder
+# on PYTHONPATH.
 #
 #   benchmarks/reliability/run.sh                                 # this tree          -> results/after/
 #   SRC=/tmp/before LABEL=before benchmarks/reliability/run.sh    # another source tree -> results/before/
@@ -52,8 +53,9 @@ fi
 server_args=()
 for arg in $SERVER_ARGS; do server_args+=(--server-arg="$arg"); done
 cd "$ROOT"
+export PYTHONPATH="$ROOT/benchmarks/reliability${PYTHONPATH:+:$PYTHONPATH}"
 # shellcheck disable=SC2086
-nice -n "$NICE" "$PYTHON" -m search.bench.reliability run --src "$SRC" --python "$PYTHON" \
+nice -n "$NICE" "$PYTHON" -m reliability_harness run --src "$SRC" --python "$PYTHON" \
   --pipeline compressed="$COMPRESSED" --pipeline teacher="$TEACHER" --port "$PORT" "${server_args[@]}" \
   --dataset "$DATASET" --out "$OUT" --label "$LABEL" --phases $PHASES --levels $LEVELS --duration "$DURATION" \
   --warmup "$WARMUP" --case-timeout "$CASE_TIMEOUT" --storm-timeout "$STORM_TIMEOUT" \
@@ -61,5 +63,5 @@ nice -n "$NICE" "$PYTHON" -m search.bench.reliability run --src "$SRC" --python 
 
 if [ -f "$RESULTS/before/results.json" ] && [ -f "$RESULTS/after/results.json" ]; then
   echo
-  "$PYTHON" -m search.bench.reliability compare "$RESULTS/before" "$RESULTS/after" --out "$RESULTS/compare.md"
+  "$PYTHON" -m reliability_harness compare "$RESULTS/before" "$RESULTS/after" --out "$RESULTS/compare.md"
 fi

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Issue 11: the web page on the real SciFact pipelines.
+# The web page on the real SciFact pipelines.
 # 1. `semsearch bench` of the pipelines the main job ships (the /bench view draws its results.json), and
 # 2. screenshots of the real page (teacher, the compressed pipeline, naive int8 MiniLM) under docs/screenshots/.
 # Run from the repository root after the main job (README command 1; its artefacts are cached), with Debian's
-# chromium and chromium-driver installed. STEPS picks a subset of "bench shots".
+# chromium and chromium-driver installed. STEPS picks a subset of "bench shots". The screenshot tool is
+# web_screenshots.py in this folder, run as `python -m web_screenshots`; it starts the server with the reliability
+# harness (benchmarks/reliability/reliability_harness/server.py), so both folders go on PYTHONPATH.
 set -euo pipefail
 OUT=${OUT:-benchmarks/web/bench}
 STEPS=${STEPS:-bench shots}
@@ -24,7 +26,8 @@ if [[ " $STEPS " == *" bench "* ]]; then
 fi
 
 if [[ " $STEPS " == *" shots "* ]]; then
-  python -m search.bench.web_screenshots --out docs/screenshots --bench-dir "$OUT" \
+  PYTHONPATH="benchmarks/web:benchmarks/reliability${PYTHONPATH:+:$PYTHONPATH}" \
+    python -m web_screenshots --out docs/screenshots --bench-dir "$OUT" \
     --pipeline teacher=runs/scifact/teacher --pipeline compressed=runs/scifact/compressed \
     --pipeline minilm-int8=runs/scifact/minilm-int8
 fi

@@ -63,7 +63,8 @@ def machine_line(results: dict[str, Any]) -> str:
 
 
 def verdict(results: dict[str, Any]) -> list[str]:
-    """One line per bound the issue sets, and whether this run kept it."""
+    """One line per phase's bound (load errors, hostile refusals, the storm, schemathesis), and whether this run
+    kept it."""
     lines = []
     if results.get("load"):
         errors = sum(r["errors"] for r in results["load"])

@@ -1,6 +1,8 @@
 """The Ray engine measured: corpus encoding and sharded index builds with 1 and 2 workers, and memory-mapped serving.
 
-    python -m search.bench.distributed --out benchmarks/distributed [--steps encode,build,mmap]
+    PYTHONPATH=benchmarks/distributed python -m distributed_bench --out DIR [--steps encode,build,mmap]
+
+(from the repository root, against the installed package with the ray extra).
 
 - encode: SciFact encoded locally and on Ray (1 worker x 2 threads, 2 workers x 1 thread), no cache: wall time,
   docs/s, peak RSS of each Ray worker process (sampled), and the largest difference from the local vectors.
@@ -10,8 +12,8 @@
 - mmap: each merged on-disk index served memory-mapped in a fresh process: resident memory after loading and after
   1,000 queries against the index's size on disk.
 
-Results go to `<out>/results.json` and `<out>/results.md`; everything runs on this machine's cores (`ray.init`
-local, `num_cpus` = the cores).
+Results go to `<out>/results.json` and `<out>/results.md`; everything runs on the local machine's cores
+(`ray.init` local, `num_cpus` = the cores).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from common.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
-WORKER_LAYOUTS = ((1, 2), (2, 1))  # (workers, threads per worker) on a 2-core machine
+WORKER_LAYOUTS = ((1, 2), (2, 1))  # (workers, threads per worker): two cores split both ways
 SAMPLE_S = 0.2
 
 
@@ -253,7 +255,9 @@ def write_report(result: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m distributed_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/distributed"))
     parser.add_argument("--steps", default="encode,build,mmap")
     parser.add_argument("--dataset", default="scifact")

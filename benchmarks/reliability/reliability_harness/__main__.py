@@ -1,5 +1,5 @@
-"""`python -m search.bench.reliability run|compare`: start `semsearch serve` from a source tree and drive it (load,
-hostile requests, /metrics storm, schemathesis), or compare two runs."""
+"""`PYTHONPATH=benchmarks/reliability python -m reliability_harness run|compare`: start `semsearch serve` from a
+source tree and drive it (load, hostile requests, /metrics storm, schemathesis), or compare two runs."""
 
 from __future__ import annotations
 
@@ -10,20 +10,19 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from common.machine import machine_info
-from search.bench.reliability.hostile import run_hostile
-from search.bench.reliability.load import run_load
-from search.bench.reliability.report import compare_tables, write_report
-from search.bench.reliability.rss import sample_rss
-from search.bench.reliability.schema import run_schemathesis
-from search.bench.reliability.server import ServerProcess, ServerSpec
-from search.bench.reliability.storm import run_storm
+from reliability_harness.hostile import run_hostile
+from reliability_harness.load import run_load
+from reliability_harness.report import compare_tables, write_report
+from reliability_harness.rss import sample_rss
+from reliability_harness.schema import run_schemathesis
+from reliability_harness.server import ServerProcess, ServerSpec, parse_pipelines
+from reliability_harness.storm import run_storm
 from search.data.beir import load_beir
 
 logger = logging.getLogger(__name__)
@@ -36,22 +35,6 @@ def train_queries(dataset_dir: Path) -> list[str]:
     if "train" in dataset.qrels:
         return dataset.split_queries("train")[1]
     return list(dataset.queries.values())
-
-
-def parse_pipelines(items: Sequence[str]) -> tuple[tuple[str, Path], ...]:
-    """NAME=DIR items; each DIR must exist."""
-    pairs = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"bad --pipeline {item!r}: expected NAME=DIR, e.g. teacher=runs/scifact/teacher")
-        if not Path(path).is_dir():
-            raise ValueError(
-                f"index directory {path} (pipeline {name}) is missing: build it with "
-                "`semsearch run --dataset scifact`, or point --pipeline at another"
-            )
-        pairs.append((name, Path(path).resolve()))
-    return tuple(pairs)
 
 
 def machine(src: Path) -> dict[str, Any]:
@@ -134,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m search.bench.reliability", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m reliability_harness", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("run", help="start a server from --src; load, hostile requests, /metrics storm, schema")
     one.add_argument("--src", default=".", help="source tree the server runs from (first on its PYTHONPATH)")

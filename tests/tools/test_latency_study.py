@@ -1,5 +1,6 @@
-"""The latency bench: its spec, query sentences, tiled encoder, thread ring, the per-stage records of one block (on a
-tiny ONNX model and the tiny dataset), the summary statistics and, when slow tests run, the two-process run."""
+"""The latency study (`benchmarks/latency/latency_study.py`): its spec, query sentences, tiled encoder, thread ring,
+the per-stage records of one block (on a tiny ONNX model and the tiny dataset), the summary statistics and, when slow
+tests run, the two-process run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from compression.encoders.onnx import OnnxEncoder
 from compression.onnx_export import export_onnx
-from search.bench.latency import (
+from latency_study import (
     Bench,
     LatencySpec,
     ThreadRing,

@@ -1,12 +1,14 @@
 """Screenshots of the real web page: `semsearch serve` on real index folders, driven by headless Chromium.
 
-    python -m search.bench.web_screenshots --out docs/screenshots --bench-dir benchmarks/web/bench \
+    PYTHONPATH=benchmarks/web:benchmarks/reliability python -m web_screenshots --out docs/screenshots \
+        --bench-dir benchmarks/web/bench \
         --pipeline teacher=runs/scifact/teacher --pipeline compressed=runs/scifact/compressed
 
-Starts the server (`search.bench.reliability.server`: this source tree, loopback, every pipeline preloaded, the
-/metrics evaluation started at once), waits for the evaluation, then saves: the search page for each query (wide and
-narrow windows), the /bench map with the budget pick's tooltip, and `screenshots.json` (what was shown: queries,
-the /compare answers, pipelines, browser). Needs Debian's `chromium` and `chromium-driver` and `selenium`.
+(from the repository root). Starts the server with the reliability harness's `reliability_harness.server` (this
+source tree, loopback, every pipeline preloaded, the /metrics evaluation started at once), waits for the evaluation,
+then saves: the search page for each query (wide and narrow windows), the /bench map with the budget pick's tooltip,
+and `screenshots.json` (what was shown: queries, the /compare answers, pipelines, browser). Needs Debian's
+`chromium` and `chromium-driver` and `selenium`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from typing import Any
 
 import httpx
 
-from search.bench.reliability.server import ServerProcess, ServerSpec
+from reliability_harness.server import ServerProcess, ServerSpec, parse_pipelines
 
 logger = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the source tree the server runs from
 # Written for the screenshots (not SciFact queries): what a person might type.
 DEFAULT_QUERIES = (
     "vitamin D deficiency and the risk of bone fractures",
@@ -141,7 +143,7 @@ def take_screenshots(spec: ShotSpec) -> dict[str, Any]:
                     driver.get(f"{base}/?{httpx.QueryParams({'q': query, 'k': spec.k})}")
                     first = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#columns .column"), 60, "columns")
                     # Search again, once the browser is idle, and show that answer: the first one after a page load
-                    # competes with the browser for the 2 cores (its bars would show the browser's work too).
+                    # competes with the browser for the cores (its bars would show the browser's work too).
                     time.sleep(SETTLE_S)  # let the browser finish drawing the first answer
                     driver.find_element(By.ID, "query").send_keys(Keys.ENTER)
                     wait_until(lambda old=first[0]: is_stale(old), 60, "the second answer")
@@ -176,18 +178,10 @@ def take_screenshots(spec: ShotSpec) -> dict[str, Any]:
     return record
 
 
-def parse_pipelines(items: Sequence[str]) -> tuple[tuple[str, Path], ...]:
-    pairs = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"bad --pipeline {item!r}: expected NAME=DIR")
-        pairs.append((name, Path(path)))
-    return tuple(pairs)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m web_screenshots", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     parser.add_argument("--pipeline", action="append", required=True, help="NAME=DIR, repeatable (reference first)")
     parser.add_argument("--bench-dir", type=Path, default=None, help="a `semsearch bench --out` folder")
@@ -196,9 +190,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        pipelines = parse_pipelines(args.pipeline)
+    except ValueError as err:
+        parser.error(str(err))
     spec = ShotSpec(
         out=args.out,
-        pipelines=parse_pipelines(args.pipeline),
+        pipelines=pipelines,
         bench_dir=args.bench_dir,
         queries=tuple(args.query) if args.query else DEFAULT_QUERIES,
         k=args.k,

@@ -1,6 +1,7 @@
-"""Load and fault harness for `semsearch serve` (issue 10): bounded, loopback only, stops by itself.
+"""Load and fault harness for `semsearch serve`: bounded, loopback only, stops by itself.
 
-- `server`: starts `semsearch serve` from a chosen source tree, probes /health, restarts a wedged server;
+- `server`: starts `semsearch serve` from a chosen source tree, probes /health, restarts a wedged server; parses the
+  NAME=DIR pipelines it serves;
 - `load`: closed-loop clients (1/8/32/128) posting `/search` for a fixed time: req/s, p50/p95/p99, errors, 503s;
 - `hostile`: oversized, over-limit and malformed requests, each with its status, latency and the server's RSS growth;
 - `storm`: 50 concurrent `GET /metrics` while `/health` is polled: /health latency;
@@ -8,6 +9,7 @@
 - `rss`: the server's resident memory sampled every 100 ms (psutil);
 - `report`: results.json and table.md, and the before/after comparison.
 
-`python -m search.bench.reliability run --src TREE --pipeline NAME=DIR ...` starts a server and drives it;
-`benchmarks/reliability/run.sh` wraps it with the SciFact defaults.
+From the repository root, `PYTHONPATH=benchmarks/reliability python -m reliability_harness run --src TREE
+--pipeline NAME=DIR ...` starts a server and drives it; `benchmarks/reliability/run.sh` wraps it with the SciFact
+defaults.
 """

@@ -13,13 +13,13 @@ from typing import Any, Protocol
 
 import httpx
 
-from search.bench.reliability.rss import MB, rss_bytes, sample_rss
+from reliability_harness.rss import MB, rss_bytes, sample_rss
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
-MAX_SECONDS = 1.0  # the bound on answering a hostile request
-MAX_GROWTH_MB = 200.0  # the bound on the server's memory growth per hostile request
+MAX_SECONDS = 1.0  # the bound on answering a hostile request
+MAX_GROWTH_MB = 200.0  # the bound on the server's memory growth per hostile request
 BUSY = 503  # a full server refusing work is a correct answer to a heavy request too
 
 

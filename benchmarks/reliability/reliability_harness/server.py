@@ -1,7 +1,8 @@
 """The server under test: `semsearch serve` from a chosen source tree, on loopback, started, probed, and killed.
 
-The harness owns the process so it can restart a server that a hostile request has wedged (the code before issue 10
-kept computing a 2.6 MB batch for minutes after the client left) and measure the next case on a fresh one.
+The harness owns the process so it can restart a server that a hostile request has wedged (a server that keeps
+computing a large batch after its client left) and measure the next case on a fresh one. `parse_pipelines` reads the
+NAME=DIR pipelines it serves, for every tool that starts one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -18,6 +20,22 @@ from typing import IO
 import httpx
 
 logger = logging.getLogger(__name__)
+
+
+def parse_pipelines(items: Sequence[str]) -> tuple[tuple[str, Path], ...]:
+    """NAME=DIR items, each DIR resolved; each DIR must exist."""
+    pairs = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"bad --pipeline {item!r}: expected NAME=DIR, e.g. teacher=runs/scifact/teacher")
+        if not Path(path).is_dir():
+            raise ValueError(
+                f"index directory {path} (pipeline {name}) is missing: build it with "
+                "`semsearch run --dataset scifact`, or point --pipeline at another"
+            )
+        pairs.append((name, Path(path).resolve()))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)

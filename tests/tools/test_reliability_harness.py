@@ -1,5 +1,6 @@
-"""The reliability harness: its summary maths, HTTP reader, RSS sampler, report, restart rule, and a short run against
-a real server on loopback (FakeEncoder pipelines)."""
+"""The reliability harness (`benchmarks/reliability/reliability_harness/`): its summary maths, HTTP reader, RSS
+sampler, report, restart rule, and a short run against a real server on loopback (FakeEncoder pipelines); when slow
+tests run, the real CLI server started, restarted and stopped."""
 
 from __future__ import annotations
 
@@ -20,14 +21,13 @@ import uvicorn
 
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
-from search.bench.reliability.__main__ import parse_pipelines
-from search.bench.reliability.hostile import CASES, HostileCase, run_hostile
-from search.bench.reliability.load import read_response, run_load, summarize
-from search.bench.reliability.report import compare_tables, tables, write_report
-from search.bench.reliability.rss import sample_rss
-from search.bench.reliability.schema import summarize_output
-from search.bench.reliability.server import ServerProcess, ServerSpec
-from search.bench.reliability.storm import run_storm
+from reliability_harness.hostile import CASES, HostileCase, run_hostile
+from reliability_harness.load import read_response, run_load, summarize
+from reliability_harness.report import compare_tables, tables, write_report
+from reliability_harness.rss import sample_rss
+from reliability_harness.schema import summarize_output
+from reliability_harness.server import ServerProcess, ServerSpec, parse_pipelines
+from reliability_harness.storm import run_storm
 from search.data.datasets import load_beir
 from search.pipeline import build_index_dir
 from search.serve.app import ServerConfig, create_app
@@ -208,7 +208,7 @@ def test_compare_puts_the_same_row_of_both_runs_side_by_side():
 @pytest.mark.slow
 def test_server_process_starts_restarts_and_stops_a_real_cli_server(tmp_path, beir_dir):
     teacher, small = _index_dirs(tmp_path, beir_dir)
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     spec = ServerSpec(src=root, pipelines=(("teacher", teacher), ("compressed", small)), port=_free_port(),
                       python=sys.executable, log_path=tmp_path / "server.log")  # fmt: skip
     with ServerProcess(spec) as server:

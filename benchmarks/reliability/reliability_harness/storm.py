@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 JSON = {"Content-Type": "application/json"}
-MAX_HEALTH_MS = 100.0  # the bound on /health latency during the storm
+MAX_HEALTH_MS = 100.0  # the bound on /health latency during the storm
 
 
 async def _storm(base_url: str, calls: int, poll_s: float, timeout_s: float, health_timeout_s: float) -> dict[str, Any]:

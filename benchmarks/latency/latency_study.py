@@ -2,7 +2,7 @@
 
 One query at a time (batch 1) through `Pipeline.search`, every stage timed: tokenize, encode, search, hits (result
 building), total; then the server's response (its models and JSON, `respond`) and the caller's wall time. The
-configurations are the suspects of issue 9:
+configurations are the settings that decide where the time goes:
 
 - onnxruntime intra-op spinning on / off (`OnnxEncoder(spinning=...)`): one child process per setting, so one
   setting's spinning threads never land in the other's timings;
@@ -18,7 +18,10 @@ measured too, so a setting that helps single queries is seen not to slow corpus 
 
 The index holds seeded random unit vectors (Flat and SQ8 search cost does not depend on the data) or given vectors;
 queries are corpus sentences, never a split's queries. An index wider than the encoder is searched with the
-encoder's vector repeated to its width (`TiledEncoder`). Run: `python -m search.bench.latency --model-dir DIR`.
+encoder's vector repeated to its width (`TiledEncoder`).
+
+Run from the repository root, against the installed package:
+`PYTHONPATH=benchmarks/latency python -m latency_study --model-dir DIR --out DIR`.
 """
 
 from __future__ import annotations
@@ -608,7 +611,7 @@ def parse_flags(text: str) -> tuple[bool, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m search.bench.latency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m latency_study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, required=True, help="ONNX model folder (e.g. the int8 MiniLM)")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json and results.md")
     parser.add_argument("--records", action="store_true", help="also write every query's stage times (records.csv)")
