@@ -7,7 +7,8 @@
 - `timing`: warm-up + one-call-at-a-time timing loops and percentiles;
 - `threads`: thread limits for BLAS and OpenMP (threadpoolctl), set in one place;
 - `machine`: machine facts and memory figures (psutil);
-- `tables`: the one Markdown table writer.
+- `tables`: the one Markdown table writer;
+- `errors`: `MissingDependencyError`, a missing package named with its install command.
 
 Stdlib, numpy, rich, psutil and threadpoolctl only: never `compression`, `indexes` or `search`.
 """

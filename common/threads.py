@@ -63,6 +63,11 @@ def available_cores() -> int:
     return max(1, min(allowed, physical))
 
 
+def resolve_threads(threads: int | None) -> int:
+    """`threads`, or `available_cores()` when None: the one default of every command's and spec's thread count."""
+    return available_cores() if threads is None else threads
+
+
 @dataclass(frozen=True)
 class ThreadBudget:
     """Threads for the whole server process, decided once at start-up from the cores and the settings.

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_path, copy_file_atomic, staged_folder, write_json_atomic
+from common.errors import MissingDependencyError
 from compression.encoders.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_MODEL_FILE,
@@ -233,11 +234,11 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = DEFAULT_OPSET, fuse
         import torch
         from sentence_transformers import SentenceTransformer
     except ImportError as err:  # pragma: no cover - core dependency
-        raise ImportError("exporting needs `pip install torch==2.13.0 sentence-transformers onnx`") from err
+        raise MissingDependencyError("exporting needs `pip install torch==2.13.0 sentence-transformers onnx`") from err
     try:
         import onnx  # noqa: F401  (torch.onnx.export writes through it)
     except ImportError as err:
-        raise ImportError("exporting needs the onnx package: `pip install onnx`") from err
+        raise MissingDependencyError("exporting needs the onnx package: `pip install onnx`") from err
     import onnxruntime as ort
 
     model_dir = Path(model_dir).resolve()

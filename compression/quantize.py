@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_path, staged_folder, write_json_atomic
+from common.errors import MissingDependencyError
 from compression.encoders.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_MODEL_FILE,
@@ -138,7 +139,7 @@ def quantize_onnx(
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as err:
-        raise ImportError("quantizing needs `pip install onnxruntime onnx`") from err
+        raise MissingDependencyError("quantizing needs `pip install onnxruntime onnx`") from err
 
     if mode not in QUANTIZATION_MODES:
         raise ValueError(f"unknown quantization mode {mode!r}: use one of {', '.join(QUANTIZATION_MODES)}")

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import MissingDependencyError
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_FACTORIES = (
@@ -45,7 +47,7 @@ def import_faiss():
     try:
         import faiss
     except ImportError as err:  # pragma: no cover - core dependency
-        raise ImportError("indexes need FAISS: `pip install faiss-cpu`") from err
+        raise MissingDependencyError("indexes need FAISS: `pip install faiss-cpu`") from err
     return faiss
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import Result
 
 from compression.models import resolve_model
 
@@ -181,3 +182,19 @@ def _assert_same_ranking(
 def assert_same_ranking() -> Callable[..., None]:
     """`assert_same_ranking(got_ids, got_scores, want_ids, want_scores, eps=1e-5)`: same ranking up to near-ties."""
     return _assert_same_ranking
+
+
+def _usage_error(result: Result, *named: str) -> str:
+    """Check a typer usage error: exit status 2 and every `named` text in its message; return the message on one line
+    (the box typer draws around it removed)."""
+    message = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2, result.output
+    for text in named:
+        assert text in message, message
+    return message
+
+
+@pytest.fixture(scope="session")
+def usage_error() -> Callable[..., str]:
+    """`usage_error(result, *named)`: exit status 2 from typer's own checks, naming every `named` text."""
+    return _usage_error

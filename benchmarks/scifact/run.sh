@@ -11,7 +11,9 @@ base=$(python -c "import json; print(json.load(open('$main'))['doc_int8_dir'])")
 # student / student-int8: distilled queries over the base student's documents (the shipped compressed pipeline);
 # minilm-int8: the naive baseline (off-the-shelf MiniLM, int8, both sides)
 semsearch bench --dataset scifact \
-  --encoders "teacher,student=$student@minilm,student-int8=$int8@$base^student,minilm-int8=$base" \
-  --indexes "Flat;HNSW32;IVF256,Flat;IVF256,PQ48;OPQ48,IVF256,PQ48;IVF256,PQ48,RFlat;SQ8;PQ96" \
-  --sweep "nprobe=1,2,4,8,16,32,64;efSearch=16,32,64,128,256;k_factor=1,2,4,8" \
-  --budget-ms 5 --threads 2 --repeats 3 --out $out
+  --encoder teacher --encoder "student=$student@minilm" --encoder "student-int8=$int8@$base^student" \
+  --encoder "minilm-int8=$base" \
+  --index Flat --index HNSW32 --index IVF256,Flat --index IVF256,PQ48 --index OPQ48,IVF256,PQ48 \
+  --index IVF256,PQ48,RFlat --index SQ8 --index PQ96 \
+  --sweep nprobe=1,2,4,8,16,32,64 --sweep efSearch=16,32,64,128,256 --sweep k_factor=1,2,4,8 \
+  --budget-ms 5 --threads 2 --repeats 3 --out "$out"

@@ -19,9 +19,11 @@ if [[ " $STEPS " == *" bench "* ]]; then
   # compressed / static-int8: students in the teacher's space, searching the teacher's document vectors;
   # minilm-int8: the naive baseline (off-the-shelf MiniLM, int8, both sides)
   semsearch bench --dataset scifact \
-    --encoders "teacher,compressed=$slice@teacher,static-int8=$static@teacher,minilm-int8=$minilm" \
-    --indexes "Flat;HNSW32;HNSW32,SQ8;IVF256,Flat;IVF256,PQ48,RFlat;SQ8;PQ96" \
-    --sweep "nprobe=1,4,16,64;efSearch=16,32,64,128;k_factor=1,4" \
+    --encoder teacher --encoder "compressed=$slice@teacher" --encoder "static-int8=$static@teacher" \
+    --encoder "minilm-int8=$minilm" \
+    --index Flat --index HNSW32 --index HNSW32,SQ8 --index IVF256,Flat --index IVF256,PQ48,RFlat --index SQ8 \
+    --index PQ96 \
+    --sweep nprobe=1,4,16,64 --sweep efSearch=16,32,64,128 --sweep k_factor=1,4 \
     --budget-ms 5 --threads 2 --repeats 3 --out "$OUT"
 fi
 

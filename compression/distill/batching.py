@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.errors import MissingDependencyError
+
 LENGTH_GROUP_BATCHES = 16
 
 
@@ -40,7 +42,7 @@ def neighbour_order(targets: np.ndarray, batch_size: int, rng: np.random.Generat
     try:
         import faiss
     except ImportError as err:  # pragma: no cover - core dependency
-        raise ImportError("neighbour batching needs `pip install faiss-cpu`") from err
+        raise MissingDependencyError("neighbour batching needs `pip install faiss-cpu`") from err
     data = np.ascontiguousarray(targets, dtype=np.float32)
     kmeans = faiss.Kmeans(data.shape[1], clusters, niter=10, seed=int(rng.integers(2**31 - 1)), spherical=True)
     kmeans.cp.min_points_per_centroid = 1

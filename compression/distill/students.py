@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from common.errors import MissingDependencyError
 from compression.distill.config import DistillConfig, parse_student
 from compression.models import resolve_model
 
@@ -127,7 +128,7 @@ def _load_sentence_transformer(path: Path, device: str) -> SentenceTransformer:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as err:  # pragma: no cover - core dependency
-        raise ImportError("distillation needs `pip install torch==2.13.0 sentence-transformers`") from err
+        raise MissingDependencyError("distillation needs `pip install torch==2.13.0 sentence-transformers`") from err
     return SentenceTransformer(str(path), device=device, local_files_only=True)
 
 

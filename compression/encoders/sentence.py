@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import MissingDependencyError
 from compression.encoders.base import TextKind, check_kind, count_truncated
 from compression.models import ModelRef, model_bytes, model_fingerprint
 from compression.precision import autocast, resolve_precision
@@ -33,7 +34,9 @@ class SentenceTransformerEncoder:
             import torch
             from sentence_transformers import SentenceTransformer
         except ImportError as err:  # pragma: no cover - core dependency
-            raise ImportError("the torch encoder needs `pip install torch==2.13.0 sentence-transformers`") from err
+            raise MissingDependencyError(
+                "the torch encoder needs `pip install torch==2.13.0 sentence-transformers`"
+            ) from err
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")

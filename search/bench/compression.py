@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from common.atomic import write_json_atomic, write_text_atomic
 from common.machine import machine_info
 from common.tables import markdown_table
+from common.threads import available_cores
 from common.timing import time_pass
 from compression.encoders import Encoder, load_encoder
 from indexes.faiss_index import IndexSpec
@@ -35,7 +36,8 @@ THROUGHPUT_WARMUP = 8
 
 @dataclass(frozen=True)
 class CompressionBenchSpec:
-    """Which encoders to compare (specs as `load_encoder` takes them) and how to measure them."""
+    """Which encoders to compare (specs as `load_encoder` takes them) and how to measure them (`threads`: torch and
+    onnxruntime threads, default every core this process may use)."""
 
     student: str
     student_int8: str
@@ -43,7 +45,7 @@ class CompressionBenchSpec:
     split: str = "test"
     teacher: str = "teacher"
     minilm: str = "minilm"
-    threads: int = 2
+    threads: int = field(default_factory=available_cores)
     throughput_docs: int = 128
     seed: int = 0
     doc_tower: str | None = None  # the base student's int8 encoder, for a student distilled against its documents

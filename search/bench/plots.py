@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_path
+from common.errors import MissingDependencyError
 from search.bench.pareto import frontier
 
 MARKERS = {"Flat": "o", "HNSW": "^", "IVF-Flat": "s", "IVF-PQ": "D", "OPQ": "P", "PQ": "X", "SQ8": "v"}
@@ -23,7 +24,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError("bench plots need matplotlib: `pip install matplotlib`") from err
+        raise MissingDependencyError("bench plots need matplotlib: `pip install matplotlib`") from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

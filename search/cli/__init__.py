@@ -1,7 +1,8 @@
 """The `semsearch` command line: thin commands over the pipeline, jobs, evaluator, benchmarks and server.
 
-- `base`: the typer `app`, logging setup, the error-to-exit-code rule (expected errors: one line, exit 2), shared
-  options and output helpers;
+- `base`: the typer `app`, logging setup, the error-to-exit-code rule (domain errors: one line, exit 2; bugs keep
+  their traceback), shared options and output helpers; `choices`: the fixed choices as Enums built from their
+  modules' allowed names;
 - `index`: `index`, `search`, `eval`; `distill`: `distill`, `quantize`, `prune-vocab`; `run`: the main job;
   `bench`: `bench`, `bench-compression`, `bench-scale`; `students`: `bench-students` (the student frontier);
   `serve`: the HTTP server.

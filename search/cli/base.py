@@ -20,18 +20,19 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from common.errors import MissingDependencyError
 from compression.models import ModelNotAvailableError
-from indexes.store import IndexDirError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compressed-model semantic search.")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
-# Errors a user can cause (a bad option, a missing or corrupt file, index or model, a file system refusing a write):
-# one line on stderr, naming the file and the fix, and exit status 2; `--verbose` adds the traceback. Load functions
-# raise these with such messages (IndexDirError, ModelLoadError and DatasetError are ValueErrors).
-EXPECTED_ERRORS = (ValueError, KeyError, OSError, ModelNotAvailableError, IndexDirError, ImportError)
+# Errors a user can cause (a bad option, a missing or corrupt file, index or model, a file system refusing a write, a
+# package not installed): one line on stderr, naming the file and the fix, and exit status 2; `--verbose` adds the
+# traceback. Load functions raise these with such messages (IndexDirError, ModelLoadError and DatasetError are
+# ValueErrors). A bare KeyError, ImportError or anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ValueError, OSError, ModelNotAvailableError, MissingDependencyError)
 USAGE_ERROR_EXIT = 2
 
 
@@ -46,6 +47,12 @@ STATE = CliState()
 
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 IndexDirOption = Annotated[Path, typer.Option(help="index directory from `semsearch index`")]
+THREADS_DEFAULT = "every core this process may use"  # what `common.threads.resolve_threads(None)` gives
+
+
+def threads_option(what: str) -> Any:
+    """A `--threads` option setting `what`; left out, the command passes `resolve_threads(None)` (every core)."""
+    return typer.Option(min=1, help=f"{what} (default: {THREADS_DEFAULT})")
 
 
 @app.callback()
@@ -75,10 +82,8 @@ def run_or_exit(action: Callable[[], T]) -> T:
 
 
 def error_line(err: BaseException) -> str:
-    """The message of an expected error on one line (a KeyError's key unquoted; an OSError with its file)."""
-    if isinstance(err, KeyError) and err.args:
-        message = str(err.args[0])
-    elif isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(err):
+    """The message of an expected error on one line (an OSError with its file)."""
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(err):
         message = f"{err.filename}: {err.strerror or err}"
     else:
         message = str(err) or type(err).__name__

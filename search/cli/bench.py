@@ -1,4 +1,8 @@
-"""`semsearch bench`, `bench-compression` and `bench-scale`: the benchmarks (see `search.bench`)."""
+"""`semsearch bench`, `bench-compression` and `bench-scale`: the benchmarks (see `search.bench`).
+
+Each writes under `runs/` unless given `--out`: the committed figures in `benchmarks/` change only when a
+`benchmarks/*/run.sh` names its folder.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,28 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from search.cli.base import AsJson, app, console, parse_params, print_json, print_mapping, run_or_exit
+from common.threads import resolve_threads
+from search.bench.ann.spec import DEFAULT_INDEXES as ANN_INDEXES
+from search.bench.scale.spec import DEFAULT_SIZES
+from search.cli.base import AsJson, app, console, parse_params, print_json, print_mapping, run_or_exit, threads_option
+from search.cli.choices import Generator, NoiseMode
+from search.jobs.main_job import MainJobSpec
+
+RUNS_DIR = MainJobSpec().runs_dir  # where every bench command writes by default, as the main job does
 
 
 @app.command(name="bench-compression")
 def bench_compression(
-    student: Annotated[str, typer.Option(help="the distilled student (sentence-transformers folder)")],
+    student_fp32: Annotated[str, typer.Option(help="the distilled student (sentence-transformers folder)")],
     student_int8: Annotated[str, typer.Option(help="its int8 ONNX folder (from `semsearch quantize`, int8/)")],
-    out: Annotated[Path, typer.Option("--out", help="where summary.json, summary.md and pipelines.json go")] = Path(
-        "benchmarks/compression"
+    out: Annotated[Path, typer.Option("--out", help="where summary.json, summary.md and pipelines.json go")] = (
+        RUNS_DIR / "bench-compression"
     ),
     dataset: Annotated[str, typer.Option(help="dataset with qrels")] = "scifact",
     split: Annotated[str, typer.Option(help="qrels split to evaluate on")] = "test",
     teacher: Annotated[str, typer.Option(help="teacher encoder spec")] = "teacher",
     minilm: Annotated[str, typer.Option(help="off-the-shelf baseline encoder spec")] = "minilm",
-    threads: Annotated[int, typer.Option(help="torch and onnxruntime threads")] = 2,
+    threads: Annotated[int | None, threads_option("torch and onnxruntime threads")] = None,
     throughput_docs: Annotated[int, typer.Option(help="documents timed for corpus throughput")] = 128,
     doc_tower: Annotated[
         str | None, typer.Option(help="int8 base student that encodes documents for a student distilled against it")
@@ -34,13 +45,13 @@ def bench_compression(
 
     def action() -> dict[str, Any]:
         spec = CompressionBenchSpec(
-            student=student,
+            student=student_fp32,
             student_int8=student_int8,
             dataset=dataset,
             split=split,
             teacher=teacher,
             minilm=minilm,
-            threads=threads,
+            threads=resolve_threads(threads),
             throughput_docs=throughput_docs,
             doc_tower=doc_tower,
         )
@@ -52,21 +63,34 @@ def bench_compression(
 
 @app.command()
 def bench(
-    encoders: Annotated[
-        str,
+    encoder: Annotated[
+        list[str],
         typer.Option(
-            help="comma list of label=spec, each optionally + @docspec (documents by another model) + ^fp32label "
-            "(its fp32 counterpart), e.g. teacher,st=DIR,st-int8=ONNXDIR^st,asym=ONNXDIR@teacher"
+            metavar="[LABEL=]SPEC[@DOCSPEC][^FP32LABEL]",
+            help="an encoder to benchmark (repeat): a query-encoder spec with an optional label, @docspec (documents "
+            "by another model) and ^fp32label (its fp32 counterpart), e.g. --encoder teacher --encoder st=DIR "
+            "--encoder st-int8=ONNXDIR^st --encoder asym=ONNXDIR@teacher",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="folder for results.json/csv/md, plots, loss_split.json")] = Path(
-        "benchmarks/bench"
+    out: Annotated[Path, typer.Option("--out", help="folder for results.json/csv/md, plots, loss_split.json")] = (
+        RUNS_DIR / "bench"
     ),
     dataset: Annotated[str, typer.Option(help="dataset with qrels")] = "scifact",
-    indexes: Annotated[str, typer.Option(help="';'-separated FAISS factories, e.g. 'Flat;HNSW32;IVF256,PQ48'")] = (
-        "Flat"
-    ),
-    sweep: Annotated[str, typer.Option(help="e.g. 'nprobe=1,4,16;efSearch=16,64;k_factor=1,4'")] = "",
+    index_factory: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index",
+            metavar="FACTORY",
+            help=f"a FAISS factory (repeat), e.g. --index Flat --index IVF256,PQ48 (default: {', '.join(ANN_INDEXES)})",
+        ),
+    ] = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=V1,V2,...",
+            help="search-parameter values to sweep (repeat), e.g. --sweep nprobe=1,4,16 --sweep efSearch=16,64",
+        ),
+    ] = None,
     teacher: Annotated[str, typer.Option(help="reference encoder: its exact top-10 is the ground truth")] = "teacher",
     doc_encoder: Annotated[
         str | None, typer.Option(help="document encoder for entries ending in a bare '@' (default: the teacher)")
@@ -74,7 +98,7 @@ def bench(
     budget_ms: Annotated[float | None, typer.Option(help="latency budget: total (encode + search) ms p50")] = None,
     budget_bytes: Annotated[float | None, typer.Option(help="memory budget: index bytes per document")] = None,
     split: Annotated[str, typer.Option(help="qrels split to evaluate on")] = "test",
-    threads: Annotated[int, typer.Option(help="torch, onnxruntime and FAISS threads")] = 2,
+    threads: Annotated[int | None, threads_option("torch, onnxruntime and FAISS threads")] = None,
     repeats: Annotated[int, typer.Option(help="searches per query; the fastest counts")] = 3,
     max_queries: Annotated[int | None, typer.Option(help="use only the first N queries of the split")] = None,
     train_sample: Annotated[int, typer.Option(help="max vectors used to train each index")] = 100_000,
@@ -85,8 +109,9 @@ def bench(
     from search.bench.ann import best_under_budget, format_params, make_bench_spec, run_bench
 
     def action() -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        spec = make_bench_spec(encoders, indexes, sweep, doc_encoder=doc_encoder, teacher=teacher, dataset=dataset,
-                               split=split, threads=threads, repeats=repeats, max_queries=max_queries,
+        spec = make_bench_spec(encoder, index_factory or ANN_INDEXES, sweep or (), doc_encoder=doc_encoder,
+                               teacher=teacher, dataset=dataset, split=split, threads=resolve_threads(threads),
+                               repeats=repeats, max_queries=max_queries,
                                budget_ms=budget_ms, budget_bytes=budget_bytes, train_sample=train_sample, seed=seed,
                                show_progress=not as_json)  # fmt: skip
         rows = run_bench(spec, out)
@@ -112,7 +137,10 @@ def bench(
 @app.command(name="bench-scale")
 def bench_scale(
     vectors: Annotated[Path, typer.Option(help="(n, dim) .npy of real embeddings the corpus is grown from")],
-    sizes: Annotated[str, typer.Option(help="corpus sizes N, comma-separated")] = "10000,100000,1000000",
+    size: Annotated[
+        list[int] | None,
+        typer.Option(metavar="N", help=f"a corpus size (repeat) (default: {', '.join(map(str, DEFAULT_SIZES))})"),
+    ] = None,
     index_factory: Annotated[
         list[str] | None,
         typer.Option(
@@ -121,21 +149,21 @@ def bench_scale(
             "(default: Flat, IVF{nlist},PQ{m}, IVF{nlist},PQ{m},RFlat, HNSW32)",
         ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="where scale.json/csv/md and the plots go")] = Path(
-        "benchmarks/scale"
+    out: Annotated[Path, typer.Option("--out", help="where scale.json/csv/md and the plots go")] = (
+        RUNS_DIR / "bench-scale"
     ),
     queries: Annotated[int, typer.Option(help="queries scored for recall against exact search")] = 1000,
     latency_queries: Annotated[int, typer.Option(help="of those, queries timed one at a time")] = 200,
     repeats: Annotated[int, typer.Option(help="latency repeats (the best p50 is kept)")] = 2,
-    threads: Annotated[int, typer.Option(help="FAISS and BLAS threads")] = 1,
+    threads: Annotated[int | None, threads_option("FAISS and BLAS threads")] = None,
     generator: Annotated[
-        str, typer.Option(help="mix (points between real neighbours, default) or noise (noisy copies of one source)")
+        Generator, typer.Option(help="mix (points between real neighbours) or noise (noisy copies of one source)")
     ] = "mix",
     target_cosine: Annotated[
         float | None,
         typer.Option(help="mean cosine of a vector to its noise-free point (default: 0.87 for mix, 0.85 for noise)"),
     ] = None,
-    noise: Annotated[str, typer.Option(help="noise shape: data (source covariance) or isotropic")] = "data",
+    noise: Annotated[NoiseMode, typer.Option(help="noise shape: data (source covariance) or isotropic")] = "data",
     mix_neighbours: Annotated[int, typer.Option(help="mix: partners are drawn among this many nearest sources")] = 50,
     mix_alpha: Annotated[float, typer.Option(help="mix: Dirichlet concentration of the weights")] = 1.0,
     seed: Annotated[int, typer.Option(help="seed for the vectors, training sample and k-means")] = 0,
@@ -148,20 +176,20 @@ def bench_scale(
 ) -> None:
     """Latency, recall@10, memory and build time against N for Flat, HNSW and IVF-PQ, on vectors grown from real
     embeddings (mixes of real neighbours, or noisy copies); writes scale.json/csv/md and log-log plots."""
-    from search.bench.scale import DEFAULT_INDEXES, ScaleBenchSpec, parse_sizes, row_summary, run_scale_bench
+    from search.bench.scale import DEFAULT_INDEXES, ScaleBenchSpec, row_summary, run_scale_bench
 
     def action() -> dict[str, Any]:
         spec = ScaleBenchSpec(
             vectors=vectors,
-            sizes=parse_sizes(sizes),
+            sizes=tuple(size) if size else DEFAULT_SIZES,
             indexes=tuple(index_factory) if index_factory else DEFAULT_INDEXES,
             queries=queries,
             latency_queries=latency_queries,
             repeats=repeats,
-            threads=threads,
-            generator=generator,
+            threads=resolve_threads(threads),
+            generator=generator.value,
             target_cosine=target_cosine,
-            noise=noise,
+            noise=noise.value,
             mix_neighbours=mix_neighbours,
             mix_alpha=mix_alpha,
             seed=seed,

@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
+from common.threads import resolve_threads
 from compression.distill import DistillConfig
-from search.cli.base import AsJson, app, print_mapping, run_or_exit
+from search.cli.base import AsJson, app, print_mapping, run_or_exit, threads_option
+from search.cli.choices import Batching, Curriculum, Loss, Precision, Projection, QuantizationMode
 from search.jobs.main_job import MainJobSpec
 from search.jobs.quantize import QuantizeSpec, run_quantize_job
 
@@ -33,7 +35,7 @@ def distill(
         str, typer.Option(help="teacher-layers:i,j,..., minilm, minilm-layers:i,j,..., or a sentence-transformers dir")
     ] = (DEFAULTS.student),
     teacher: Annotated[str, typer.Option(help="teacher, minilm or a folder")] = DEFAULTS.teacher,
-    loss: Annotated[str, typer.Option(help="mse, kl, mse+kl, rank or mse+rank (see DistillConfig)")] = DEFAULTS.loss,
+    loss: Annotated[Loss, typer.Option(help="what the student learns to match (see DistillConfig)")] = DEFAULTS.loss,
     kl_weight: Annotated[float, typer.Option(help="weight of the KL term in mse+kl")] = DEFAULTS.kl_weight,
     temperature: Annotated[float, typer.Option(help="softmax temperature of the KL term")] = DEFAULTS.temperature,
     epochs: Annotated[int, typer.Option(help="passes over the training texts")] = DEFAULTS.epochs,
@@ -52,22 +54,23 @@ def distill(
     eval_texts: Annotated[int, typer.Option(help="held-out texts for the before/after cosine")] = DISTILL_EVAL_TEXTS,
     seed: Annotated[int, typer.Option(help="seed for the text shuffle and training")] = DEFAULTS.seed,
     projection: Annotated[
-        str, typer.Option(help="auto: project to the teacher's dim (needed for asymmetric search); never: keep own dim")
+        Projection,
+        typer.Option(help="auto: project to the teacher's dim (needed for asymmetric search); never: keep own dim"),
     ] = DEFAULTS.projection,
-    batching: Annotated[str, typer.Option(help="random, or neighbours (k-means clustered batches for the KL term)")] = (
-        DEFAULTS.batching
-    ),
+    batching: Annotated[
+        Batching, typer.Option(help="random, or neighbours (k-means clustered batches for the KL term)")
+    ] = DEFAULTS.batching,
     label_boost: Annotated[
         float, typer.Option(help="rank losses: teacher-logit boost of the documents judged relevant to train queries")
     ] = DEFAULTS.label_boost,
     precision: Annotated[
-        str, typer.Option(help="auto, fp32 or bf16: autocast of the teacher's targets and the training forward pass")
+        Precision, typer.Option(help="autocast of the teacher's targets and the training forward pass")
     ] = DEFAULTS.precision,
     pseudo_queries: Annotated[
         int, typer.Option(help="pseudo-queries cut from the corpus, added to the training texts")
     ] = DISTILL_PSEUDO_QUERIES,
     curriculum: Annotated[
-        str, typer.Option(help="mixed, corpus-first or queries-first (query-like texts: pseudo and train queries)")
+        Curriculum, typer.Option(help="the order of corpus and query-like texts (pseudo and train queries)")
     ] = DEFAULTS.curriculum,
     second_stage_lr: Annotated[
         float, typer.Option(help="a curriculum's second stage trains at this times the learning rate")
@@ -76,8 +79,8 @@ def distill(
         bool, typer.Option(help="keep the embedding tables as the base model has them (faster, no update)")
     ] = DEFAULTS.freeze_embeddings,
     dropout: Annotated[bool, typer.Option(help="train with the base model's dropout")] = DEFAULTS.dropout,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    device: Annotated[str, typer.Option(help="torch device: cpu, cuda or cuda:N")] = "cpu",
+    threads: Annotated[int | None, threads_option("torch threads")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Distil the teacher into a student (MSE and/or in-batch similarity KL); teacher targets are cached."""
@@ -88,7 +91,7 @@ def distill(
         config = DistillConfig(
             student=student,
             teacher=teacher,
-            loss=loss,  # type: ignore[arg-type]
+            loss=loss.value,  # type: ignore[arg-type]
             kl_weight=kl_weight,
             temperature=temperature,
             epochs=epochs,
@@ -97,17 +100,17 @@ def distill(
             max_seq_length=max_seq_length,
             max_texts=None,  # the cap is applied to the dataset's texts below, after the held-out ones
             seed=seed,
-            projection=projection,  # type: ignore[arg-type]
-            batching=batching,  # type: ignore[arg-type]
+            projection=projection.value,  # type: ignore[arg-type]
+            batching=batching.value,  # type: ignore[arg-type]
             label_boost=label_boost,
-            precision=precision,  # type: ignore[arg-type]
-            curriculum=curriculum,  # type: ignore[arg-type]
+            precision=precision.value,  # type: ignore[arg-type]
+            curriculum=curriculum.value,  # type: ignore[arg-type]
             second_stage_lr=second_stage_lr,
             freeze_embeddings=freeze_embeddings,
             dropout=dropout,
         )
         report = distill_on_dataset(load_dataset(dataset), config, out, max_texts, eval_texts, seed, device=device,
-                                    threads=threads, show_progress=not as_json,
+                                    threads=resolve_threads(threads), show_progress=not as_json,
                                     pseudo_query_count=pseudo_queries)  # fmt: skip
         return {"out": str(out), **report.to_dict()}
 
@@ -118,9 +121,9 @@ def distill(
 def quantize(
     model: Annotated[str, typer.Option(help="sentence-transformers folder (a distilled student), minilm or teacher")],
     out: Annotated[Path, typer.Option("--out", help="output folder: fp32/ and int8/ ONNX model folders")],
-    mode: Annotated[str, typer.Option(help="int8 mode: dynamic or static (QDQ, calibrated on corpus text)")] = (
-        QUANTIZE_DEFAULTS["mode"]
-    ),
+    mode: Annotated[
+        QuantizationMode, typer.Option(help="int8 mode (static: QDQ, calibrated on corpus text)")
+    ] = QUANTIZE_DEFAULTS["mode"],
     dataset: Annotated[str, typer.Option(help="calibration corpus and TRAIN queries for the quality gate")] = (
         QUANTIZE_DEFAULTS["dataset"]
     ),
@@ -134,14 +137,15 @@ def quantize(
     calibration_texts: Annotated[int, typer.Option(help="corpus passages for static calibration")] = (
         QUANTIZE_DEFAULTS["calibration_texts"]
     ),
-    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = QUANTIZE_DEFAULTS["threads"],
+    threads: Annotated[int | None, threads_option("onnxruntime intra-op threads")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Export to ONNX (fp32), quantize to int8, and print size, latency and the train-split quality gate."""
 
     def action() -> dict[str, Any]:
-        spec = QuantizeSpec(model=model, out=out, mode=mode, dataset=dataset, tolerance=tolerance,
-                            gate_docs=gate_docs, calibration_texts=calibration_texts, threads=threads)  # fmt: skip
+        spec = QuantizeSpec(model=model, out=out, mode=mode.value, dataset=dataset, tolerance=tolerance,
+                            gate_docs=gate_docs, calibration_texts=calibration_texts,
+                            threads=resolve_threads(threads))  # fmt: skip
         return run_quantize_job(spec)
 
     result = run_or_exit(action)

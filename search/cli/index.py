@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from common.threads import resolve_threads
 from compression.precision import DEFAULT_ENCODE_PRECISION
 from search.cli.base import (
     AsJson,
@@ -19,14 +20,13 @@ from search.cli.base import (
     print_json,
     print_mapping,
     run_or_exit,
+    threads_option,
 )
+from search.cli.choices import BadRecordPolicy, Engine, Precision
 
 if TYPE_CHECKING:
     from search.pipeline import SearchResult
     from search.serve.pipelines import CompareResult, PipelineSource
-
-
-ENGINES = ("local", "ray")
 
 
 @app.command()
@@ -46,24 +46,24 @@ def index(
     train_sample: Annotated[int, typer.Option(help="max vectors used to train the index")] = 100_000,
     seed: Annotated[int, typer.Option(help="seed for the training sample and k-means")] = 0,
     batch_size: Annotated[int, typer.Option(help="encoding batch size")] = 32,
-    threads: Annotated[int | None, typer.Option(help="torch threads for encoding")] = None,
+    threads: Annotated[int | None, threads_option("torch or onnxruntime threads for encoding")] = None,
     precision: Annotated[
-        str, typer.Option(help="torch encoders: auto (bf16 where the CPU has it natively), fp32 or bf16")
+        Precision, typer.Option(help="torch encoders: auto (bf16 where the CPU has it natively), fp32 or bf16")
     ] = DEFAULT_ENCODE_PRECISION,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="re-encode even if cached")] = False,
     on_bad_record: Annotated[
-        str,
+        BadRecordPolicy,
         typer.Option(
             help="a bad corpus record (wrong type, empty text, duplicate id, broken quoting, bad bytes): fail (exit 2, "
             "naming file and line) or skip (leave it out, warn, count it in meta.json's skipped_records)"
         ),
     ] = "fail",
     engine: Annotated[
-        str,
+        Engine,
         typer.Option(
             help="local (this process) or ray: the corpus encoded by a pool of encoder actors (Ray Data map_batches) "
             "and the index filled per shard in Ray tasks, then merged (IVF: on-disk inverted lists); pip install "
-            "-e '.[ray]'"
+            "-e '.\\[ray]'"
         ),
     ] = "local",
     ray_address: Annotated[
@@ -83,8 +83,6 @@ def index(
     from search.pipeline import build_index_dir
 
     def action() -> dict[str, Any]:
-        if engine not in ENGINES:
-            raise ValueError(f"unknown --engine {engine!r}: use one of {', '.join(ENGINES)}")
         spec = IndexSpec(index_factory, train_sample=train_sample, seed=seed, search_params=parse_params(params))
         ray_spec = None
         if engine == "ray":
@@ -93,9 +91,10 @@ def index(
             require_ray()  # before any model loads: a missing extra is a one-line error
             ray_spec = RaySpec(address=ray_address, workers=workers, threads_per_worker=threads_per_worker,
                                batch_size=batch_size)  # fmt: skip
-        data = load_dataset(dataset, on_bad_record=on_bad_record)
-        query_encoder = load_encoder(encoder, threads=threads, precision=precision)
-        docs_encoder = load_encoder(doc_encoder, threads=threads, precision=precision) if doc_encoder else None
+        data = load_dataset(dataset, on_bad_record=on_bad_record.value)
+        cores = resolve_threads(threads)
+        query_encoder = load_encoder(encoder, threads=cores, precision=precision.value)
+        docs_encoder = load_encoder(doc_encoder, threads=cores, precision=precision.value) if doc_encoder else None
         validate_factory(index_factory, query_encoder.dim)
         if ray_spec is not None:
             from search.distributed.build import ShardSpec, build_index_dir_ray
@@ -115,7 +114,7 @@ def index(
 def search(
     text: Annotated[str, typer.Argument(help="the query")],
     index_dir: IndexDirOption,
-    k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
+    k: Annotated[int, typer.Option("--k", "-k", help="number of hits")] = 10,
     params: Annotated[
         str | None, typer.Option(help="search parameters of --index-dir's pipeline, e.g. nprobe=32")
     ] = None,
@@ -135,7 +134,7 @@ def search(
             "has that name, else the first --compare)",
         ),
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    threads: Annotated[int | None, threads_option("query encoder threads")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Search an index directory for one query; with --compare, search several and measure them against one."""
@@ -146,7 +145,9 @@ def search(
     run_or_exit(lambda: check_search_options(k, compare, reference))
     if compare:
         compared = run_or_exit(
-            lambda: compare_pipelines(text, k, index_dir, compare, reference, parse_params(params), threads)
+            lambda: compare_pipelines(
+                text, k, index_dir, compare, reference, parse_params(params), resolve_threads(threads)
+            )
         )
         if as_json:
             print_json(compare_response(compared).model_dump(by_alias=True))
@@ -156,7 +157,7 @@ def search(
 
     def action() -> SearchResult:
         check_index_dir(index_dir)
-        pipeline = Pipeline.load(index_dir, threads=threads, search_params=parse_params(params))
+        pipeline = Pipeline.load(index_dir, threads=resolve_threads(threads), search_params=parse_params(params))
         return pipeline.search(text, k)
 
     result = run_or_exit(action)
@@ -235,7 +236,7 @@ def evaluate_command(
     teacher_index: Annotated[
         Path | None, typer.Option(help="the teacher's index dir: adds recall@10_vs_teacher (its exact top-10)")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    threads: Annotated[int | None, threads_option("query encoder threads")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Evaluate an index: nDCG@10, recall@100, MRR@10, recall vs exact (and vs teacher), latency, bytes."""
@@ -247,8 +248,9 @@ def evaluate_command(
         for folder in (index_dir, teacher_index):
             if folder is not None:
                 check_index_dir(folder)
-        pipeline = Pipeline.load(index_dir, threads=threads, search_params=parse_params(params))
-        reference = Pipeline.load(teacher_index, threads=threads) if teacher_index else None
+        cores = resolve_threads(threads)
+        pipeline = Pipeline.load(index_dir, threads=cores, search_params=parse_params(params))
+        reference = Pipeline.load(teacher_index, threads=cores) if teacher_index else None
         return evaluate(pipeline, load_dataset(dataset), split=split, reference=reference, show_progress=not as_json)
 
     print_mapping(f"evaluation of {index_dir}", run_or_exit(action), as_json)

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from search.cli.base import AsJson, app, print_json, run_or_exit
+from common.threads import resolve_threads
+from search.cli.base import AsJson, app, print_json, run_or_exit, threads_option
+from search.cli.choices import Precision, QuantizationMode
 from search.jobs.main_job import MainJobResult, MainJobSpec, main_job_spec, run_main_job, side_by_side
 
 DEFAULTS = MainJobSpec()
@@ -22,14 +24,14 @@ def run_main(
         bool, typer.Option("--quick", help="a labelled subset (judged docs + distractors), short distillation")
     ] = False,
     compressed_index: Annotated[str | None, typer.Option(help="FAISS factory of the compressed pipelines")] = None,
-    quantization: Annotated[str, typer.Option(help="int8 mode: dynamic or static")] = DEFAULTS.quantization,
+    quantization: Annotated[QuantizationMode, typer.Option(help="int8 mode of the students")] = DEFAULTS.quantization,
     distill_texts: Annotated[
         int | None, typer.Option(help="corpus training texts (sentences, windows, train queries) for the students")
     ] = None,
     pseudo_queries: Annotated[
         int | None,
         typer.Option(
-            help=f"pseudo-queries cut from the corpus, added to the training texts [default: "
+            help=f"pseudo-queries cut from the corpus, added to the training texts \\[default: "
             f"{DEFAULTS.pseudo_queries}; --quick {DEFAULTS.quick_pseudo_queries}; "
             f"--large {DEFAULTS.large_pseudo_queries}]"
         ),
@@ -45,13 +47,13 @@ def run_main(
         bool, typer.Option("--large", help="the bigger recipe: every training text, more epochs (hours on 2 cores)")
     ] = False,
     teacher_precision: Annotated[
-        str,
+        Precision,
         typer.Option(
-            help="the teacher's corpus pass and queries: auto (bf16 where the CPU has it natively), fp32 or bf16"
+            help="the teacher's corpus pass and queries (auto: bf16 where the CPU has it natively, else fp32)"
         ),
     ] = DEFAULTS.teacher_precision,
     runs_dir: Annotated[Path, typer.Option(help="where the index directories go")] = DEFAULTS.runs_dir,
-    threads: Annotated[int, typer.Option(help="torch and onnxruntime threads")] = DEFAULTS.threads,
+    threads: Annotated[int | None, threads_option("torch and onnxruntime threads")] = None,
     as_json: AsJson = False,
 ) -> None:
     """The main job: teacher pipeline, compressed pipeline (distil, int8, compressed index), side by side."""
@@ -60,16 +62,16 @@ def run_main(
         spec = main_job_spec(
             dataset=dataset,
             quick=quick,
-            quantization=quantization,
+            quantization=quantization.value,
             runs_dir=runs_dir,
-            threads=threads,
+            threads=resolve_threads(threads),
             compressed_index=compressed_index,
             distill_texts=distill_texts,
             pseudo_queries=pseudo_queries,
             students=tuple(student) if student else DEFAULTS.students,
             budget_ratio=budget_ratio,
             large=large,
-            teacher_precision=teacher_precision,
+            teacher_precision=teacher_precision.value,
         )
         return run_main_job(spec, show_progress=not as_json)
 

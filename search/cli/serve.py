@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from search.cli.base import app, check_index_dir, parse_params, run_or_exit
+from search.cli.base import app, check_index_dir, parse_params, run_or_exit, threads_option
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
@@ -27,7 +27,7 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime / torch intra-op threads (default: cores)")] = None,
+    threads: Annotated[int | None, threads_option("onnxruntime / torch intra-op threads")] = None,
     workers_threads: Annotated[
         int | None, typer.Option(help="request worker threads (default: max_concurrency + 4)")
     ] = None,

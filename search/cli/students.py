@@ -10,23 +10,24 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from search.cli.base import AsJson, app, console, print_json, run_or_exit
+from search.cli.base import AsJson, app, console, print_json, run_or_exit, threads_option
 from search.jobs.main_job import MainJobSpec
 
-DEFAULTS = MainJobSpec()  # held-out slice, budget, threads, seed and the naive reference as the main job has them
+DEFAULTS = MainJobSpec()  # held-out slice, budget, seed, runs folder and the naive reference as the main job has them
 
 
 @app.command(name="bench-students")
 def bench_students(
-    student: Annotated[
+    candidate: Annotated[
         list[str],
         typer.Option(
-            help="NAME=PATH[:asym|:sym] (repeat): an ONNX, static or model folder (or fake:DIM); asym "
-            "(default) searches the teacher's documents, sym the student's own"
+            metavar="NAME=PATH[:asym|:sym]",
+            help="a built student to measure (repeat): an ONNX, static or model folder (or fake:DIM); asym "
+            "(default) searches the teacher's documents, sym the student's own",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="where results.json, table.md and frontier.png go")] = Path(
-        "benchmarks/students"
+    out: Annotated[Path, typer.Option("--out", help="where results.json, table.md and frontier.png go")] = (
+        DEFAULTS.runs_dir / "bench-students"
     ),
     dataset: Annotated[str, typer.Option(help="dataset with qrels")] = "scifact",
     split: Annotated[str, typer.Option(help="qrels split to evaluate on")] = "test",
@@ -38,7 +39,10 @@ def bench_students(
         ),
     ] = DEFAULTS.validation_texts,
     family: Annotated[
-        list[str] | None, typer.Option(help="NAME=FAMILY (repeat), e.g. s1=teacher-slice (default: static/student)")
+        list[str] | None,
+        typer.Option(
+            help="NAME=FAMILY (repeat): a candidate's family, e.g. s1=teacher-slice (default: static/student)"
+        ),
     ] = None,
     teacher: Annotated[str, typer.Option(help="teacher encoder spec")] = "teacher",
     naive_int8: Annotated[
@@ -49,7 +53,7 @@ def bench_students(
         DEFAULTS.budget_ratio
     ),
     latency_queries: Annotated[int | None, typer.Option(help="time only the first N queries (default all)")] = None,
-    threads: Annotated[int, typer.Option(help="onnxruntime, torch and BLAS threads")] = DEFAULTS.threads,
+    threads: Annotated[int | None, threads_option("onnxruntime, torch and BLAS threads")] = None,
     seed: Annotated[int, typer.Option(help="seed of the held-out text shuffle (the main job's)")] = DEFAULTS.seed,
     as_json: AsJson = False,
 ) -> None:
@@ -61,11 +65,11 @@ def bench_students(
 
     def action() -> dict[str, Any]:
         families = dict(item.partition("=")[::2] for item in family or [])
-        candidates = [parse_candidate(text) for text in student]
+        candidates = [parse_candidate(text) for text in candidate]
         candidates = [replace(c, family=families[c.name]) if c.name in families else c for c in candidates]
         unknown = set(families) - {c.name for c in candidates}
         if unknown:
-            raise ValueError(f"--family names unknown students {sorted(unknown)}; students: "
+            raise ValueError(f"--family names unknown candidates {sorted(unknown)}; candidates: "
                              f"{', '.join(c.name for c in candidates)}")  # fmt: skip
         data = load_dataset(dataset)
         naive = naive_int8

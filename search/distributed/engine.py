@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from common.errors import MissingDependencyError
+
 logger = logging.getLogger(__name__)
 
+ENGINES = ("local", "ray")  # where `semsearch index` builds: this process (`search.pipeline`), or Ray (this package)
 INSTALL_HINT = "pip install -e '.[ray]'"
 LOCAL_ADDRESS = "local"  # ray.init's word for "start a new local instance", whatever RAY_ADDRESS says
 
@@ -25,7 +28,7 @@ def require_ray() -> Any:
         import ray
         import ray.data  # noqa: F401  (the engine encodes through Ray Data)
     except ImportError as err:
-        raise ImportError(f"the Ray engine needs ray: {INSTALL_HINT}") from err
+        raise MissingDependencyError(f"the Ray engine needs ray: {INSTALL_HINT}") from err
     return ray
 
 

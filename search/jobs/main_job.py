@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from common.threads import available_cores
 from compression.distill import DistillConfig, compute_teacher_targets
 from compression.encoders import Encoder, load_encoder
 from compression.encoders.onnx import OnnxEncoder
@@ -85,6 +86,7 @@ class MainJobSpec:
     reference: the off-the-shelf model shown as the naive int8 symmetric row (None: no such row).
     teacher_precision: the teacher's corpus pass and queries on torch: `auto` (bf16 where the CPU computes it
         natively, else fp32), `fp32` or `bf16` (see `compression.precision`).
+    threads: torch and onnxruntime threads (default: every core this process may use, `available_cores`).
     quick: run on a subset (judged documents of `split` + `quick_distractors` seeded others) with
         `quick_distill_texts` training texts; labelled as a subset in every output.
     int8_tolerance: the most recall@10 vs teacher a student's int8 model may lose against its fp32 model on the
@@ -111,7 +113,7 @@ class MainJobSpec:
     teacher_precision: str = DEFAULT_ENCODE_PRECISION
     compressed_index: str = COMPRESSED_INDEX
     quantization: str = "dynamic"
-    threads: int = 2
+    threads: int = field(default_factory=available_cores)
     int8_tolerance: float = AGREEMENT_TOLERANCE
     runs_dir: Path = Path("runs")
     quick: bool = False

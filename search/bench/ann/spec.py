@@ -9,12 +9,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.threads import available_cores
 from indexes.faiss_index import DEFAULT_TRAIN_SAMPLE, SEARCH_PARAMS, default_search_params
 
 TOP_K = 10  # the timed search: top-10, as a search engine page (and ann-benchmarks) asks for
 RECALL_K = 100  # an untimed second pass for recall@100
 BATCH = 64  # batch size of the throughput (QPS) measurement
 
+DEFAULT_INDEXES = ("Flat",)
 _LABEL = re.compile(r"^[\w.+:-]+$")
 
 
@@ -31,15 +33,16 @@ class EncoderEntry:
 
 @dataclass(frozen=True)
 class BenchSpec:
-    """What `run_bench` measures and how; build it from strings with `make_bench_spec`."""
+    """What `run_bench` measures and how; build it from the command-line entries with `make_bench_spec`.
+    `threads` defaults to every core this process may use."""
 
     encoders: tuple[EncoderEntry, ...]
-    indexes: tuple[str, ...] = ("Flat",)
+    indexes: tuple[str, ...] = DEFAULT_INDEXES
     sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
     dataset: str = "scifact"
     split: str = "test"
     teacher: str = "teacher"
-    threads: int = 2
+    threads: int = field(default_factory=available_cores)
     repeats: int = 3
     max_queries: int | None = None
     budget_ms: float | None = None
@@ -50,9 +53,9 @@ class BenchSpec:
 
     def __post_init__(self) -> None:
         if not self.encoders:
-            raise ValueError("no encoders to benchmark: give at least one, e.g. --encoders teacher")
+            raise ValueError("no encoders to benchmark: give at least one, e.g. --encoder teacher")
         if not self.indexes:
-            raise ValueError("no indexes to benchmark: give at least one, e.g. --indexes Flat")
+            raise ValueError("no indexes to benchmark: give at least one, e.g. --index Flat")
         for name, value in (("threads", self.threads), ("repeats", self.repeats), ("max_queries", self.max_queries)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -78,11 +81,11 @@ class BenchSpec:
         return next((e.label for e in self.encoders if e.spec == self.teacher and e.doc_spec is None), None)
 
 
-def parse_encoders(text: str, default_doc_spec: str = "teacher") -> tuple[EncoderEntry, ...]:
-    """Parse `label=spec[@docspec][^fp32label],...`; a bare `spec` is its own label, a bare `@` means
-    `default_doc_spec`."""
+def parse_encoders(items: Sequence[str], default_doc_spec: str = "teacher") -> tuple[EncoderEntry, ...]:
+    """Parse entries `label=spec[@docspec][^fp32label]`, one per `--encoder`; a bare `spec` is its own label, a bare
+    `@` means `default_doc_spec`."""
     entries = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in (part.strip() for part in items):
         label, sep, rest = item.partition("=")
         if not sep:
             label, rest = "", item
@@ -105,7 +108,7 @@ def parse_encoders(text: str, default_doc_spec: str = "teacher") -> tuple[Encode
             raise ValueError(f"encoder label {label!r} may hold only letters, digits and . + : - _")
         entries.append(EncoderEntry(label, spec, None if doc_spec == spec else doc_spec, fp32_of))
     if not entries:
-        raise ValueError("no encoders given: use label=spec[@docspec][^fp32label],... e.g. teacher,student=DIR")
+        raise ValueError("no encoders given: use --encoder label=spec[@docspec][^fp32label], e.g. --encoder teacher")
     return tuple(entries)
 
 
@@ -116,18 +119,19 @@ def doc_encoder_name(entry: EncoderEntry, entries: Sequence[EncoderEntry]) -> st
     return next((e.label for e in entries if e.spec == entry.doc_spec and e.doc_spec is None), entry.doc_spec)
 
 
-def parse_indexes(text: str) -> tuple[str, ...]:
-    """Split `Flat;HNSW32;IVF256,PQ48` on `;` (commas belong to the factory strings)."""
-    factories = tuple(dict.fromkeys(part.strip() for part in text.split(";") if part.strip()))
+def parse_indexes(items: Sequence[str]) -> tuple[str, ...]:
+    """The factories, one per `--index` (`Flat`, `IVF256,PQ48`), stripped, each once, in order."""
+    factories = tuple(dict.fromkeys(part.strip() for part in items if part.strip()))
     if not factories:
-        raise ValueError("no index factories given: use FACTORY;FACTORY;... e.g. Flat;HNSW32;IVF256,PQ48")
+        raise ValueError("no index factories given: use --index FACTORY, e.g. --index Flat --index IVF256,PQ48")
     return factories
 
 
-def parse_sweep(text: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
-    """Parse `nprobe=1,2,4;efSearch=16,32;k_factor=1,2` into (name, values) pairs, naming what is wrong."""
+def parse_sweep(items: Sequence[str]) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """Parse `NAME=V1,V2,...` items, one per `--sweep` (`nprobe=1,2,4`, `efSearch=16,32`), into (name, values)
+    pairs, naming what is wrong."""
     sweep: dict[str, tuple[float, ...]] = {}
-    for item in filter(None, (part.strip() for part in text.split(";"))):
+    for item in filter(None, (part.strip() for part in items)):
         name, sep, values = item.partition("=")
         name = name.strip()
         if not sep:
@@ -135,7 +139,7 @@ def parse_sweep(text: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
         if name not in SEARCH_PARAMS:
             raise ValueError(f"unknown search parameter {name!r} in --sweep: use one of {', '.join(SEARCH_PARAMS)}")
         if name in sweep:
-            raise ValueError(f"search parameter {name!r} appears twice in --sweep; list all its values once")
+            raise ValueError(f"search parameter {name!r} appears in two --sweep items; list all its values in one")
         numbers = []
         for value in filter(None, (v.strip() for v in values.split(","))):
             try:
@@ -157,14 +161,14 @@ def clean_number(value: float) -> float:
 
 
 def make_bench_spec(
-    encoders: str,
-    indexes: str = "Flat",
-    sweep: str = "",
+    encoders: Sequence[str],
+    indexes: Sequence[str] = DEFAULT_INDEXES,
+    sweep: Sequence[str] = (),
     doc_encoder: str | None = None,
     teacher: str = "teacher",
     **options: Any,
 ) -> BenchSpec:
-    """A `BenchSpec` from the command-line strings (see `parse_encoders`, `parse_indexes`, `parse_sweep`)."""
+    """A `BenchSpec` from the command-line entries (see `parse_encoders`, `parse_indexes`, `parse_sweep`)."""
     return BenchSpec(
         encoders=parse_encoders(encoders, default_doc_spec=doc_encoder or teacher),
         indexes=parse_indexes(indexes),

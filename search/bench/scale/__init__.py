@@ -32,7 +32,6 @@ from search.bench.scale.spec import (
     DEFAULT_SIZES,
     ScaleBenchSpec,
     default_nlist,
-    parse_sizes,
     resolve_factory,
 )
 
@@ -50,7 +49,6 @@ __all__ = [
     "make_generator",
     "make_vectors",
     "noise_transform",
-    "parse_sizes",
     "resolve_factory",
     "row_summary",
     "run_scale_bench",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_path, write_json_atomic, write_text_atomic
+from common.errors import MissingDependencyError
 from common.tables import markdown_table
 
 FILES = ("scale.json", "scale.csv", "scale.md", "scale_latency.png", "scale_recall.png")
@@ -194,7 +195,7 @@ def plot_scale(result: dict[str, Any], out_dir: Path) -> None:
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError("plots need matplotlib: `pip install matplotlib`") from err
+        raise MissingDependencyError("plots need matplotlib: `pip install matplotlib`") from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.threads import available_cores
 from indexes.faiss_index import default_search_params, validate_factory
 from search.bench.scale.generators import (
     MIX_ALPHA,
@@ -34,7 +35,8 @@ class ScaleBenchSpec:
     the defaults (nprobe = nlist/16, efSearch 64, k_factor 4) for the indexes they apply to. `skip` holds
     `FACTORY@N` pairs (the factory as given or as resolved) that are not run. `generator` is "mix" or "noise" (see
     `generators.VectorGenerator`); `target_cosine` None means the generator's default (`DEFAULT_TARGET_COSINE`).
-    `threads` limits every BLAS and OpenMP pool (FAISS's included) for the whole run.
+    `threads` limits every BLAS and OpenMP pool (FAISS's included) for the whole run (default: every core this process
+    may use).
     """
 
     vectors: Path
@@ -44,7 +46,7 @@ class ScaleBenchSpec:
     latency_queries: int = 200
     repeats: int = 2
     k: int = 10
-    threads: int = 1
+    threads: int = field(default_factory=available_cores)
     generator: str = "mix"
     target_cosine: float | None = None
     noise: str = "data"
@@ -98,21 +100,10 @@ def parse_skip(entries: Sequence[str]) -> list[tuple[str, int]]:
     return pairs
 
 
-def parse_sizes(text: str) -> tuple[int, ...]:
-    """Parse `10000,100000,1000000` (underscores allowed) into sizes."""
-    try:
-        sizes = tuple(int(part.strip()) for part in text.split(",") if part.strip())
-    except ValueError as err:
-        raise ValueError(f"sizes must be comma-separated integers, e.g. 10000,100000, got {text!r}") from err
-    if not sizes:
-        raise ValueError(f"no sizes in {text!r}: pass e.g. 10000,100000")
-    return sizes
-
-
 def validate_spec(spec: ScaleBenchSpec, dim: int) -> None:
     """Reject bad sizes, counts and factories before any vector is generated."""
     if not spec.sizes:
-        raise ValueError("no sizes given: pass e.g. --sizes 10000,100000")
+        raise ValueError("no sizes given: pass e.g. --size 10000 --size 100000")
     for n in spec.sizes:
         if n < max(MIN_SIZE, spec.k):
             raise ValueError(f"size {n} is too small: every N must be >= {max(MIN_SIZE, spec.k)}")

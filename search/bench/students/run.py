@@ -11,7 +11,7 @@ from typing import Any
 from common.atomic import write_json_atomic, write_text_atomic
 from common.machine import machine_info
 from common.tables import markdown_table
-from common.threads import limit_threads
+from common.threads import limit_threads, resolve_threads
 from common.timing import WARMUP_CALLS
 from compression.encoders import Encoder
 from search.bench.student_plots import write_frontier_plot
@@ -46,16 +46,19 @@ def naive_reference(query: str) -> Candidate:
 
 def run_student_bench(
     dataset: str | Dataset, split: str, candidates: Sequence[Candidate], teacher: str, out_dir: Path,
-    heldout_texts: Sequence[str], threads: int = 2, budget_ratio: float = 15.0, latency_queries: int | None = None,
-    loader: Callable[[str, int | None], Encoder] = load_candidate_encoder, show_progress: bool = True,
+    heldout_texts: Sequence[str], threads: int | None = None, budget_ratio: float = 15.0,
+    latency_queries: int | None = None, loader: Callable[[str, int | None], Encoder] = load_candidate_encoder,
+    show_progress: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Measure the teacher row (added first) and every candidate on `split`, write results.json, table.md and
     frontier.png into `out_dir`, and return the results.
 
     `heldout_texts` give the held-out cosine to the teacher: the caller must pass texts held out from the students'
     training (e.g. the main job's validation slice of `search.data.training_texts`), never test queries. A candidate
-    named `minilm-int8` (see `naive_reference`) is the row every other must beat or tie.
+    named `minilm-int8` (see `naive_reference`) is the row every other must beat or tie. `threads` (onnxruntime,
+    torch and BLAS) defaults to every core this process may use.
     """
+    threads = resolve_threads(threads)
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     rows_for = [Candidate(TEACHER_ROW, REFERENCE_FAMILY, "fp32", teacher), *candidates]
     names = [c.name for c in rows_for]

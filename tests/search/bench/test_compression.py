@@ -101,3 +101,18 @@ def test_compression_bench_on_tiny_models(build_tiny_sentence_model, tmp_path, b
     assert summary["student"]["fp32"]["path"] == str(student.resolve())
     assert summary["student"]["int8"]["precision"] == "int8"
     assert "| student_int8 |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_cli_bench_compression_names_both_students_by_precision(tmp_path, beir_dir):
+    from typer.testing import CliRunner
+
+    from search.cli import app
+
+    out = tmp_path / "out"
+    args = ["bench-compression", "--student-fp32", "fake:16", "--student-int8", "fake:12", "--teacher", "fake:16",
+            "--minilm", "fake:8", "--dataset", str(beir_dir), "--threads", "1", "--throughput-docs", "10",
+            "--out", str(out), "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    spec = json.loads((out / "summary.json").read_text())["spec"]
+    assert (spec["student"], spec["student_int8"], spec["threads"]) == ("fake:16", "fake:12", 1)

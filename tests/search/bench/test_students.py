@@ -247,7 +247,7 @@ def test_cli_on_fake_encoders(tmp_path, beir_dir):
     runner = CliRunner()
     common = ["bench-students", "--dataset", str(beir_dir), "--teacher", "fake:16", "--naive-int8", "fake:12",
               "--threads", "1", "--heldout-texts", "20"]  # fmt: skip
-    result = runner.invoke(app, [*common, "--student", "same=fake:16", "--student", "small=fake:8:sym", "--family",
+    result = runner.invoke(app, [*common, "--candidate", "same=fake:16", "--candidate", "small=fake:8:sym", "--family",
                                  "small=static", "--out", str(tmp_path / "out"), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     results = json.loads(result.stdout)
@@ -257,9 +257,9 @@ def test_cli_on_fake_encoders(tmp_path, beir_dir):
     assert rows["small"]["family"] == "static" and rows["small"]["docs"] == "own"
     assert results["heldout_texts"] == 20 and results["budget_pick"]["metric"] == "heldout_recall@10_vs_teacher"
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "table.md", "frontier.png"}
-    table = runner.invoke(app, [*common, "--student", "same=fake:16", "--out", str(tmp_path / "o2")])
+    table = runner.invoke(app, [*common, "--candidate", "same=fake:16", "--out", str(tmp_path / "o2")])
     assert table.exit_code == 0 and "budget pick" in table.output
-    for args, message in ((["--student", "bad"], "NAME=PATH"), (["--student", "x=fake:8"], ":sym"),
-                          (["--student", "a=fake:16", "--family", "zz=static"], "unknown students")):  # fmt: skip
+    for args, message in ((["--candidate", "bad"], "NAME=PATH"), (["--candidate", "x=fake:8"], ":sym"),
+                          (["--candidate", "a=fake:16", "--family", "zz=static"], "unknown candidates")):  # fmt: skip
         failed = runner.invoke(app, [*common, *args, "--out", str(tmp_path / "bad")])
         assert failed.exit_code == 2 and message in failed.output and len(failed.output.strip().splitlines()) == 1

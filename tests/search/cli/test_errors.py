@@ -260,7 +260,7 @@ def test_a_bad_corpus_is_one_line_naming_file_and_line(tmp_path, beir_dir, case)
     assert not (tmp_path / "out").exists()
 
 
-def test_on_bad_record_skip_counts_the_skipped_records_in_meta(tmp_path):
+def test_on_bad_record_skip_counts_the_skipped_records_in_meta(tmp_path, usage_error):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(
         '{"_id": "a", "text": "alpha"}\n{"_id": "b", "text": ["x"]}\n{"_id": "c", "text": "\\u200b"}\n'
@@ -273,7 +273,7 @@ def test_on_bad_record_skip_counts_the_skipped_records_in_meta(tmp_path):
     assert json.loads(result.stdout)["skipped_records"] == 2
     meta = json.loads((out / "meta.json").read_text())
     assert meta["skipped_records"] == 2 and meta["ntotal"] == 2
-    assert_one_line_error(CliRunner().invoke(app, [*args, "--on-bad-record", "ignore"]), "use one of fail, skip")
+    usage_error(CliRunner().invoke(app, [*args, "--on-bad-record", "ignore"]), "'ignore' is not one of 'fail', 'skip'")
 
 
 def test_the_real_command_prints_one_line_for_a_garbage_onnx_model(built):

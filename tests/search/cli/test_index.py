@@ -54,7 +54,7 @@ def test_index_search_eval_round_trip(tmp_path, beir_dir):
     assert hits.exit_code == 0, hits.output
     assert [h["id"][:6] for h in json.loads(hits.stdout)["hits"]][0] == "cancer"
 
-    table = invoke("search", "--index-dir", str(out), "cancerkey", "-k", "2")
+    table = invoke("search", "--index-dir", str(out), "cancerkey", "--k", "2")  # -k is its short form
     assert table.exit_code == 0 and "top 2" in table.stdout and "encode" in table.stdout
 
     evaluated = invoke("eval", "--dataset", str(beir_dir), "--index-dir", str(out), "--params", "nprobe=4", "--json")

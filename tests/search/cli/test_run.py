@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from common.threads import available_cores
 from compression.distill import DistillConfig
 from search.cli import app
 from search.jobs.main_job import MainJobSpec
@@ -31,7 +32,7 @@ def test_run_defaults_are_the_main_job_defaults(captured_spec: list[MainJobSpec]
     result = CliRunner().invoke(app, ["run"])
     assert result.exit_code == 2 and "stopped before the job" in result.output
     spec = captured_spec[0]
-    assert spec == MainJobSpec(threads=2, runs_dir=Path("runs"))
+    assert spec == MainJobSpec() and spec.runs_dir == Path("runs") and spec.threads == available_cores()
     assert spec.recipe == DistillConfig() and not spec.quick and spec.compressed_factory == "HNSW32,SQ8"
 
 
@@ -45,6 +46,7 @@ def test_run_overrides_apply_to_full_and_quick_runs(captured_spec: list[MainJobS
     assert (spec.quantization, spec.runs_dir, spec.threads, spec.dataset) == ("static", tmp_path, 1, "somewhere")
 
 
-def test_run_refuses_a_bad_quantization_mode_with_exit_2() -> None:
-    result = CliRunner().invoke(app, ["run", "--quantization", "int4"])
-    assert result.exit_code == 2 and "unknown quantization 'int4': use one of dynamic, static" in result.output
+def test_run_refuses_a_bad_choice_with_a_usage_error(captured_spec: list[MainJobSpec], usage_error) -> None:
+    usage_error(CliRunner().invoke(app, ["run", "--quantization", "int4"]), "'int4' is not one of 'dynamic', 'static'")
+    usage_error(CliRunner().invoke(app, ["run", "--teacher-precision", "fp8"]), "'fp8' is not one of 'auto'")
+    assert not captured_spec

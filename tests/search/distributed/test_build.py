@@ -140,7 +140,7 @@ def test_index_dir_built_on_ray_serves_like_the_local_one(ray_local, tmp_path, b
     assert memory["on_disk_bytes"] == sum((moved / name).stat().st_size for name in ("index.faiss", "lists.ivfdata"))
 
 
-def test_cli_index_on_ray_and_bad_engine(ray_local, tmp_path, beir_dir):
+def test_cli_index_on_ray_and_bad_engine(ray_local, tmp_path, beir_dir, usage_error):
     runner = CliRunner()
     args = ["index", "--dataset", str(beir_dir), "--encoder", "fake:32", "--index", "IVF4,Flat", "--json"]
     result = runner.invoke(cli, [*args, "--out", str(tmp_path / "ix"), "--engine", "ray", "--workers", "2"])
@@ -148,4 +148,4 @@ def test_cli_index_on_ray_and_bad_engine(ray_local, tmp_path, beir_dir):
     summary = json.loads(result.stdout)
     assert summary["engine"] == "ray" and summary["documents"] == len(load_beir(beir_dir).corpus)
     bad = runner.invoke(cli, [*args, "--out", str(tmp_path / "ix2"), "--engine", "spark"])
-    assert bad.exit_code == 2 and "unknown --engine 'spark': use one of local, ray" in bad.output
+    usage_error(bad, "'spark' is not one of 'local', 'ray'")

@@ -31,7 +31,7 @@ def test_precision_of_reads_the_identity():
 
 
 def test_fp32_counterparts_by_caret_or_label_pairing():
-    entries = parse_encoders("st=A,st-int8=B,other-int8=C,x=D,y-int8=E^x,st_int8=F")
+    entries = parse_encoders(["st=A", "st-int8=B", "other-int8=C", "x=D", "y-int8=E^x", "st_int8=F"])
     precisions = {"st": "fp32", "st-int8": "int8", "other-int8": "int8", "x": "fp32", "y-int8": "int8",
                   "st_int8": "int8"}  # fmt: skip
     assert fp32_counterparts(entries, precisions) == {

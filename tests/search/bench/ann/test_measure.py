@@ -73,7 +73,7 @@ def test_single_searches_on_flat_find_the_exact_top_k(unit_vectors, assert_same_
 
 def _context_and_run(unit_vectors, n_docs=400, n_queries=20, dim=16, repeats=1):
     docs, vectors = unit_vectors(n_docs, dim, seed=2), unit_vectors(n_queries, dim, seed=3)
-    spec = make_bench_spec("s=fake:16", repeats=repeats, train_sample=n_docs, show_progress=False)
+    spec = make_bench_spec(["s=fake:16"], repeats=repeats, train_sample=n_docs, show_progress=False)
     query_ids = [f"q{i}" for i in range(n_queries)]
     doc_ids = DocIdMap([f"d{i}" for i in range(n_docs)])
     _, exact = exact_search(vectors, docs, 10)

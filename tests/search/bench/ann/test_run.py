@@ -59,9 +59,9 @@ def brute_force_pareto(points: list[tuple[float, float]]) -> list[bool]:
 
 def test_run_bench_rows_recalls_and_outputs(tmp_path, beir_dir, with_int8_fake, monkeypatch):
     spec = BenchSpec(
-        encoders=parse_encoders("teacher=fake:32,small=fake:16,small-int8=int8fake:16"),
+        encoders=parse_encoders(["teacher=fake:32", "small=fake:16", "small-int8=int8fake:16"]),
         indexes=("Flat", "IVF4,Flat", "HNSW8", "SQ8"),
-        sweep=parse_sweep("nprobe=1,2,3,4;efSearch=16,32"),
+        sweep=parse_sweep(["nprobe=1,2,3,4", "efSearch=16,32"]),
         dataset=str(beir_dir),
         teacher="fake:32",
         threads=1,
@@ -154,7 +154,7 @@ def test_run_bench_rows_recalls_and_outputs(tmp_path, beir_dir, with_int8_fake, 
 
 
 def test_max_queries_keeps_the_first_queries(tmp_path, beir_dir):
-    spec = make_bench_spec("fake:8", dataset=str(beir_dir), teacher="fake:8", threads=1, repeats=1, max_queries=3,
+    spec = make_bench_spec(["fake:8"], dataset=str(beir_dir), teacher="fake:8", threads=1, repeats=1, max_queries=3,
                            show_progress=False)  # fmt: skip
     rows = run_bench(spec, tmp_path / "out")
     assert rows[0]["queries"] == 3
@@ -162,7 +162,7 @@ def test_max_queries_keeps_the_first_queries(tmp_path, beir_dir):
 
 
 def test_untrainable_index_is_skipped_and_reported(tmp_path, beir_dir):
-    spec = make_bench_spec("fake:8", "Flat;IVF256,Flat", dataset=str(beir_dir), teacher="fake:8", threads=1,
+    spec = make_bench_spec(["fake:8"], ["Flat", "IVF256,Flat"], dataset=str(beir_dir), teacher="fake:8", threads=1,
                            repeats=1, show_progress=False)  # fmt: skip
     rows = run_bench(spec, tmp_path / "out")
     assert [r["index"] for r in rows] == ["Flat"]
@@ -170,7 +170,7 @@ def test_untrainable_index_is_skipped_and_reported(tmp_path, beir_dir):
     assert summary["skipped"][0]["index"] == "IVF256,Flat" and "256" in summary["skipped"][0]["reason"]
     assert summary["budget"] is None
     with pytest.raises(ValueError, match="no configuration could be built"):
-        run_bench(make_bench_spec("fake:8", "IVF256,Flat", dataset=str(beir_dir), teacher="fake:8",
+        run_bench(make_bench_spec(["fake:8"], ["IVF256,Flat"], dataset=str(beir_dir), teacher="fake:8",
                                   show_progress=False), tmp_path / "none")  # fmt: skip
 
 
@@ -179,9 +179,9 @@ def test_untrainable_index_is_skipped_and_reported(tmp_path, beir_dir):
 
 def test_cli_bench_runs_and_prints_the_budget_pick(tmp_path, beir_dir):
     out = tmp_path / "cli"
-    args = ["bench", "--dataset", str(beir_dir), "--teacher", "fake:16", "--encoders", "t=fake:16,s=fake:8",
-            "--indexes", "Flat;IVF4,Flat", "--sweep", "nprobe=1,4", "--repeats", "1", "--threads", "1",
-            "--out", str(out)]  # fmt: skip
+    args = ["bench", "--dataset", str(beir_dir), "--teacher", "fake:16", "--encoder", "t=fake:16", "--encoder",
+            "s=fake:8", "--index", "Flat", "--index", "IVF4,Flat", "--sweep", "nprobe=1,4", "--repeats", "1",
+            "--threads", "1", "--out", str(out)]  # fmt: skip
     result = runner.invoke(app, [*args, "--budget-ms", "0.000001"])
     assert result.exit_code == 0, result.output
     assert "no configuration fits total_ms_p50 <= 1e-06 ms" in result.output
@@ -195,18 +195,18 @@ def test_cli_bench_runs_and_prints_the_budget_pick(tmp_path, beir_dir):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--indexes", "LSH"], "unsupported index factory 'LSH'"),
-        (["--indexes", "PQ5"], "PQ/OPQ size 5 must divide the vector dimension 16"),
+        (["--index", "LSH"], "unsupported index factory 'LSH'"),
+        (["--index", "Flat", "--index", "PQ5"], "PQ/OPQ size 5 must divide the vector dimension 16"),
         (["--sweep", "nprobe"], "bad sweep item 'nprobe'"),
-        (["--sweep", "nprobe=1;foo=2"], "unknown search parameter 'foo'"),
-        (["--encoders", "nope"], "unknown model 'nope'"),
-        (["--encoders", "a=fake:16,b=fake:8@fake:16"], "8-d queries cannot search 16-d documents"),
+        (["--sweep", "nprobe=1", "--sweep", "foo=2"], "unknown search parameter 'foo'"),
+        (["--encoder", "nope"], "unknown model 'nope'"),
+        (["--encoder", "a=fake:16", "--encoder", "b=fake:8@fake:16"], "8-d queries cannot search 16-d documents"),
         (["--split", "dev"], "no qrels for split 'dev'"),
         (["--repeats", "0"], "repeats must be >= 1"),
     ],
 )
 def test_cli_bench_bad_inputs_exit_2_naming_the_problem(tmp_path, beir_dir, extra, message):
-    args = ["bench", "--dataset", str(beir_dir), "--teacher", "fake:16", "--encoders", "fake:16",
+    args = ["bench", "--dataset", str(beir_dir), "--teacher", "fake:16", "--encoder", "fake:16",
             "--out", str(tmp_path / "bad"), *extra]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output

@@ -51,7 +51,7 @@ def test_mark_pareto_flags_the_rows_no_other_row_beats():
 
 
 def test_loss_split_per_encoder():
-    entries = parse_encoders("t=T,s=S,s-int8=Q@T")
+    entries = parse_encoders(["t=T", "s=S", "s-int8=Q@T"])
     rows = [
         {"encoder": "s", "index": "Flat", "params": {}, "default_params": True, "recall@10_vs_exact": 1.0,
          "recall@10_vs_teacher": 0.8},

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from common.threads import available_cores
 from indexes.exact import exact_search
 from search.bench.scale import (
     FILES,
@@ -23,7 +24,7 @@ runner = CliRunner()
 def test_run_scores_against_exact_search_and_writes_outputs(tmp_path, source_npy):
     indexes = ("Flat", "IVF{nlist},PQ{m}", "IVF{nlist},PQ{m},RFlat", "HNSW32")
     spec = ScaleBenchSpec(vectors=source_npy, sizes=(5000, 2000), indexes=indexes, queries=100, latency_queries=20,
-                          repeats=1, train_sample=5000, skip=("HNSW32@2000",), note="test run")  # fmt: skip
+                          repeats=1, train_sample=5000, skip=("HNSW32@2000",), note="test run", threads=1)  # fmt: skip
     out = tmp_path / "scale"
     omp_threads = []  # FAISS's OpenMP pool while the rows run: limited to spec.threads by threadpoolctl alone
     result = run_scale_bench(spec, out, on_row=lambda row: omp_threads.append(faiss.omp_get_max_threads()))
@@ -84,7 +85,7 @@ def test_run_scores_against_exact_search_and_writes_outputs(tmp_path, source_npy
 
 def test_cli_runs_and_reports(tmp_path, source_npy):
     out = tmp_path / "cli"
-    args = ["bench-scale", "--vectors", str(source_npy), "--sizes", "2000", "--index", "Flat", "--index", "HNSW32",
+    args = ["bench-scale", "--vectors", str(source_npy), "--size", "2000", "--index", "Flat", "--index", "HNSW32",
             "--queries", "30", "--latency-queries", "10", "--repeats", "1", "--out", str(out), "--json",
             "--generator", "noise"]  # fmt: skip
     result = runner.invoke(app, args)
@@ -93,6 +94,7 @@ def test_cli_runs_and_reports(tmp_path, source_npy):
     assert "recall@10 1.0000" in summary["N=2000 Flat"] and summary["out"] == str(out)
     saved = json.loads((out / "scale.json").read_text())
     assert len(saved["rows"]) == 2 and saved["spec"]["generator"] == "noise"
+    assert saved["machine"]["threads"] == available_cores()  # no --threads: every core this process may use
     assert "i % n_sources" in saved["vectors"]["method"] and saved["vectors"]["target_cosine"] == 0.85
 
 
@@ -101,15 +103,12 @@ def test_cli_runs_and_reports(tmp_path, source_npy):
     [
         (["--vectors", "missing.npy"], "not found"),
         (["--vectors", "embeddings.txt"], ".npy"),
-        (["--sizes", "5"], "too small"),
-        (["--sizes", "10k"], "comma-separated integers"),
+        (["--size", "5"], "too small"),
         (["--index", "LSH"], "supported forms"),
         (["--index", "IVF{x},Flat"], "placeholders"),
         (["--index", "IVF4096,Flat"], "training vectors"),
         (["--skip", "HNSW32"], "FACTORY@N"),
         (["--skip", "HNSW32@999"], "matches no run"),
-        (["--noise", "pink"], "data, isotropic"),
-        (["--generator", "blend"], "mix, noise"),
         (["--mix-neighbours", "0"], ">= 1"),
         (["--mix-alpha", "0"], "> 0"),
         (["--target-cosine", "1.5"], "(0, 1)"),
@@ -117,7 +116,7 @@ def test_cli_runs_and_reports(tmp_path, source_npy):
     ],
 )
 def test_cli_rejects_bad_input(tmp_path, source_npy, extra, message):
-    args = ["bench-scale", "--vectors", str(source_npy), "--sizes", "2000", "--out", str(tmp_path / "o")]
+    args = ["bench-scale", "--vectors", str(source_npy), "--size", "2000", "--out", str(tmp_path / "o")]
     if extra[0] == "--vectors":
         args[2] = str(tmp_path / extra[1])
         extra = []
@@ -125,3 +124,17 @@ def test_cli_rejects_bad_input(tmp_path, source_npy, extra, message):
     assert result.exit_code == 2
     assert "error:" in result.output and message in result.output
     assert not (tmp_path / "o" / "scale.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--size", "10k"], "'--size': Input should be a valid integer"),
+        (["--noise", "pink"], "'pink' is not one of 'data', 'isotropic'"),
+        (["--generator", "blend"], "'blend' is not one of 'mix', 'noise'"),
+    ],
+)
+def test_cli_refuses_a_bad_value_with_a_usage_error(tmp_path, source_npy, usage_error, extra, message):
+    args = ["bench-scale", "--vectors", str(source_npy), "--size", "2000", "--out", str(tmp_path / "o"), *extra]
+    usage_error(runner.invoke(app, args), message)
+    assert not (tmp_path / "o").exists()

@@ -6,7 +6,6 @@ from search.bench.scale.spec import (
     ScaleBenchSpec,
     default_nlist,
     params_for,
-    parse_sizes,
     parse_skip,
     resolve_factory,
     validate_spec,
@@ -34,9 +33,6 @@ def test_factory_templates_resolve_and_reject_bad_placeholders():
 
 
 def test_parsers_and_search_param_overrides():
-    assert parse_sizes("2000, 5_000") == (2000, 5000)
-    with pytest.raises(ValueError, match="no sizes"):
-        parse_sizes(" , ")
     assert parse_skip(["IVF{nlist},PQ{m}@1000", "HNSW32 @ 20"]) == [("IVF{nlist},PQ{m}", 1000), ("HNSW32", 20)]
     assert params_for("IVF256,PQ4", {"nprobe": 32, "efSearch": 16}) == {"nprobe": 32}  # efSearch is HNSW's
     assert params_for("HNSW32", {"nprobe": 32}) == {"efSearch": 64}
