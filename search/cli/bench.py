@@ -55,7 +55,7 @@ def bench_compression(
             throughput_docs=throughput_docs,
             doc_tower=doc_tower,
         )
-        summary = run_compression_bench(spec, out, show_progress=not as_json)
+        summary = run_compression_bench(spec, out, show_progress=True)
         return {key: value for key, value in summary.items() if not isinstance(value, dict)}
 
     print_mapping("compression benchmark", run_or_exit(action), as_json)
@@ -113,7 +113,7 @@ def bench(
                                teacher=teacher, dataset=dataset, split=split, threads=resolve_threads(threads),
                                repeats=repeats, max_queries=max_queries,
                                budget_ms=budget_ms, budget_bytes=budget_bytes, train_sample=train_sample, seed=seed,
-                               show_progress=not as_json)  # fmt: skip
+                               show_progress=True)  # fmt: skip
         rows = run_bench(spec, out)
         budgeted = budget_ms is not None or budget_bytes is not None
         return rows, best_under_budget(rows, budget_ms, budget_bytes) if budgeted else None

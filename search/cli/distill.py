@@ -110,7 +110,7 @@ def distill(
             dropout=dropout,
         )
         report = distill_on_dataset(load_dataset(dataset), config, out, max_texts, eval_texts, seed, device=device,
-                                    threads=resolve_threads(threads), show_progress=not as_json,
+                                    threads=resolve_threads(threads), show_progress=True,
                                     pseudo_query_count=pseudo_queries)  # fmt: skip
         return {"out": str(out), **report.to_dict()}
 

@@ -101,10 +101,10 @@ def index(
 
             report = build_index_dir_ray(data, query_encoder, encoder, spec, out, ray_spec, ShardSpec(shards),
                                          doc_encoder=docs_encoder, doc_encoder_spec=doc_encoder,
-                                         use_cache=not no_cache, show_progress=not as_json)  # fmt: skip
+                                         use_cache=not no_cache, show_progress=True)  # fmt: skip
         else:
             report = build_index_dir(data, query_encoder, spec, out, batch_size=batch_size, use_cache=not no_cache,
-                                     show_progress=not as_json, doc_encoder=docs_encoder)  # fmt: skip
+                                     show_progress=True, doc_encoder=docs_encoder)  # fmt: skip
         return {**report.summary(), "skipped_records": report.meta.get("skipped_records", 0)}
 
     print_mapping("index built", run_or_exit(action), as_json)
@@ -251,6 +251,6 @@ def evaluate_command(
         cores = resolve_threads(threads)
         pipeline = Pipeline.load(index_dir, threads=cores, search_params=parse_params(params))
         reference = Pipeline.load(teacher_index, threads=cores) if teacher_index else None
-        return evaluate(pipeline, load_dataset(dataset), split=split, reference=reference, show_progress=not as_json)
+        return evaluate(pipeline, load_dataset(dataset), split=split, reference=reference, show_progress=True)
 
     print_mapping(f"evaluation of {index_dir}", run_or_exit(action), as_json)

@@ -73,7 +73,7 @@ def run_main(
             large=large,
             teacher_precision=teacher_precision.value,
         )
-        return run_main_job(spec, show_progress=not as_json)
+        return run_main_job(spec, show_progress=True)
 
     result = run_or_exit(action)
     if as_json:

@@ -82,7 +82,7 @@ def bench_students(
         heldout = query_like(held) if held else []  # the query-like ones, as the main job's pick uses
         return run_student_bench(data, split, [*candidates, naive_reference(naive)], teacher, out, heldout,
                                  threads=threads, budget_ratio=budget_ratio, latency_queries=latency_queries,
-                                 show_progress=not as_json)  # fmt: skip
+                                 show_progress=True)  # fmt: skip
 
     results = run_or_exit(action)
     if as_json:
