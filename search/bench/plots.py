@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_path
-from search.bench.pareto import frontier
+from search.selection import frontier
 
 MARKERS = {"Flat": "o", "HNSW": "^", "IVF-Flat": "s", "IVF-PQ": "D", "OPQ": "P", "PQ": "X", "SQ8": "v"}
 PLOTS = (
