@@ -133,3 +133,68 @@ def test_layering_check_catches_a_planted_breach(tmp_path: Path) -> None:
     imports = imports_of(planted)
     assert ("search.pipeline", ["Pipeline"], 2) in imports  # lazy imports inside functions are seen
     assert ("indexes.faiss_index", ["_hidden"], 3) in imports
+
+
+# Inside `search`: the outer layers (CLI, server, benchmarks, jobs) sit on the core and never on each other, but for
+# the CLI, which composes them all. Keys are the importing layer (None: the core, every other search module).
+OUTER = ("search.cli", "search.serve", "search.bench", "search.jobs")
+FORBIDDEN = {
+    "search.cli": set(),
+    "search.serve": {"search.cli", "search.bench", "search.jobs"},
+    "search.bench": {"search.cli", "search.serve", "search.jobs"},
+    "search.jobs": {"search.cli", "search.serve", "search.bench"},
+    None: set(OUTER),
+}
+# Investigation tools that still live in the package and import the server.
+KNOWN_EXCEPTIONS = {("search.bench.latency", "search.serve")}
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def layer_of(module: str) -> str | None:
+    return next((layer for layer in OUTER if within(module, layer)), None)
+
+
+def subpackage_breaches(modules: dict[str, Path]) -> list[str]:
+    """Every import of an outer `search` layer that `FORBIDDEN` rules out for the importing module's layer."""
+    breaches = []
+    for name, path in modules.items():
+        if top(name) != "search":
+            continue
+        for imported, _, line in imports_of(path):
+            target = layer_of(imported)
+            if target in FORBIDDEN[layer_of(name)] and (name, target) not in KNOWN_EXCEPTIONS:
+                breaches.append(f"{name}:{line} imports {imported}")
+    return breaches
+
+
+def test_search_layers_import_only_the_core_and_themselves() -> None:
+    breaches = subpackage_breaches(MODULES)
+    assert not breaches, "search layering broken:\n" + "\n".join(breaches)
+
+
+def test_only_the_serve_command_imports_the_server() -> None:
+    importers = {
+        name
+        for name, path in MODULES.items()
+        if not within(name, "search.serve")
+        for imported, _, _ in imports_of(path)
+        if within(imported, "search.serve")
+    }
+    assert importers - {name for name, _ in KNOWN_EXCEPTIONS} == {"search.cli.serve"}
+
+
+def test_subpackage_check_catches_planted_breaches(tmp_path: Path) -> None:
+    core = tmp_path / "core.py"
+    core.write_text("def f():\n    from search.serve.app import create_app\n")
+    job = tmp_path / "job.py"
+    job.write_text("from search.bench.students import run_student_bench\n")
+    fine = tmp_path / "fine.py"
+    fine.write_text("from search.selection import budget_pick\nfrom search.pipeline_set import PipelineSet\n")
+    planted = {"search.compare": core, "search.jobs.main_job": job, "search.jobs.other": fine}
+    assert subpackage_breaches(planted) == [
+        "search.compare:2 imports search.serve.app",
+        "search.jobs.main_job:1 imports search.bench.students",
+    ]

@@ -26,7 +26,7 @@ from search.data.datasets import load_beir
 from search.pipeline import build_index_dir
 from search.serve.app import create_app
 from search.serve.config import ServerConfig
-from search.serve.pipelines import PipelineSource
+from search.sources import PipelineSource
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 DRIVER_CANDIDATES = ("chromedriver", "chromium-driver")

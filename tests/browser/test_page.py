@@ -247,7 +247,7 @@ def test_bench_view_shows_the_metrics_summary(page: Callable[[str], Any], served
 def locked(served: Served) -> Any:
     """A second server over the same indexes: an API key, no bench folder, a metrics dataset that does not exist."""
     from search.serve.config import Security, ServerConfig
-    from search.serve.pipelines import PipelineSource
+    from search.sources import PipelineSource
     from tests.browser.conftest import serve_in_thread
 
     config = ServerConfig(
