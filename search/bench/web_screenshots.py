@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from search.bench.reliability.server import ServerProcess, ServerSpec
+from search.sources import parse_sources
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,13 +179,8 @@ def take_screenshots(spec: ShotSpec) -> dict[str, Any]:
 
 
 def parse_pipelines(items: Sequence[str]) -> tuple[tuple[str, Path], ...]:
-    pairs = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"bad --pipeline {item!r}: expected NAME=DIR")
-        pairs.append((name, Path(path)))
-    return tuple(pairs)
+    """NAME=DIR items (`search.sources.parse_sources`)."""
+    return tuple((source.name, source.index_dir) for source in parse_sources(items))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
