@@ -121,22 +121,58 @@ def subpackage_breaches(imports: dict[str, list[Import]], rule: SubpackageRule) 
 
 SUBPACKAGE_RULES = (
     # The HTTP server is reached only through its CLI command; the engine knows nothing of HTTP.
-    SubpackageRule(
-        "search.serve",
-        importers=("search.serve", "search.cli.serve"),
-        # Current exceptions, being removed: `search --compare` still takes the side-by-side comparison from the
-        # server package (PipelineSet, CompareResult, the NAME=DIR parser). Delete each entry once its imports go.
-        exceptions=frozenset({"search.cli.index", "search.cli.views"}),
-    ),
+    SubpackageRule("search.serve", importers=("search.serve", "search.cli.serve")),
     # The product's benchmarks are reached only through the `semsearch bench*` commands.
-    SubpackageRule(
-        "search.bench",
-        importers=("search.bench", "search.cli"),
-        # Current exception, being removed: the main job takes `budget_pick` from `search.bench.students`; delete
-        # the entry once the budget selection lives in the search core.
-        exceptions=frozenset({"search.jobs.main_job"}),
-    ),
+    SubpackageRule("search.bench", importers=("search.bench", "search.cli")),
 )
+
+# Inside `search`: the outer layers (CLI, server, benchmarks, jobs) sit on the core and never on each other, but for
+# the CLI, which composes them all. Keys are the importing layer (None: the core, every other search module).
+OUTER = ("search.cli", "search.serve", "search.bench", "search.jobs")
+FORBIDDEN: dict[str | None, set[str]] = {
+    "search.cli": set(),
+    "search.serve": {"search.cli", "search.bench", "search.jobs"},
+    "search.bench": {"search.cli", "search.serve", "search.jobs"},
+    "search.jobs": {"search.cli", "search.serve", "search.bench"},
+    None: set(OUTER),
+}
+
+
+def layer_of(module: str) -> str | None:
+    return next((layer for layer in OUTER if within(module, layer)), None)
+
+
+def outer_layer_breaches(imports: dict[str, list[Import]]) -> list[str]:
+    """Every import of an outer `search` layer that `FORBIDDEN` rules out for the importing module's layer."""
+    breaches = []
+    for name, found in imports.items():
+        if top(name) != "search":
+            continue
+        for imported, names, line in found:
+            reached = {layer_of(module) for module in imported_modules(imported, names)} - {None}
+            if reached & FORBIDDEN[layer_of(name)]:
+                breaches.append(f"{name}:{line} imports {imported}")
+    return breaches
+
+
+def test_search_layers_import_only_the_core_and_themselves() -> None:
+    breaches = outer_layer_breaches(IMPORTS)
+    assert not breaches, "search layering broken:\n" + "\n".join(breaches)
+
+
+def test_outer_layer_check_reports_planted_breaches() -> None:
+    planted = {
+        "search.compare": imports_in("def f():\n    from search.serve.app import create_app\n"),
+        "search.jobs.main_job": imports_in("from search.bench.students import run_student_bench\n"),
+        "search.jobs.other": imports_in("from search.selection import budget_pick\nfrom search import pipeline_set\n"),
+        "search.cli.run": imports_in("from search.jobs.main_job import run_main_job\n"),
+        "search.pipeline": imports_in("from search import jobs\n"),
+    }
+    assert outer_layer_breaches(planted) == [
+        "search.compare:2 imports search.serve.app",
+        "search.jobs.main_job:1 imports search.bench.students",
+        "search.pipeline:1 imports search",
+    ]
 
 
 @pytest.mark.parametrize("rule", SUBPACKAGE_RULES, ids=lambda rule: rule.target)
@@ -243,7 +279,6 @@ def test_subpackage_rules_report_planted_breaches() -> None:
         "search.cli.planted:1 imports search.serve.pipelines",
     ]
     planted = {
-        "search.jobs.main_job": imports_in("from search.bench.students import budget_pick\n"),  # the allowed one
         "search.jobs.students": imports_in("from search.bench.students import budget_pick\n"),
         "search.serve.app": imports_in("from search.bench import pareto\n"),
         "search.cli.bench": imports_in("from search.bench.ann import run_bench\n"),

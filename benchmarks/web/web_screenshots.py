@@ -5,7 +5,7 @@
         --pipeline teacher=runs/scifact/teacher --pipeline compressed=runs/scifact/compressed
 
 (from the repository root). Starts the server with the reliability harness's `reliability_harness.server` (this
-source tree, loopback, every pipeline preloaded, the /metrics evaluation started at once), waits for the evaluation,
+source tree, loopback, every pipeline preloaded, the evaluation started at once), waits for the evaluation,
 then saves: the search page for each query (wide and narrow windows), the /bench map with the budget pick's tooltip,
 and `screenshots.json` (what was shown: queries, the /compare answers, pipelines, browser). Needs Debian's
 `chromium` and `chromium-driver` and `selenium`.
@@ -133,7 +133,8 @@ def take_screenshots(spec: ShotSpec) -> dict[str, Any]:
     record: dict[str, Any] = {"pipelines": {name: str(path) for name, path in spec.pipelines}, "shots": []}
     with ServerProcess(server_spec):
         base = server_spec.base_url
-        wait_until(lambda: httpx.get(f"{base}/metrics", timeout=10).status_code == 200, METRICS_WAIT_S, "/metrics")
+        evaluated = f"{base}/evaluation"
+        wait_until(lambda: httpx.get(evaluated, timeout=10).status_code == 200, METRICS_WAIT_S, "/evaluation")
         driver = start_browser()
         try:
             record["browser"] = driver.capabilities.get("browserVersion")

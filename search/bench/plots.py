@@ -10,7 +10,7 @@ from typing import Any
 
 from common.atomic import atomic_path
 from common.errors import MissingDependencyError
-from search.bench.pareto import frontier
+from search.selection import frontier
 
 MARKERS = {"Flat": "o", "HNSW": "^", "IVF-Flat": "s", "IVF-PQ": "D", "OPQ": "P", "PQ": "X", "SQ8": "v"}
 PLOTS = (

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_path
-from search.bench.pareto import frontier
 from search.bench.plots import pyplot
+from search.selection import frontier
 
 PRECISION_MARKERS = {"fp32": "o", "int8": "s", "fp16": "^"}
 OTHER_MARKER = "D"

@@ -25,8 +25,9 @@ from search.cli.base import (
 from search.cli.choices import BadRecordPolicy, Engine, Precision
 
 if TYPE_CHECKING:
+    from search.compare import CompareResult
     from search.pipeline import SearchResult
-    from search.serve.pipelines import CompareResult, PipelineSource
+    from search.sources import PipelineSource
 
 
 @app.command()
@@ -140,7 +141,6 @@ def search(
     """Search an index directory for one query; with --compare, search several and measure them against one."""
     from search.cli.views import print_compare, print_search
     from search.pipeline import Pipeline, result_as_dict
-    from search.serve.schemas import compare_response
 
     run_or_exit(lambda: check_search_options(k, compare, reference))
     if compare:
@@ -150,7 +150,7 @@ def search(
             )
         )
         if as_json:
-            print_json(compare_response(compared).model_dump(by_alias=True))
+            print_json(compared.to_dict())
         else:
             print_compare(console, compared)
         return
@@ -177,16 +177,10 @@ def check_search_options(k: int, compare: Sequence[str] | None, reference: str |
 def compare_sources(index_dir: Path, compare: Sequence[str]) -> list[PipelineSource]:
     """`--index-dir` and each `--compare` (DIR, or NAME=DIR when the text before the first `=` is a name) as named
     sources, the first `--index-dir`; a name defaults to the folder's. Refuses repeated names."""
-    from search.serve.pipelines import NAME_PATTERN, PipelineSource, duplicate_name_problems
+    from search.sources import PipelineSource, duplicate_name_problems, parse_source
 
-    def source(spec: str) -> PipelineSource:
-        name, sep, folder = spec.partition("=")
-        if sep and NAME_PATTERN.match(name) and folder.strip():
-            return PipelineSource(name, Path(folder.strip()).expanduser())
-        folder_path = Path(spec).expanduser()
-        return PipelineSource(folder_path.resolve().name, folder_path)
-
-    sources = [PipelineSource(Path(index_dir).resolve().name, Path(index_dir)), *map(source, compare)]
+    sources = [PipelineSource(Path(index_dir).resolve().name, Path(index_dir))]
+    sources += [parse_source(spec, bare_dirs=True) for spec in compare]
     problems = duplicate_name_problems(sources)
     if problems:
         raise ValueError("; ".join(problems) + ": name them apart with --compare NAME=DIR")
@@ -205,8 +199,9 @@ def compare_pipelines(
     """Check every index directory and the reference before loading any model (a teacher takes seconds), then
     search them all and measure each against the reference (`search_params`: --index-dir's pipeline only; the
     others use those stored with their index)."""
+    from search.compare import choose_reference
     from search.pipeline import Pipeline
-    from search.serve.pipelines import PipelineSet, choose_reference
+    from search.pipeline_set import PipelineSet
 
     sources = compare_sources(index_dir, compare)
     metas = [check_index_dir(source.index_dir) for source in sources]

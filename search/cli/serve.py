@@ -33,14 +33,14 @@ def serve(
     ] = None,
     params: Annotated[str | None, typer.Option(help="search parameters for every pipeline, e.g. nprobe=32")] = None,
     metrics_dataset: Annotated[
-        str | None, typer.Option(help="dataset for GET /metrics (default: the one in the indexes' meta.json)")
+        str | None, typer.Option(help="dataset /evaluation evaluates on (default: the one in the indexes' meta.json)")
     ] = None,
-    metrics_split: Annotated[str, typer.Option(help="qrels split GET /metrics evaluates on")] = "test",
+    metrics_split: Annotated[str, typer.Option(help="qrels split /evaluation evaluates on")] = "test",
     metrics_on_startup: Annotated[
         bool,
         typer.Option(
             "--metrics-on-startup",
-            help="start the GET /metrics evaluation job at startup (else the first GET /metrics starts it)",
+            help="start the /evaluation job at startup (else POST /evaluation starts it; a GET never does)",
         ),
     ] = False,
     limit: Annotated[
@@ -79,24 +79,29 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Serve the web page (/ and /bench) and /search, /search/batch, /compare, /pipelines, /metrics
-    (+ /metrics/prometheus), /bench/results over HTTP (API docs at /docs).
+    """Serve the web page (/ and /bench) and /search, /search/batch, /compare, /pipelines, /evaluation,
+    /bench/results over HTTP (API docs at /docs), Prometheus metrics at /metrics, /health and /ready.
 
-    GET /metrics is computed by a background job (202 with progress while it runs, never blocking searches), started
-    by the first GET /metrics, by POST /metrics/refresh, or at startup with --metrics-on-startup.
+    The /evaluation summary is computed by a background job (202 with progress while it runs, never blocking
+    searches), started by POST /evaluation or at startup with --metrics-on-startup; a GET never starts it.
     Every index and encoder is loaded before the server starts: a broken one is a one-line error and exit status 2.
     """
     import uvicorn
 
+    from search.compare import choose_reference
     from search.serve.app import create_app
     from search.serve.config import Security, ServerConfig, check_port, parse_limits
-    from search.serve.pipelines import choose_reference, parse_pipeline_specs
+    from search.sources import SourceError, parse_sources
 
     def action() -> FastAPI:
         check_port(host, port)
+        try:
+            sources = parse_sources(pipeline or [])
+        except SourceError as err:
+            raise SourceError(f"bad --pipeline: {err}") from None
         config = ServerConfig(
             index_dir=index_dir,
-            pipelines=tuple(parse_pipeline_specs(pipeline or [])),
+            pipelines=tuple(sources),
             reference=reference,
             threads=threads,
             workers_threads=workers_threads,

@@ -1,9 +1,9 @@
 """How `semsearch search` shows its answers: one pipeline's hits with their titles and snippets, and several pipelines'
 top-k measured against a reference (`--compare`), side by side in a wide terminal and stacked in a narrow one.
 
-The overlap (recall, missed ids, each hit's rank in the reference's top-k, speed-up) is `PipelineSet.compare`'s, the
-same the HTTP `/compare` answers; this module only lays it out (`--json` prints `search.serve.schemas.compare_response`,
-the route's own JSON).
+The overlap (recall, missed ids, each hit's rank in the reference's top-k, speed-up) is `search.compare`'s, the same
+the HTTP `/compare` answers; this module only lays it out (`--json` prints `CompareResult.to_dict`, the route's own
+JSON).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rich.text import Text
 from search.pipeline import Hit, SearchResult, Timings
 
 if TYPE_CHECKING:
-    from search.serve.pipelines import CompareResult, Comparison
+    from search.compare import CompareResult, Comparison
 
 ELLIPSIS = "…"
 TITLE_CHARS = 100  # a title in the one-pipeline table

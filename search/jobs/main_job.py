@@ -6,7 +6,7 @@
    quantize it to int8 (or, for the static encoder, store its table in int8). See `search.jobs.students`.
 3. Pick the one to ship on a held-out slice of the training texts: the best recall@10 against the teacher among the
    students whose single-query encode p50 is within the budget (default: 1/15 of the teacher's, measured in the same
-   run on the same texts). `search.bench.students.budget_pick` says which and why.
+   run on the same texts). `search.selection.budget_pick` says which and why.
 4. Search the teacher's document vectors with each student's queries (asymmetric; the shipped one is `compressed`,
    in the compressed index), plus the naive int8 MiniLM on its own documents as the reference a user gets in ten
    lines, and evaluate every pipeline on the test split: nDCG@10, recall@10 against the teacher's exact top-10,
@@ -37,7 +37,6 @@ from compression.quantize import QUANTIZATION_MODES
 from compression.static import StaticConfig
 from indexes.faiss_index import IndexSpec, validate_factory
 from indexes.store import load_index_dir
-from search.bench.students import budget_pick
 from search.data.datasets import Dataset, load_dataset
 from search.data.pseudo_queries import PseudoQueryMix, pseudo_queries
 from search.data.training_texts import training_texts
@@ -55,6 +54,7 @@ from search.jobs.students import (
     validate_student_spec,
 )
 from search.pipeline import Pipeline, build_index_dir
+from search.selection import budget_pick
 
 logger = logging.getLogger(__name__)
 

@@ -1,14 +1,16 @@
 """Serving: several named pipelines side by side over HTTP (`semsearch serve`), and the web page on top.
 
-- `pipelines`: `PipelineSet`, the logic of the server: search, batch search, compare against the reference pipeline
-  (overlap, each hit's rank in the reference's top-k, speed-up), describe, and the cached evaluation summary; also
-  parsing `--pipeline NAME=DIR` (`semsearch search --compare` uses it too);
+The logic is the search core's (`search.pipeline_set`, `search.compare`, `search.evaluation.side_by_side`); this
+package only puts it on HTTP:
+
 - `app`: `create_app(ServerConfig)`, the FastAPI routes, thin layers over `PipelineSet`;
-- `config`, `schemas`, `guard`, `admission`, `batcher`, `metrics_job`, `live_metrics`: limits and security, the HTTP
-  models, who may call, bounded work, coalescing, the background /metrics job, Prometheus;
+- `config`, `schemas`, `errors`: limits and security settings, the HTTP models, domain errors as status codes;
+- `guard`, `admission`, `batcher`: who may call (library middlewares and `HTTPBearer`, plus the JSON-only and body
+  size checks), bounded work, coalescing;
+- `evaluation_job`, `live_metrics`: the background `/evaluation` job, Prometheus at `/metrics`;
 - `web`: the page (`/`, `/bench`) from `static/` (plain HTML, CSS, JavaScript; no CDN, no build step), which only
   calls the JSON API; `bench_results`: the `semsearch bench` output behind `GET /bench/results`.
 
-May import `common`, `compression`, `indexes` and the rest of `search` (pipeline, data, evaluation); only
-`search.cli` imports it.
+May import `common`, `compression`, `indexes` and the rest of `search` but the CLI; only `search.cli.serve` imports
+it.
 """

@@ -4,22 +4,23 @@ Routes (OpenAPI at /docs):
 
 - `POST /search` `{query, k, pipeline}`: hits and timings (tokenize, encode, search, rescore, total ms) of one
   pipeline (`pipeline` defaults to the first loaded).
-- `POST /search/batch` `{queries, k, pipeline}`: up to 256 queries encoded as one batch; hits per query and the
-  batch's timings.
+- `POST /search/batch` `{queries, k, pipeline}`: up to max_batch queries (256 by default), encoded micro_batch at a
+  time; hits per query and the batch's timings.
 - `POST /compare` `{query, k, pipelines}`: every pipeline's (or the chosen ones' and the reference's) hits and
   timings, its `recall@k_vs_teacher` (overlap of its top-k with the reference pipeline's top-k; the reference scores
   1.0), the ids it is `missing` / has `extra`, each hit's `reference_rank` and the `speedup_vs_reference`.
 - `GET /pipelines`: encoder and precision, document encoder, mode, index, search parameters, sizes, build info.
-- `GET /metrics`: the evaluation summary of every pipeline side by side (nDCG@10, recall@100, MRR@10,
-  recall@10 vs the reference encoder's exact top-10 and vs the same encoder's exact search, latency p50/p95/p99),
-  on the dataset the indexes were built on. Computed by a background job (`search.serve.metrics_job`) so it never
-  blocks a search: started at startup with `--metrics-on-startup`, by `POST /metrics/refresh`, or by the first
-  `GET /metrics`; 202 with progress while it runs, then 200. 404 when the dataset cannot be found or has no qrels for
-  the split, 409 when it is not the indexed corpus or a pipeline's corpus vectors are not cached (the server never
-  re-encodes a corpus); a failure is kept until the next refresh.
-- `POST /metrics/refresh`: start the evaluation again (202; no second job while one runs).
-- `GET /metrics/prometheus`: live latency histograms per pipeline and stage, request and error counters.
-- `GET /health`.
+- `POST /evaluation`: start the evaluation of every pipeline side by side (nDCG@10, recall@100, MRR@10, recall@10
+  vs the reference encoder's exact top-10 and vs the same encoder's exact search, latency p50/p95/p99) on the dataset
+  the indexes were built on, in a background job (`search.serve.evaluation_job`) that never blocks a search; 202
+  with its progress, and no second job while one runs.
+- `GET /evaluation`: never starts work. The latest summary (200), its progress while it runs (202), 404 when none
+  has run; when the last run failed, why: 404 when the dataset cannot be found or has no qrels for the split, 409
+  when it is not the indexed corpus or a pipeline's corpus vectors are not cached (the server never re-encodes a
+  corpus).
+- `GET /metrics`: Prometheus text: latency histograms per pipeline and stage, request and error counters, queue depth.
+- `GET /health`: `{"status": "ok"}` while the process answers; `GET /ready`: 200 once every pipeline is loaded and
+  serving, 503 before. Neither needs the API key.
 - `GET /bench/results`: the recall-vs-latency map of `semsearch bench` (`--bench-dir`), for the /bench page.
 - `GET /` and `GET /bench`: the web page (`search.serve.web`): side-by-side search and the recall-vs-latency map; it
   calls only the routes above, and needs no API key itself (it asks for one when the API answers 401).
@@ -32,11 +33,12 @@ thread; the blocking work runs in anyio's worker threads, sized once with the ot
 `ThreadBudget` (shown in /pipelines). Concurrent single queries (/search, /compare) to one pipeline are coalesced
 into one encoder call (`search.serve.batcher`; `batch_size` in the response).
 
-Safe by default (`search.serve.guard`, from `config.security`): POST bodies must be `Content-Type: application/json`
-(415), at most `max_body_bytes` (413, before parsing); the Host header must name the server (400); with an API key
-every route needs `Authorization: Bearer KEY` (401); CORS is off unless origins are configured. JSON bodies are
-parsed strictly (NaN, Infinity, 1e400 are 422s) and 422s never echo the input (`search.serve.schemas`); no response
-shows a server path.
+Safe by default (`search.serve.guard`, from `config.security`): the Host header must name the server (400,
+Starlette's `TrustedHostMiddleware`); POST bodies must be `Content-Type: application/json` (415), at most
+`max_body_bytes` (413, before parsing); with an API key every API route needs `Authorization: Bearer KEY` (401,
+FastAPI's `HTTPBearer`); CORS is off unless origins are configured. JSON bodies are parsed strictly (NaN, Infinity,
+1e400 are 422s) and 422s never echo the input (`search.serve.schemas`); no response shows a server path. Domain
+errors get their status codes in `search.serve.errors`.
 """
 
 # No `from __future__ import annotations`: the routes' request models are built per app (from `config.limits`) inside
@@ -48,38 +50,34 @@ from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client.exposition import choose_encoder
 
 from common.threads import ThreadBudget
+from search.evaluation.side_by_side import evaluate_side_by_side
 from search.pipeline import BatchResult
-from search.serve.admission import (
-    Admission,
-    ClientGone,
-    DeadlineExceeded,
-    LimitExceeded,
-    ServerBusy,
-    Ticket,
-    check_shape,
-    check_tokens,
-    watched,
-)
+from search.pipeline_set import PipelineSet
+from search.serve.admission import Admission, Ticket, check_shape, check_tokens, watched
 from search.serve.batcher import Batchers
 from search.serve.bench_results import load_bench_results
-from search.serve.config import ServerConfig, ServerLimits
-from search.serve.guard import install_guards
+from search.serve.config import ServerConfig
+from search.serve.errors import evaluation_failure, install_error_handlers
+from search.serve.evaluation_job import EvaluationJob, JobState
+from search.serve.guard import api_key_dependency, install_guards
 from search.serve.live_metrics import CountRequests, ServerMetrics
-from search.serve.metrics_job import JobState, MetricsJob
-from search.serve.pipelines import PipelineSet, UnknownPipelineError
 from search.serve.schemas import (
-    COMMON_ERRORS,
-    METRICS_RESPONSES,
+    EVALUATION_RESPONSES,
+    HOST_ERROR,
+    KEY_ERROR,
     POST_ERRORS,
     BatchItemOut,
     BatchSearchResponse,
     CompareResponse,
-    MetricsRunningOut,
+    EvaluationRunningOut,
+    HealthOut,
+    ReadyOut,
     SearchResponse,
     StrictJsonRoute,
     compare_response,
@@ -88,28 +86,24 @@ from search.serve.schemas import (
     json_error_responses,
     public_description,
     request_models,
-    safe_text,
     timings_out,
-    validation_errors_out,
 )
 from search.serve.web import install_web
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# The default limits (the limits in force are `config.limits`, shown in /pipelines and the OpenAPI schema).
-MAX_QUERY_CHARS = ServerLimits.max_query_chars
-MAX_K = ServerLimits.max_k
-MAX_BATCH = ServerLimits.max_batch
-
 
 class PrometheusResponse(Response):
-    """The Prometheus text exposition format (so OpenAPI documents /metrics/prometheus with its content type)."""
+    """The Prometheus text exposition format (so OpenAPI documents /metrics with its content type)."""
 
-    media_type = ServerMetrics.content_type
+    media_type = "text/plain"
 
 
-CLIENT_CLOSED_REQUEST = 499  # the client left before its answer (nginx's convention; nobody reads it)
+NO_EVALUATION = (
+    "no evaluation has run on this server yet: POST /evaluation starts one in the background (then poll GET "
+    "/evaluation), or start the server with --metrics-on-startup"
+)
 
 
 class Loaded(Generic[T]):
@@ -127,12 +121,18 @@ class Loaded(Generic[T]):
         return self._value
 
 
+def running_out(state: JobState) -> JSONResponse:
+    """202 with the running evaluation's progress, pointing at where to poll."""
+    body = EvaluationRunningOut(status=state.status, progress=state.progress(), started_at=state.started_at)
+    return JSONResponse(status_code=202, content=body.model_dump(), headers={"Location": "/evaluation"})
+
+
 def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     """Build the app; the pipelines are loaded once from `config.sources()`: at startup (the lifespan hook), or here
     when `preload` is set, so a broken index or model fails before the server starts (`semsearch serve` does)."""
     holder: Loaded[PipelineSet] = Loaded()
     serving: Loaded[Batchers] = Loaded()
-    evaluation: Loaded[MetricsJob] = Loaded()
+    evaluation: Loaded[EvaluationJob] = Loaded()
     metrics = ServerMetrics()
     limits = config.limits
     budget = ThreadBudget.plan(config.threads, config.workers_threads, limits.max_concurrency)
@@ -147,8 +147,6 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             search_params=config.search_params,
             mmap=config.mmap,
             reference=config.reference,
-            metrics_dataset=config.metrics_dataset,
-            metrics_split=config.metrics_split,
             observer=metrics.observe,
             batch_observer=metrics.observe_batch,
         )
@@ -161,7 +159,11 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = budget.request_pool
         pipelines = preloaded if preloaded is not None else load_pipelines()
         holder.set(pipelines)
-        job = MetricsJob(pipelines.compute_metrics, on_change=metrics.metrics_job_running.set)
+        spec = config.evaluation()
+        job = EvaluationJob(
+            lambda progress: evaluate_side_by_side(pipelines.pipelines, pipelines.reference, spec, progress),
+            on_change=metrics.evaluation_running.set,
+        )
         evaluation.set(job)
         if config.metrics_on_startup:
             job.start()
@@ -178,50 +180,31 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             workers.cancel_scope.cancel()
         holder.set(None)
 
-    app = FastAPI(title="semsearch", description=__doc__, lifespan=lifespan, responses=error_responses(*COMMON_ERRORS))
-    app.router.route_class = StrictJsonRoute  # JSON bodies parsed strictly: NaN, Infinity, 1e400 are 422s
+    app = FastAPI(
+        title="semsearch",
+        description=__doc__,
+        lifespan=lifespan,
+        responses=error_responses(HOST_ERROR),
+        docs_url=None,  # served below, behind the API key like the rest of the API
+        openapi_url=None,
+    )
+    install_error_handlers(app, metrics)
+    # every API route needs the key (when the server has one); the liveness routes and the page do not
+    api = APIRouter(route_class=StrictJsonRoute, dependencies=[Depends(api_key_dependency(config.security.api_key))])
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
-        """422 with `{type, loc, msg}` items: the raw input is never echoed (it may be huge or not encodable)."""
-        return JSONResponse(status_code=422, content={"detail": validation_errors_out(err.errors())})
+    @app.get("/health", response_model=HealthOut)
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers. Needs no API key and does no work."""
+        return {"status": "ok"}
 
-    @app.exception_handler(UnknownPipelineError)
-    async def unknown_pipeline(_: Request, err: UnknownPipelineError) -> JSONResponse:
-        detail = [{"type": "value_error", "loc": ["body", "pipeline"], "msg": safe_text(str(err))}]
-        return JSONResponse(status_code=422, content={"detail": detail})
+    @app.get("/ready", response_model=ReadyOut, responses=error_responses(503))
+    async def ready() -> dict[str, str]:
+        """Readiness: 200 once every pipeline is loaded and serving, 503 before (and while shutting down)."""
+        holder.get()
+        serving.get()
+        return {"status": "ready"}
 
-    @app.exception_handler(LimitExceeded)
-    async def over_limit(_: Request, err: LimitExceeded) -> JSONResponse:
-        detail = [{"type": "limit_exceeded", "loc": ["body", err.field], "msg": str(err)}]
-        return JSONResponse(status_code=422, content={"detail": detail})
-
-    @app.exception_handler(ServerBusy)
-    async def busy(_: Request, err: ServerBusy) -> JSONResponse:
-        metrics.rejected.inc()
-        headers = {"Retry-After": str(err.retry_after_s)}
-        return JSONResponse(status_code=503, content={"detail": str(err)}, headers=headers)
-
-    @app.exception_handler(DeadlineExceeded)
-    async def timed_out(_: Request, err: DeadlineExceeded) -> JSONResponse:
-        metrics.timed_out.inc()
-        return JSONResponse(status_code=504, content={"detail": str(err)})
-
-    @app.exception_handler(ClientGone)
-    async def client_gone(_: Request, err: ClientGone) -> JSONResponse:
-        return JSONResponse(status_code=CLIENT_CLOSED_REQUEST, content={"detail": str(err)})
-
-    @app.get("/health", responses=error_responses(503))
-    def health() -> dict[str, Any]:
-        pipelines = holder.get()
-        return {
-            "status": "ok",
-            "pipeline": public_description(pipelines.get().describe()),
-            "pipelines": pipelines.names,
-            "reference": pipelines.reference,
-        }
-
-    @app.post("/search", response_model=SearchResponse, responses=error_responses(*POST_ERRORS))
+    @api.post("/search", response_model=SearchResponse, responses=error_responses(KEY_ERROR, *POST_ERRORS))
     async def search(body: SearchRequest, request: Request) -> SearchResponse:
         loaded = holder.get()
         name = loaded.resolve(body.pipeline)
@@ -233,7 +216,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             pipeline=name, hits=hits_out(result.hits), timings=timings_out(result.timings), batch_size=found.batch_size
         )
 
-    @app.post("/search/batch", response_model=BatchSearchResponse, responses=error_responses(*POST_ERRORS))
+    @api.post("/search/batch", response_model=BatchSearchResponse, responses=error_responses(KEY_ERROR, *POST_ERRORS))
     async def search_batch(body: BatchSearchRequest, request: Request) -> BatchSearchResponse:
         loaded = holder.get()
         name = loaded.resolve(body.pipeline)
@@ -254,7 +237,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         items = [BatchItemOut(query=q, hits=hits_out(h)) for q, h in zip(body.queries, result.hits, strict=True)]
         return BatchSearchResponse(pipeline=name, results=items, timings=timings_out(result.timings))
 
-    @app.post("/compare", response_model=CompareResponse, responses=error_responses(*POST_ERRORS))
+    @api.post("/compare", response_model=CompareResponse, responses=error_responses(KEY_ERROR, *POST_ERRORS))
     async def compare(body: CompareRequest, request: Request) -> CompareResponse:
         loaded = holder.get()
         names = loaded.compared_names(body.pipelines)
@@ -265,7 +248,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         result = loaded.compare_results(body.query, body.k, {name: f.result for name, f in found.items()})
         return compare_response(result, {name: f.batch_size for name, f in found.items()})
 
-    @app.get("/pipelines", responses=error_responses(503))
+    @api.get("/pipelines", responses=error_responses(KEY_ERROR, 503))
     def pipelines() -> dict[str, Any]:
         loaded = holder.get()
         return {
@@ -276,7 +259,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             "pipelines": public_description(loaded.describe()),
         }
 
-    @app.get("/bench/results", responses=error_responses(404))
+    @api.get("/bench/results", responses=error_responses(KEY_ERROR, 404))
     def bench_results() -> dict[str, Any]:
         """The recall-vs-latency map of `semsearch bench` (the folder given to `semsearch serve --bench-dir`): one
         row per configuration with its `pareto` flag and `budget_pick`, the budget, the run's dataset and machine;
@@ -289,32 +272,48 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             )
         return bench.public()
 
-    def running_out(state: JobState) -> JSONResponse:
-        body = {"status": state.status, "progress": state.progress(), "started_at": state.started_at}
-        return JSONResponse(status_code=202, content=MetricsRunningOut(**body).model_dump())
-
-    @app.get("/metrics", responses=METRICS_RESPONSES)
-    def metrics_summary() -> Any:
-        """The side-by-side evaluation summary; 202 with progress while the background job computes it (the first
-        call starts it), then 200; 404/409 say why it cannot be computed, until POST /metrics/refresh."""
-        state = evaluation.get().ensure_started()
+    @api.get("/evaluation", responses={**error_responses(KEY_ERROR), **EVALUATION_RESPONSES})
+    async def evaluation_summary() -> Any:
+        """The side-by-side evaluation summary. Never starts work: 200 with the latest summary, 202 with progress
+        while a run computes it, 404 when none has run (POST /evaluation starts one); after a failed run, why it
+        cannot be computed (404/409/500) until the next POST."""
+        state = evaluation.get().state()
+        if state.status == "idle":
+            raise HTTPException(status_code=404, detail=NO_EVALUATION)
         if state.status == "running":
             return running_out(state)
-        if state.status == "failed":
-            raise HTTPException(status_code=state.error_status or 500, detail=state.error)
+        if state.status == "failed" and state.failure is not None:
+            return evaluation_failure(state.failure)
         return {**(state.summary or {}), "computed_at": state.finished_at, "compute_seconds": state.compute_seconds}
 
-    @app.post("/metrics/refresh", status_code=202, response_model=MetricsRunningOut, responses=error_responses(503))
-    def metrics_refresh() -> Any:
-        """Start the evaluation again (the indexes' dataset is reloaded); 202 with the running job's progress. While
-        one runs, no second one starts."""
+    @api.post(
+        "/evaluation",
+        status_code=202,
+        response_model=EvaluationRunningOut,
+        responses=error_responses(KEY_ERROR, 413, 415, 503),
+    )
+    async def start_evaluation() -> JSONResponse:
+        """Start the evaluation in the background (the dataset is reloaded); 202 with its progress and `Location:
+        /evaluation`. While one runs, no second one starts: the answer is the running one's progress."""
         return running_out(evaluation.get().start())
 
-    @app.get("/metrics/prometheus", response_class=PrometheusResponse, responses=json_error_responses(*COMMON_ERRORS))
-    def prometheus() -> Response:
-        return Response(content=metrics.render(), media_type=metrics.content_type)
+    @api.get("/metrics", response_class=PrometheusResponse, responses=json_error_responses(HOST_ERROR, KEY_ERROR))
+    async def prometheus(request: Request) -> Response:
+        """Prometheus text exposition (OpenMetrics when the scraper asks for it in Accept)."""
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(content=encode(metrics.registry), media_type=content_type)
 
-    public_paths = install_web(app)
-    install_guards(app, config.security, config.limits.max_body_bytes, public_paths)
-    app.add_middleware(CountRequests, metrics=metrics, routes=[route.path for route in app.routes])  # after the guards
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_schema() -> dict[str, Any]:
+        return app.openapi()
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="semsearch API")
+
+    app.include_router(api)
+    install_web(app)
+    install_guards(app, config.security, config.limits.max_body_bytes)
+    paths = [path for route in (*app.routes, *api.routes) if (path := getattr(route, "path", None)) is not None]
+    app.add_middleware(CountRequests, metrics=metrics, routes=paths)  # after the guards: counts their refusals too
     return app

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.serve.pipelines import DEFAULT_NAME, PipelineSource, duplicate_name_problems
+from search.evaluation.side_by_side import EvaluationSpec
+from search.sources import DEFAULT_NAME, PipelineSource, duplicate_name_problems
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+ANY_HOST = "*"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def bracketed(host: str) -> str:
+    """An IPv6 address as a Host header writes it, `[::1]`; other names unchanged."""
+    if host.startswith("[") or ":" not in host:
+        return host
+    try:
+        return f"[{ipaddress.IPv6Address(host)}]"
+    except ValueError:
+        return host
+
+
 @dataclass(frozen=True)
 class Security:
     """Who may call the API. Safe by default: JSON-only POST bodies, Host checked against the bind address (DNS
@@ -80,6 +92,12 @@ class Security:
     cors_origins: tuple[str, ...] = ()  # origins allowed by CORS; none by default
 
     def __post_init__(self) -> None:
+        for name in self.allowed_hosts:
+            if "*" in name[1:] or (name.startswith("*") and name != ANY_HOST and not name.startswith("*.")):
+                raise ValueError(
+                    f"--allowed-host {name!r} is not a host name: give a name, '*' (any host) or '*.example.org' "
+                    "(every name under a domain)"
+                )
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("--api-key must not be empty")
         if not is_loopback(self.host) and self.api_key is None:
@@ -91,6 +109,11 @@ class Security:
         """Host header values (without port) the server answers."""
         names = (self.host, *LOOPBACK_NAMES) if is_loopback(self.host) else (self.host,)
         return tuple(dict.fromkeys((*names, *self.allowed_hosts)))
+
+    def trusted_hosts(self) -> tuple[str, ...]:
+        """`host_names` as Host headers carry them (lower case, IPv6 addresses in brackets): what
+        `TrustedHostMiddleware` matches."""
+        return tuple(dict.fromkeys(bracketed(name.strip().lower()) for name in self.host_names()))
 
 
 @dataclass(frozen=True)
@@ -125,6 +148,10 @@ class ServerConfig:
     def sources(self) -> tuple[PipelineSource, ...]:
         single = (PipelineSource(DEFAULT_NAME, Path(self.index_dir)),) if self.index_dir is not None else ()
         return single + tuple(self.pipelines)
+
+    def evaluation(self) -> EvaluationSpec:
+        """What `/evaluation` evaluates on: `metrics_dataset` (None: the indexes' own) and `metrics_split`."""
+        return EvaluationSpec(dataset=self.metrics_dataset, split=self.metrics_split)
 
 
 def parse_limits(items: list[str] | tuple[str, ...]) -> ServerLimits:

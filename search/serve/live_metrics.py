@@ -10,13 +10,16 @@
   from the server's `Admission` when scraped); `semsearch_rejected_total` (503, queue full) and
   `semsearch_timed_out_total` (504, deadline passed).
 - `semsearch_coalesced_queries{pipeline}`: single queries (/search, /compare) encoded together per encoder call.
+- `semsearch_evaluation_running`: 1 while the `/evaluation` job runs.
+
+`GET /metrics` renders the registry (`prometheus_client`'s text exposition, negotiated from the Accept header).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search.pipeline import Timings
@@ -35,8 +38,6 @@ def stage_seconds(timings: Timings) -> dict[str, float]:
 
 class ServerMetrics:
     """The app's Prometheus collectors; `observe*` are called by the pipeline set, `count` by the middleware."""
-
-    content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -74,8 +75,8 @@ class ServerMetrics:
             "semsearch_queue_depth", "Requests admitted and waiting for their work to start", registry=self.registry
         )
         self.in_flight = Gauge("semsearch_in_flight", "Requests whose work is running", registry=self.registry)
-        self.metrics_job_running = Gauge(
-            "semsearch_metrics_job_running", "1 while the GET /metrics evaluation job runs", registry=self.registry
+        self.evaluation_running = Gauge(
+            "semsearch_evaluation_running", "1 while the /evaluation job runs", registry=self.registry
         )
         self.rejected = Counter(
             "semsearch_rejected", "Requests refused with 503 because the queue was full", registry=self.registry

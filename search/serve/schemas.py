@@ -8,7 +8,7 @@ responses may show.
   carry (NaN, Infinity, numbers that overflow a float): 422 naming where, never 500.
 - `validation_errors_out`: 422 bodies as `{type, loc, msg}` items, never echoing the input, always JSON-encodable.
 - `error_responses`: the documented error responses (`ErrorOut`, `ValidationErrorOut`) of each route.
-- `public_description`: pipeline descriptions without server paths, for `/pipelines` and `/health`.
+- `public_description`: pipeline descriptions without server paths, for `/pipelines`.
 """
 
 import json
@@ -23,10 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
 
+from search.compare import CompareResult
 from search.data.records import is_blank, visible_pattern
 from search.pipeline import Hit, Timings
 from search.serve.config import ServerLimits
-from search.serve.pipelines import CompareResult
+from search.serve.guard import BODY_METHODS
 
 NOT_BLANK = "query must not be empty or whitespace-only"
 NOT_BLANK_RULE = (
@@ -236,7 +237,7 @@ class ComparisonOut(BaseModel):
     hits: list[CompareHitOut]
     timings: TimingsOut
     recall_at_k_vs_teacher: float = Field(
-        serialization_alias="recall@k_vs_teacher", description="|top-k ∩ reference top-k| / |reference top-k|"
+        alias="recall@k_vs_teacher", description="|top-k ∩ reference top-k| / |reference top-k|"
     )
     missing: list[str] = Field(description="ids in the reference's top-k but not in this pipeline's")
     extra: list[str] = Field(description="ids in this pipeline's top-k but not in the reference's")
@@ -255,27 +256,13 @@ def hits_out(hits: list[Hit]) -> list[HitOut]:
     return [HitOut(**vars(hit)) for hit in hits]
 
 
-def compared_hits_out(hits: list[Hit], reference_ranks: list[int | None]) -> list[CompareHitOut]:
-    return [CompareHitOut(**vars(hit), reference_rank=rank) for hit, rank in zip(hits, reference_ranks, strict=True)]
-
-
 def compare_response(result: CompareResult, batch_sizes: Mapping[str, int] | None = None) -> CompareResponse:
-    """The `/compare` answer for `result` (`batch_sizes`: per pipeline, the queries encoded together with this one;
-    1 when not given). `semsearch search --compare --json` prints the same."""
-    sizes = batch_sizes or {}
-    pipelines = {
-        name: ComparisonOut(
-            hits=compared_hits_out(c.hits, c.reference_ranks),
-            timings=timings_out(c.timings),
-            recall_at_k_vs_teacher=c.recall_vs_reference,
-            missing=c.missing,
-            extra=c.extra,
-            speedup_vs_reference=c.speedup_vs_reference,
-            batch_size=sizes.get(name, 1),
-        )
-        for name, c in result.pipelines.items()
-    }
-    return CompareResponse(query=result.query, k=result.k, reference=result.reference, pipelines=pipelines)
+    """The `/compare` answer: `result.to_dict()` (what `semsearch search --compare --json` prints) with each
+    pipeline's `batch_size` (the queries encoded together with this one; 1 when not given)."""
+    body = result.to_dict()
+    for name, size in (batch_sizes or {}).items():
+        body["pipelines"][name]["batch_size"] = size
+    return CompareResponse.model_validate(body)
 
 
 def timings_out(timings: Timings) -> TimingsOut:
@@ -304,24 +291,35 @@ class ValidationErrorOut(BaseModel):
 
 
 ERROR_DESCRIPTIONS = {
-    400: "the Host header is not a name this server answers (start it with --allowed-host NAME to accept one)",
+    400: "the Host header is not a name this server answers (text/plain 'Invalid host header'; start the server with "
+    "--allowed-host NAME to accept one), or Content-Length is not a number",
     401: "the server has an API key and the request lacks 'Authorization: Bearer KEY' (or has a wrong key)",
-    404: "not found (for /metrics: the dataset cannot be found or has no qrels for the split)",
-    409: "conflict (for /metrics: the dataset is not the corpus the indexes were built on)",
+    404: "not found (for /evaluation: none has run yet, or its dataset cannot be found or has no qrels for the split)",
+    409: "conflict (for /evaluation: the dataset is not the indexed corpus, or corpus vectors are not cached)",
     413: "the request body is over the max_body_bytes limit (refused before it is parsed)",
     415: "the request body is not 'Content-Type: application/json'",
     422: "the request does not validate: bad JSON, non-finite numbers, invalid Unicode, a blank query, limits",
+    500: "the evaluation failed unexpectedly (the message says how)",
     503: "the pipelines are not loaded yet, or the server is full (see Retry-After)",
     504: "the request passed its deadline (request_timeout_s) and its work was stopped",
 }
-COMMON_ERRORS = (400, 401)  # every route
+HOST_ERROR = 400  # every route: the Host check answers it in plain text, the body checks in JSON
+KEY_ERROR = 401  # every API route (with an API key)
 POST_ERRORS = (413, 415, 422, 503, 504)
 
 
+PLAIN_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error statuses: a JSON body `{"detail": ...}` (a list of problems for 422)."""
+    """OpenAPI `responses` for these error statuses: a JSON body `{"detail": ...}` (a list of problems for 422; 400
+    may also be the Host check's plain text)."""
     return {
-        status: {"model": ValidationErrorOut if status == 422 else ErrorOut, "description": ERROR_DESCRIPTIONS[status]}
+        status: {
+            "model": ValidationErrorOut if status == 422 else ErrorOut,
+            "description": ERROR_DESCRIPTIONS[status],
+            **({"content": PLAIN_TEXT} if status == HOST_ERROR else {}),
+        }
         for status in statuses
     }
 
@@ -332,7 +330,10 @@ def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
             "description": ERROR_DESCRIPTIONS[status],
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+                **(PLAIN_TEXT if status == HOST_ERROR else {}),
+            },
         }
         for status in statuses
         for model in [ValidationErrorOut if status == 422 else ErrorOut]
@@ -444,9 +445,6 @@ class StrictJsonRequest(Request):
         return self._strict_json
 
 
-JSON_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the methods whose bodies the routes read
-
-
 class StrictJsonRoute(APIRoute):
     """A route that parses JSON bodies strictly before FastAPI validates them; refusals are 422 validation errors."""
 
@@ -455,7 +453,7 @@ class StrictJsonRoute(APIRoute):
 
         async def strict_handler(request: Request) -> Response:
             strict = StrictJsonRequest(request.scope, request.receive)
-            if strict.method in JSON_BODY_METHODS and await strict.body():
+            if strict.method in BODY_METHODS and await strict.body():
                 try:
                     await strict.json()
                 except BodyProblem as problem:
@@ -476,7 +474,7 @@ def is_absolute_path(text: str) -> bool:
 
 def public_description(value: Any) -> Any:
     """`value` (a pipeline's description) without server paths: keys that hold paths are dropped and absolute paths
-    (such as `index_dir`) become their base name, so `/pipelines` and `/health` never show the server's layout."""
+    (such as `index_dir`) become their base name, so `/pipelines` never shows the server's layout."""
     if isinstance(value, Mapping):
         return {key: public_description(child) for key, child in value.items() if key not in PRIVATE_KEYS}
     if isinstance(value, list | tuple):
@@ -486,21 +484,29 @@ def public_description(value: Any) -> Any:
     return value
 
 
-class MetricsProgressOut(BaseModel):
+class EvaluationProgressOut(BaseModel):
     stage: str = Field(description="what the evaluation is doing now")
     done: int = Field(description="steps done: the reference's exact top-10, then one per pipeline")
     total: int
 
 
-class MetricsRunningOut(BaseModel):
-    """202 from GET /metrics and POST /metrics/refresh: the evaluation job is running; poll GET /metrics."""
+class EvaluationRunningOut(BaseModel):
+    """202 from GET and POST /evaluation: the evaluation job is running; poll GET /evaluation."""
 
     status: str = Field(description="running")
-    progress: MetricsProgressOut
+    progress: EvaluationProgressOut
     started_at: str | None
 
 
-METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"model": MetricsRunningOut, "description": "the evaluation is running in the background; poll again"},
-    **error_responses(404, 409, 503),
+class HealthOut(BaseModel):
+    status: str = Field(description="ok: the process answers")
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="ready: every pipeline is loaded and serving")
+
+
+EVALUATION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": EvaluationRunningOut, "description": "the evaluation is running in the background; poll again"},
+    **error_responses(404, 409, 500, 503),
 }

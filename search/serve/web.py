@@ -1,11 +1,12 @@
 """The web page: `/` (side-by-side search) and `/bench` (the recall-vs-latency map), static files from the package.
 
 The page is plain HTML, CSS and JavaScript in `search/serve/static/` (no CDN, no build step, works offline) and only
-calls the JSON API (`/pipelines`, `/compare`, `/bench/results`, `/metrics`). Every text from the corpus or the API
-is inserted as text (`textContent`), never as HTML; the page responses also carry a Content-Security-Policy that
+calls the JSON API (`/pipelines`, `/compare`, `/bench/results`, `/evaluation`). Every text from the corpus or the
+API is inserted as text (`textContent`), never as HTML; the page responses also carry a Content-Security-Policy that
 allows only this server's own scripts and styles (no inline script, no other origin), as a second line of defence.
-The page and its files hold no data, so they are served without the API key (`PUBLIC_PATHS`); the page asks for
-the key when the API answers 401 and sends it as a bearer token.
+The page and its files hold no data, so they are served without the API key (plain Starlette routes and a mount,
+outside the API's key dependency); the page asks for the key when the API answers 401 and sends it as a bearer
+token.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from search.serve.guard import PublicPaths
-
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/static"
 PAGES = {"/": "index.html", "/bench": "bench.html"}
-PUBLIC_PATHS = PublicPaths(exact=frozenset(PAGES), prefixes=(STATIC_PREFIX + "/",))
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -47,19 +46,17 @@ class PageFiles(StaticFiles):
         return response
 
 
-def page_route(name: str) -> Callable[[], FileResponse]:
-    """A route answering the page `name` (a function per page: FastAPI reads a route's arguments as parameters)."""
+def page_route(name: str) -> Callable[[Request], FileResponse]:
+    """A Starlette endpoint answering the page `name`."""
 
-    def page() -> FileResponse:
+    def page(_: Request) -> FileResponse:
         return FileResponse(STATIC_DIR / name, media_type="text/html", headers=PAGE_HEADERS)
 
     return page
 
 
-def install_web(app: FastAPI) -> PublicPaths:
-    """Serve the pages and their files on `app`; returns the paths that need no API key."""
-
+def install_web(app: FastAPI) -> None:
+    """Serve the pages (GET only) and their files on `app`, outside the OpenAPI schema and the API key."""
     for route, name in PAGES.items():
-        app.add_api_route(route, page_route(name), methods=["GET"], include_in_schema=False, name=f"page {name}")
+        app.add_route(route, page_route(name), methods=["GET"], name=f"page {name}", include_in_schema=False)
     app.mount(STATIC_PREFIX, PageFiles(directory=STATIC_DIR), name="static")
-    return PUBLIC_PATHS

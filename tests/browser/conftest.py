@@ -26,7 +26,7 @@ from search.data.datasets import load_beir
 from search.pipeline import build_index_dir
 from search.serve.app import create_app
 from search.serve.config import ServerConfig
-from search.serve.pipelines import PipelineSource
+from search.sources import PipelineSource
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 DRIVER_CANDIDATES = ("chromedriver", "chromium-driver")
@@ -161,8 +161,8 @@ def serve_in_thread(config: ServerConfig) -> Iterator[str]:
 
 @pytest.fixture(scope="package")
 def package_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One cache for the package: the served pipelines' corpus vectors must stay cached while tests run (GET /metrics
-    refuses to re-encode a corpus), and the function-scoped `isolated_cache` would move it under them."""
+    """One cache for the package: the served pipelines' corpus vectors must stay cached while tests run (the
+    evaluation refuses to re-encode a corpus), and the function-scoped `isolated_cache` would move it under them."""
     cache = tmp_path_factory.mktemp("browser-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEMSEARCH_CACHE", str(cache))

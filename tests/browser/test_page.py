@@ -32,8 +32,14 @@ def wait_for(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:
         pytest.fail(f"timed out waiting for {what}; console: {driver.get_log('browser')}")
 
 
+NONE_RUN = "/evaluation - Failed to load resource: the server responded with a status of 404"  # the page shows it
+
+
 def console_errors(driver: Any) -> list[dict[str, Any]]:
-    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    """Severe console messages but the browser's own note of GET /evaluation's 404 (no evaluation has run yet)."""
+    return [
+        entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE" and NONE_RUN not in entry["message"]
+    ]
 
 
 def top_ids(served: Served, pipeline: str, query: str, k: int) -> list[str]:
@@ -230,11 +236,17 @@ def test_bench_view_draws_the_frontier(page: Callable[[str], Any]) -> None:
     assert console_errors(driver) == []
 
 
-def test_bench_view_shows_the_metrics_summary(page: Callable[[str], Any], served: Served) -> None:
+def test_bench_view_starts_the_evaluation_and_shows_its_summary(page: Callable[[str], Any], served: Served) -> None:
+    assert httpx.get(f"{served.url}/evaluation").status_code == 404  # loading pages started nothing
     driver = page("/bench")
+    button = driver.find_element(By.ID, "evaluation-run")
+    wait_for(driver, lambda d: button.is_displayed(), "the button that starts the evaluation")
+    assert "no evaluation has run" in driver.find_element(By.ID, "metrics-status").text
+    button.click()
     table = driver.find_element(By.ID, "metrics-table")
-    wait_for(driver, lambda d: table.is_displayed(), "the /metrics table")
-    summary = httpx.get(f"{served.url}/metrics").json()
+    wait_for(driver, lambda d: table.is_displayed(), "the /evaluation table")
+    assert not button.is_displayed()
+    summary = httpx.get(f"{served.url}/evaluation").json()
     headers = [cell.text for cell in table.find_elements(By.CSS_SELECTOR, "thead th")][1:]
     assert headers == ["teacher (reference)", "compressed"]
     ndcg = table.find_element(By.CSS_SELECTOR, "tr[data-metric='ndcg@10']")
@@ -247,7 +259,7 @@ def test_bench_view_shows_the_metrics_summary(page: Callable[[str], Any], served
 def locked(served: Served) -> Any:
     """A second server over the same indexes: an API key, no bench folder, a metrics dataset that does not exist."""
     from search.serve.config import Security, ServerConfig
-    from search.serve.pipelines import PipelineSource
+    from search.sources import PipelineSource
     from tests.browser.conftest import serve_in_thread
 
     config = ServerConfig(
@@ -281,5 +293,9 @@ def test_bench_view_shows_why_nothing_is_drawn(browser: Any, locked: str) -> Non
     wait_for(browser, lambda d: error.is_displayed(), "the bench error")
     assert "404" in error.text and "--bench-dir" in error.text
     status = browser.find_element(By.ID, "metrics-status")
-    wait_for(browser, lambda d: "not available (404)" in status.text, "the /metrics refusal")
+    wait_for(browser, lambda d: "not available (404)" in status.text, "the /evaluation answer: none has run")
+    assert "no evaluation has run" in status.text
+    browser.find_element(By.ID, "evaluation-run").click()  # the stored key goes with the POST
+    wait_for(browser, lambda d: "cannot load dataset" in status.text, "the evaluation's refusal")
+    assert "not available (404)" in status.text
     assert browser.find_elements(By.CSS_SELECTOR, "#frontier .point") == []

@@ -31,7 +31,7 @@ from reliability_harness.storm import run_storm
 from search.data.datasets import load_beir
 from search.pipeline import build_index_dir
 from search.serve.app import ServerConfig, create_app
-from search.serve.pipelines import PipelineSource
+from search.sources import PipelineSource
 
 
 def test_summary_counts_errors_and_takes_percentiles_of_every_answer():

@@ -19,23 +19,21 @@ from typing import IO
 
 import httpx
 
+from search.sources import parse_sources
+
 logger = logging.getLogger(__name__)
 
 
 def parse_pipelines(items: Sequence[str]) -> tuple[tuple[str, Path], ...]:
-    """NAME=DIR items, each DIR resolved; each DIR must exist."""
-    pairs = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"bad --pipeline {item!r}: expected NAME=DIR, e.g. teacher=runs/scifact/teacher")
-        if not Path(path).is_dir():
+    """NAME=DIR items (`search.sources.parse_sources`), each DIR resolved; each DIR must exist."""
+    sources = parse_sources(items)
+    for source in sources:
+        if not source.index_dir.is_dir():
             raise ValueError(
-                f"index directory {path} (pipeline {name}) is missing: build it with "
+                f"index directory {source.index_dir} (pipeline {source.name}) is missing: build it with "
                 "`semsearch run --dataset scifact`, or point --pipeline at another"
             )
-        pairs.append((name, Path(path).resolve()))
-    return tuple(pairs)
+    return tuple((source.name, source.index_dir.resolve()) for source in sources)
 
 
 @dataclass(frozen=True)

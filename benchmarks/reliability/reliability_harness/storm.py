@@ -1,5 +1,5 @@
-"""50 concurrent `GET /metrics` (the evaluation starts in the server) while `/health` is polled every 20 ms, until the
-evaluation has finished: does computing /metrics slow the rest of the API?"""
+"""50 concurrent `GET /evaluation` (after one `POST /evaluation` starts it in the server) while `/health` is polled
+every 20 ms, until the evaluation has finished: does computing the evaluation slow the rest of the API?"""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ async def _storm(base_url: str, calls: int, poll_s: float, timeout_s: float, hea
         httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout_s) as client,
         httpx.AsyncClient(base_url=base_url, timeout=health_timeout_s) as health,
     ):
-        await client.post("/metrics/refresh", json={}, headers=JSON)  # start a fresh evaluation (new servers)
+        await client.post("/evaluation", json={}, headers=JSON)  # start a fresh evaluation
         done = asyncio.Event()
 
         async def poll_health() -> None:
@@ -40,7 +40,7 @@ async def _storm(base_url: str, calls: int, poll_s: float, timeout_s: float, hea
 
         async def get_metrics() -> int | str:
             try:
-                return (await client.get("/metrics")).status_code
+                return (await client.get("/evaluation")).status_code
             except httpx.TimeoutException:
                 return "timeout"
             except httpx.HTTPError as err:
@@ -63,7 +63,7 @@ async def _storm(base_url: str, calls: int, poll_s: float, timeout_s: float, hea
         "metrics_calls": calls,
         "metrics_statuses": dict(Counter(map(str, statuses))),
         "storm_seconds": round(elapsed, 2),
-        "evaluation_seconds": round(job_seconds, 2),  # until GET /metrics stopped answering 202, or the time bound
+        "evaluation_seconds": round(job_seconds, 2),  # until GET /evaluation stopped answering 202, or the time bound
         "metrics_final_status": str(final),  # 202: the evaluation was still running when the storm's time was up
         "health_polls": int(ms.size),
         "health_statuses": {str(key): value for key, value in health_status.items()},
@@ -76,7 +76,7 @@ async def _storm(base_url: str, calls: int, poll_s: float, timeout_s: float, hea
 def run_storm(
     base_url: str, calls: int = 50, poll_s: float = 0.02, timeout_s: float = 60.0, health_timeout_s: float = 5.0
 ) -> dict[str, Any]:
-    """The storm, bounded by `timeout_s` (a /metrics call, and the wait for the evaluation to finish); ok when every
+    """The storm, bounded by `timeout_s` (an /evaluation call, and the wait for the evaluation to finish); ok when every
     /health poll answered 200 within MAX_HEALTH_MS."""
     result = asyncio.run(_storm(base_url, calls, poll_s, timeout_s, health_timeout_s))
     result["ok"] = (

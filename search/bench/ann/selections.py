@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from search.bench.ann.spec import EncoderEntry, doc_encoder_name, format_params
-from search.bench.pareto import pareto_mask
+from search.selection import pareto_mask
 
 LOSS_DEFINITIONS = {
     "student_vs_teacher": "1 - recall@10_vs_teacher of the fp32 counterpart's exact (Flat) search: what the smaller "

@@ -4,12 +4,12 @@ Pareto flags, and how held-out cosine to the teacher tracks recall.
 
 - `measure`: `Candidate`, the teacher's side computed once (`prepare_context`) and one candidate's row
   (`measure_candidate`): exact search over the teacher's (asymmetric) or its own (symmetric) document vectors;
-- `select`: pure functions over rows: Pareto and beats-MiniLM flags, `budget_pick` (also the main job's pick, on
-  validation rows), the cosine-vs-recall correlation;
+- `select`: pure functions over rows: Pareto and beats-MiniLM flags, the cosine-vs-recall correlation (the pick under
+  a latency budget is `search.selection.budget_pick`, which the main job uses too);
 - `run`: `run_student_bench`, interleaved latency and results.json / table.md / frontier.png.
 
 May import `common`, `compression`, `indexes`, `search.data`, `search.embeddings`, `search.evaluation` and
-`search.bench.pareto`/`plots`/`student_plots`; the CLI, the main job (`budget_pick`) and tests import it.
+`search.selection` and `search.bench.plots`/`student_plots`; only the CLI and tests import it.
 """
 
 from search.bench.students.measure import (
@@ -36,7 +36,6 @@ from search.bench.students.run import (
 from search.bench.students.select import (
     annotate_rows,
     average_ranks,
-    budget_pick,
     correlation,
     cosine_recall_correlation,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "annotate_rows",
     "check_fits_teacher",
     "average_ranks",
-    "budget_pick",
     "correlation",
     "cosine_recall_correlation",
     "encode_one_at_a_time",

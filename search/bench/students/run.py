@@ -22,9 +22,10 @@ from search.bench.students.measure import (
     measure_candidate,
     prepare_context,
 )
-from search.bench.students.select import annotate_rows, budget_pick, cosine_recall_correlation
+from search.bench.students.select import annotate_rows, cosine_recall_correlation
 from search.data.datasets import Dataset, load_dataset
 from search.evaluation.agreement import interleaved_encode_ms
+from search.selection import budget_pick
 
 logger = logging.getLogger(__name__)
 

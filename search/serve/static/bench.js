@@ -1,5 +1,6 @@
 // The /bench view: the recall-vs-latency map from GET /bench/results (what `semsearch bench` measured: every
-// configuration, its Pareto flag, the budget pick) and the served pipelines' summary from GET /metrics.
+// configuration, its Pareto flag, the budget pick) and the served pipelines' summary from GET /evaluation (which never
+// starts work: the button POSTs /evaluation, then the page polls its progress).
 // The page draws; the benchmark and the API decide (frontier, budget pick, figures).
 "use strict";
 
@@ -246,26 +247,53 @@
     status.textContent = `${summary.dataset} (${summary.split}), ${summary.queries} queries, one at a time; computed ${summary.computed_at || ""}`;
   }
 
-  async function loadMetrics() {
+  const runButton = document.getElementById("evaluation-run");
+
+  function showProgress(body) {
+    const progress = body.progress || {};
     const status = document.getElementById("metrics-status");
+    status.classList.remove("error-inline");
+    status.textContent = `the server is evaluating its pipelines: ${progress.stage || "starting"} (${progress.done || 0} of ${progress.total || "?"} steps)…`;
+    runButton.hidden = true;
+    window.setTimeout(loadMetrics, METRICS_POLL_MS);
+  }
+
+  function showUnavailable(err, retry) {
+    if (err instanceof ApiError && err.status === 401) {
+      handleError(err, retry);
+      return;
+    }
+    const status = document.getElementById("metrics-status");
+    status.replaceChildren(el("strong", {}, `not available (${err.status || "no answer"}): `), err.message);
+    status.classList.add("error-inline");
+    runButton.hidden = false;
+    runButton.disabled = false;
+  }
+
+  async function loadMetrics() {
     try {
-      const answer = await api("/metrics");
+      const answer = await api("/evaluation");
       if (answer.status === 202) {
-        const progress = answer.body.progress || {};
-        status.textContent = `the server is evaluating its pipelines: ${progress.stage || "starting"} (${progress.done || 0} of ${progress.total || "?"} steps)…`;
-        window.setTimeout(loadMetrics, METRICS_POLL_MS);
+        showProgress(answer.body);
         return;
       }
+      runButton.hidden = true;
       fillMetrics(answer.body);
     } catch (err) {
-      if (err instanceof ApiError && err.status === 401) {
-        handleError(err, loadMetrics);
-        return;
-      }
-      status.replaceChildren(el("strong", {}, `not available (${err.status || "no answer"}): `), err.message);
-      status.classList.add("error-inline");
+      showUnavailable(err, loadMetrics);
     }
   }
+
+  async function startEvaluation() {
+    runButton.disabled = true;
+    try {
+      showProgress((await api("/evaluation", { method: "POST", body: {} })).body);
+    } catch (err) {
+      showUnavailable(err, startEvaluation);
+    }
+  }
+
+  runButton.addEventListener("click", startEvaluation);
 
   loadBench();
   loadMetrics();

@@ -1,5 +1,5 @@
 """`semsearch bench-students` on fake encoders and a tiny BEIR folder, every figure checked against brute-force
-numpy; the pure selections (Pareto, beats-MiniLM, budget pick, correlation) on hand-made rows."""
+numpy; the pure selections (Pareto, beats-MiniLM, correlation) on hand-made rows."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from search.bench.students import (
     Candidate,
     annotate_rows,
     average_ranks,
-    budget_pick,
     correlation,
     naive_reference,
     parse_candidate,
@@ -166,37 +165,6 @@ def test_annotate_rows_pareto_speedup_and_minilm_floor():
     assert rows[1]["beats_minilm_int8"] is None
     with pytest.raises(ValueError, match="no row named 'minilm-int8'"):
         annotate_rows(rows[:3], "teacher", "minilm-int8")
-
-
-def test_budget_pick_best_within_budget_with_reason():
-    rows = [row("slow-good", 0.95, 4.0), row("fit-best", 0.85, 1.9), row("fit-tie-slower", 0.85, 2.0),
-            row("fast-worse", 0.70, 0.5), row("edge", 0.80, 2.0)]  # fmt: skip
-    picked, reason = budget_pick(rows, teacher_encode_p50=30.0, budget_ratio=15)  # budget 2.0 ms, inclusive
-    assert picked["name"] == "fit-best" and picked is not rows[1]
-    assert "runner-up fit-tie-slower (0.850 at 2 ms)" in reason
-    assert "faster but lower: fast-worse (0.700 at 0.5 ms)" in reason
-    assert "better but over budget: slow-good (0.950 at 4 ms)" in reason
-    assert "4 of 5 candidates" in reason and "2 ms = teacher 30 ms / 15" in reason
-    same = [row("first", 0.8, 1.0), row("second", 0.8, 1.0)]
-    assert budget_pick(same, 30.0)[0]["name"] == "first"  # full tie: the earlier row
-    one, reason = budget_pick([row("only", 0.5, 1.0)], 30.0)
-    assert one["name"] == "only" and "no runner-up" in reason
-    validation = [
-        {"name": "v1", "val_r": 0.6, "encode_ms_p50": 1.0},
-        {"name": "v2", "val_r": 0.7, "encode_ms_p50": 1.5},
-    ]
-    assert budget_pick(validation, 30.0, metric="val_r")[0]["name"] == "v2"  # any metric, no test-split fields
-
-
-def test_budget_pick_errors_list_the_candidates():
-    with pytest.raises(ValueError, match=r"no candidate fits the budget \(encode p50 <= 1 ms.*a 2 ms, b 3 ms"):
-        budget_pick([row("b", 0.9, 3.0), row("a", 0.8, 2.0)], teacher_encode_p50=15.0, budget_ratio=15)
-    with pytest.raises(ValueError, match="no candidates"):
-        budget_pick([], 30.0)
-    with pytest.raises(ValueError, match="must be > 0"):
-        budget_pick([row("a", 0.8, 1.0)], 30.0, budget_ratio=0)
-    with pytest.raises(ValueError, match="'a' has no number"):
-        budget_pick([row("a", float("nan"), 1.0)], 30.0)
 
 
 def reference_ranks(values: list[float]) -> list[float]:

@@ -23,7 +23,7 @@ from search.cli.views import NARROW_COLUMNS, one_line
 from search.data.datasets import load_beir
 from search.pipeline import build_index_dir
 from search.serve.app import ServerConfig, create_app
-from search.serve.pipelines import PipelineSource
+from search.sources import PipelineSource
 
 runner = CliRunner()
 QUERY = "vitamin bone calcium"  # on the tiny dataset the two fake pipelines share some of their top 5, not all
@@ -147,6 +147,7 @@ def test_compare_json_matches_each_index_searched_alone(index_dirs):
 
 
 def test_compare_json_has_the_http_compare_shape(index_dirs):
+    """`--json` prints `CompareResult.to_dict`, which `/compare` answers too (plus the server's batch sizes)."""
     cli = json.loads(invoke(*compare_args(index_dirs, "--json")).stdout)
     sources = (PipelineSource("small", index_dirs["compressed"]), PipelineSource("teacher", index_dirs["teacher"]))
     with TestClient(create_app(ServerConfig(pipelines=sources)), base_url="http://127.0.0.1") as client:
@@ -156,6 +157,8 @@ def test_compare_json_has_the_http_compare_shape(index_dirs):
         return [hit.pop("score") for name in sorted(body["pipelines"]) for hit in body["pipelines"][name]["hits"]]
 
     np.testing.assert_allclose(scores(cli), scores(http), atol=1e-5)  # the rest has no timing in it: equal
+    # the server's own addition: how many queries its batcher encoded together with this one (alone here)
+    assert [compared.pop("batch_size") for compared in http["pipelines"].values()] == [1, 1]
     for body in (cli, http):
         for compared in body["pipelines"].values():
             compared["timings"] = sorted(compared["timings"])

@@ -1,5 +1,5 @@
 """Bounded work: size caps refused before any encoding, a full queue refused at once (503 + Retry-After), deadlines
-(504), work stopped when the client leaves, waiting without threads, and the queue in /metrics/prometheus."""
+(504), work stopped when the client leaves, waiting without threads, and the queue in /metrics."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from search.serve.admission import (
 )
 from search.serve.app import create_app
 from search.serve.config import ServerConfig, ServerLimits
-from search.serve.pipelines import PipelineSource
+from search.sources import PipelineSource
 
 LOCAL = "http://127.0.0.1"
 
@@ -76,7 +76,7 @@ def in_loop(client: TestClient, scenario: Callable[[httpx.AsyncClient], Awaitabl
 
 
 async def prometheus(http: httpx.AsyncClient) -> dict[str, float]:
-    text = (await http.get("/metrics/prometheus")).text
+    text = (await http.get("/metrics")).text
     return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)

@@ -1,4 +1,5 @@
-"""The HTTP API: /search, /search/batch, /compare, /pipelines, /metrics, /health, through the real app factory."""
+"""The HTTP API: /search, /search/batch, /compare, /pipelines, /evaluation, /metrics, /health, /ready, through the
+real app factory."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+import search.serve.app
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
 from search.data.datasets import load_beir
 from search.pipeline import Pipeline, build_index_dir
-from search.serve.app import MAX_BATCH, ServerConfig, create_app
-from search.serve.pipelines import PipelineSet, PipelineSource
+from search.serve.app import ServerConfig, create_app
+from search.serve.config import ServerLimits
+from search.sources import PipelineSource
 
 LOCAL = "http://127.0.0.1"  # TestClient's default Host, testserver, is not one the server answers
+MAX_BATCH = ServerLimits().max_batch
 
 TIMING_KEYS = {"tokenize_ms", "encode_ms", "search_ms", "rescore_ms", "total_ms"}
 
@@ -219,78 +223,119 @@ def test_pipelines_describes_each(client, index_dirs):
         assert key in small
 
 
-def test_health_and_openapi(hnsw_client):
-    health = hnsw_client.get("/health").json()
-    assert health["status"] == "ok" and health["pipelines"] == ["default"] and health["reference"] == "default"
-    assert health["pipeline"]["ntotal"] == 60
-    assert health["pipeline"]["factory"] == "HNSW32" and health["pipeline"]["search_params"] == {"efSearch": 64}
+def test_health_is_one_short_line_and_ready_follows_the_pipelines(index_dirs):
+    app = create_app(ServerConfig(index_dir=index_dirs["teacher"]))
+    with TestClient(app, base_url=LOCAL) as client:
+        health = client.get("/health")
+        assert health.status_code == 200 and health.json() == {"status": "ok"} and len(health.content) < 40
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    outside = TestClient(app, base_url=LOCAL)  # no lifespan: nothing loaded
+    assert outside.get("/health").json() == {"status": "ok"}
+    not_ready = outside.get("/ready")
+    assert not_ready.status_code == 503 and "not loaded" in not_ready.json()["detail"]
+
+
+def test_openapi_and_docs(hnsw_client):
     assert hnsw_client.get("/docs").status_code == 200
-    assert "/search" in hnsw_client.get("/openapi.json").json()["paths"]
+    paths = hnsw_client.get("/openapi.json").json()["paths"]
+    assert {"/search", "/evaluation", "/metrics", "/health", "/ready"} <= set(paths)
+    assert "/metrics/prometheus" not in paths and "/metrics/refresh" not in paths
 
 
-def finished_metrics(client: TestClient, timeout_s: float = 60.0):
-    """GET /metrics until the background job has finished (202 while it runs)."""
+def test_metrics_is_prometheus_text(client):
+    client.post("/search", json={"query": "heart", "k": 3})
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# TYPE semsearch_requests_total counter" in response.text
+    assert 'semsearch_requests_total{route="/search"} 1.0' in response.text
+    openmetrics = client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.rstrip().endswith("# EOF")
+
+
+def finished_evaluation(client: TestClient, timeout_s: float = 60.0):
+    """GET /evaluation until the background job has finished (202 while it runs)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        response = client.get("/metrics")
+        response = client.get("/evaluation")
         if response.status_code != 202:
             return response
         body = response.json()
         assert body["status"] == "running" and body["progress"]["done"] <= body["progress"]["total"]
-        assert time.monotonic() < deadline, "the metrics job did not finish"
+        assert response.headers["location"] == "/evaluation"
+        assert time.monotonic() < deadline, "the evaluation job did not finish"
         time.sleep(0.05)
 
 
-def test_metrics_run_in_the_background_then_are_kept(client):
-    first = client.get("/metrics")
-    assert first.status_code in (200, 202), first.text  # the first call starts the job (202 unless already done)
-    done = finished_metrics(client)
+def test_a_get_never_starts_the_evaluation_a_post_does(client, monkeypatch):
+    runs = []
+    original = search.serve.app.evaluate_side_by_side
+    monkeypatch.setattr(search.serve.app, "evaluate_side_by_side", lambda *a: runs.append(1) or original(*a))
+    for _ in range(3):
+        for path in ("/evaluation", "/metrics", "/health", "/ready", "/pipelines"):
+            client.get(path)
+    never = client.get("/evaluation")
+    assert never.status_code == 404 and "POST /evaluation" in never.json()["detail"] and runs == []
+    started = client.post("/evaluation", json={})
+    assert started.status_code == 202 and started.json()["status"] == "running"
+    assert started.headers["location"] == "/evaluation"
+    done = finished_evaluation(client)
     assert done.status_code == 200, done.text
     body = done.json()
-    assert body["reference"] == "teacher" and body["split"] == "test"
+    assert body["reference"] == "teacher" and body["split"] == "test" and runs == [1]
     assert set(body["pipelines"]) == {"teacher", "compressed"} and body["compute_seconds"] > 0
     for name in ("teacher", "compressed"):
         got = body["pipelines"][name]
         for stage in ("encode", "search", "total"):
             assert got[f"{stage}_ms_p50"] <= got[f"{stage}_ms_p95"] <= got[f"{stage}_ms_p99"]
-    second = client.get("/metrics").json()
+    second = client.get("/evaluation").json()
     assert second["computed_at"] == body["computed_at"] and second["pipelines"] == body["pipelines"]
-    refreshed = client.post("/metrics/refresh", json={})
-    assert refreshed.status_code == 202 and refreshed.json()["status"] == "running"
-    assert finished_metrics(client).json()["pipelines"].keys() == body["pipelines"].keys()
+    assert runs == [1]
+    assert client.post("/evaluation", json={}).status_code == 202  # a new run
+    assert finished_evaluation(client).json()["pipelines"].keys() == body["pipelines"].keys() and runs == [1, 1]
 
 
-def test_metrics_on_startup_start_the_job_before_any_call(index_dirs, beir_dir, monkeypatch):
+def test_evaluation_on_startup_starts_the_job_before_any_call(index_dirs, beir_dir, monkeypatch):
     runs = []
-    original = PipelineSet.compute_metrics
-    monkeypatch.setattr(PipelineSet, "compute_metrics", lambda self, progress=None: runs.append(1) or original(self))
+    original = search.serve.app.evaluate_side_by_side
+    monkeypatch.setattr(search.serve.app, "evaluate_side_by_side", lambda *a: runs.append(1) or original(*a))
     for on_startup, expected in ((False, []), (True, [1])):
         config = make_config(index_dirs, beir_dir, metrics_on_startup=on_startup)
         with TestClient(create_app(config), base_url=LOCAL) as client:
             deadline = time.monotonic() + 30
-            while "semsearch_metrics_job_running 1.0" in client.get("/metrics/prometheus").text:
+            while "semsearch_evaluation_running 1.0" in client.get("/metrics").text:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            assert runs == expected  # no GET /metrics yet
-            assert finished_metrics(client).status_code == 200 and runs == [1]
+            assert runs == expected  # no POST /evaluation yet
+            assert finished_evaluation(client).status_code == (200 if on_startup else 404)
         runs.clear()
 
 
-def test_metrics_unavailable_says_why(write_beir, index_dirs, beir_dir, tmp_path):
+def test_evaluation_unavailable_says_why(write_beir, index_dirs, beir_dir, tmp_path):
     sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
     # the path recorded at build time
     with TestClient(create_app(ServerConfig(pipelines=sources)), base_url=LOCAL) as client:
-        assert finished_metrics(client).status_code == 200
+        client.post("/evaluation", json={})
+        assert finished_evaluation(client).status_code == 200
     moved = beir_dir.rename(beir_dir.with_name("moved"))  # now neither the recorded path nor the name "tiny" resolves
     cases = [
-        (ServerConfig(pipelines=sources), 404, "cannot load dataset"),
-        (ServerConfig(pipelines=sources, metrics_dataset=str(moved), metrics_split="dev"), 404, "no qrels"),
-        (ServerConfig(pipelines=sources, metrics_dataset=str(write_beir(tmp_path / "other", seed=9))), 409, "corpus"),
+        (ServerConfig(pipelines=sources), 404, "cannot load dataset", "--metrics-dataset"),
+        (ServerConfig(pipelines=sources, metrics_dataset=str(moved), metrics_split="dev"), 404, "no qrels", "split"),
+        (
+            ServerConfig(pipelines=sources, metrics_dataset=str(write_beir(tmp_path / "other", seed=9))),
+            409,
+            "corpus",
+            "built on",
+        ),
     ]
-    for config, status, message in cases:
+    for config, status, message, hint in cases:
         with TestClient(create_app(config), base_url=LOCAL) as client:
-            response = finished_metrics(client)
+            assert client.post("/evaluation", json={}).status_code == 202
+            response = finished_evaluation(client)
             assert response.status_code == status and message in response.json()["detail"], response.text
+            assert hint in response.json()["detail"]
             assert client.post("/search", json={"query": "x"}).status_code == 200  # the server still serves
 
 
@@ -325,7 +370,7 @@ def test_index_dir_and_named_pipelines_together(index_dirs):
         index_dir=index_dirs["teacher"], pipelines=(PipelineSource("compressed", index_dirs["compressed"]),)
     )
     with TestClient(create_app(config), base_url=LOCAL) as client:
-        assert client.get("/health").json()["pipelines"] == ["default", "compressed"]
+        assert list(client.get("/pipelines").json()["pipelines"]) == ["default", "compressed"]
         assert client.post("/compare", json={"query": "x", "k": 3}).json()["reference"] == "default"
 
 
@@ -349,8 +394,8 @@ def leaves(value, path=()):
         yield path, value
 
 
-def test_no_server_paths_in_pipelines_or_health(client, index_dirs, tmp_path):
-    for route in ("/pipelines", "/health"):
+def test_no_server_paths_in_pipelines(client, index_dirs, tmp_path):
+    for route in ("/pipelines",):
         body = client.get(route).json()
         for path, value in leaves(body):
             assert "path" not in path and "dataset_path" not in path, (route, path)

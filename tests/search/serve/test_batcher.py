@@ -12,11 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from compression.encoders import FakeEncoder
 from search.pipeline import Pipeline
+from search.pipeline_set import PipelineSet
 from search.serve.admission import Admission, Ticket
 from search.serve.app import create_app
 from search.serve.batcher import Batchers, Coalesced
 from search.serve.config import ServerConfig, ServerLimits
-from search.serve.pipelines import PipelineSet, PipelineSource
+from search.sources import PipelineSource
 
 LOCAL = "http://127.0.0.1"
 WORDS = "vitamin bone heart artery brain memory tumor cells virus vaccine blood pressure gene mice neurons".split()
@@ -125,7 +126,7 @@ def test_the_api_coalesces_and_prometheus_shows_the_batch_sizes(index_dirs, beir
 
         bodies = client.portal.call(concurrent)
         compare = client.post("/compare", json={"query": "heart artery", "k": 5}).json()
-        metrics = client.get("/metrics/prometheus").text
+        metrics = client.get("/metrics").text
     sequential = PipelineSet.load(sources)
     for query, k, body in zip(QUERIES, KS, bodies, strict=True):
         want = sequential.get("compressed").search(query, k).hits

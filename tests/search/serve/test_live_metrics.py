@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from search.pipeline import Timings
 from search.serve.app import ServerConfig, create_app
 from search.serve.live_metrics import STAGES, ServerMetrics, stage_seconds
-from search.serve.pipelines import PipelineSource
+from search.sources import PipelineSource
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -54,7 +54,7 @@ def test_the_route_counts_requests_errors_and_stage_latencies(index_dirs):
         client.post("/search", json={"query": "", "pipeline": "compressed"})
         client.post("/search/batch", json={"queries": ["a", "b"]})
         client.get("/no/such/route")
-        response = client.get("/metrics/prometheus")
+        response = client.get("/metrics")
         assert response.headers["content-type"].startswith("text/plain")
         got = samples(response.text)
     for stage in STAGES:
@@ -66,6 +66,6 @@ def test_the_route_counts_requests_errors_and_stage_latencies(index_dirs):
     assert got[("semsearch_errors_total", (("route", "/search"), ("status", "422")))] == 1
     assert got[("semsearch_errors_total", (("route", "unmatched"), ("status", "404")))] == 1
     with TestClient(create_app(ServerConfig(pipelines=sources)), base_url="http://127.0.0.1") as fresh:  # own registry
-        got = samples(fresh.get("/metrics/prometheus").text)
+        got = samples(fresh.get("/metrics").text)
     assert not any(name == "semsearch_stage_seconds_count" for name, _ in got)
     assert ("semsearch_requests_total", (("route", "/search"),)) not in got

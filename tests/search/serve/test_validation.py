@@ -7,13 +7,12 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from search.data.records import is_blank
 from search.serve.app import create_app
 from search.serve.config import ServerConfig, ServerLimits
-from search.serve.pipelines import PipelineSource
 from search.serve.schemas import parse_json_body
+from search.sources import PipelineSource
 
 LOCAL = "http://127.0.0.1"
 JSON = {"content-type": "application/json"}
@@ -162,9 +161,11 @@ def test_openapi_documents_rules_errors_and_content_types(client):
         ("/search/batch", "post"): {400, 401, 413, 415, 422, 503, 504},
         ("/compare", "post"): {400, 401, 413, 415, 422, 503, 504},
         ("/pipelines", "get"): {400, 401, 503},
-        ("/health", "get"): {400, 401, 503},
-        ("/metrics", "get"): {400, 401, 404, 409, 503},
-        ("/metrics/prometheus", "get"): {400, 401},
+        ("/health", "get"): {400},
+        ("/ready", "get"): {400, 503},
+        ("/evaluation", "get"): {400, 401, 404, 409, 500, 503},
+        ("/evaluation", "post"): {400, 401, 413, 415, 503},
+        ("/metrics", "get"): {400, 401},
     }
     for (path, method), statuses in expected.items():
         responses = spec["paths"][path][method]["responses"]
@@ -175,8 +176,10 @@ def test_openapi_documents_rules_errors_and_content_types(client):
             expected_ref = "ValidationErrorOut" if status == 422 else "ErrorOut"
             assert content == {"$ref": f"#/components/schemas/{expected_ref}"}, (path, status)
             assert responses[str(status)]["description"]
+        assert responses["400"]["content"]["text/plain"] == {"schema": {"type": "string"}}  # the Host check's answer
+    assert "401" not in spec["paths"]["/health"]["get"]["responses"]  # liveness needs no key
     assert error_ref == {"$ref": "#/components/schemas/ErrorOut"}
-    prometheus = spec["paths"]["/metrics/prometheus"]["get"]["responses"]["200"]["content"]
-    assert list(prometheus) == [CONTENT_TYPE_LATEST]
+    prometheus = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(prometheus) == ["text/plain"]
     search_422 = spec["paths"]["/search"]["post"]["responses"]["422"]
     assert "HTTPValidationError" not in json.dumps(search_422)

@@ -14,8 +14,8 @@ from search.cli import app as cli
 from search.serve.app import create_app
 from search.serve.bench_results import BenchResultsError, load_bench_results
 from search.serve.config import Security, ServerConfig
-from search.serve.pipelines import PipelineSource
 from search.serve.web import CONTENT_SECURITY_POLICY, STATIC_DIR
+from search.sources import PipelineSource
 
 LOCAL = "http://127.0.0.1"
 SERVER_PATH = "/root/.cache/semsearch/students/abc-onnx/int8-dynamic"
@@ -95,7 +95,7 @@ def test_the_page_needs_no_key_but_the_api_does(index_dirs):
         assert client.get("/static/common.js").status_code == 200
         assert client.get("/pipelines").status_code == 401
         assert client.get("/bench/results").status_code == 401
-        assert client.post("/", json={}).status_code == 401  # only GET of the page is public
+        assert client.post("/", json={}).status_code == 405  # the page answers GET only
         assert client.get("/static/../pipelines").status_code in (401, 404)
         assert client.get("/pipelines", headers={"Authorization": "Bearer k3y"}).status_code == 200
 

@@ -1,8 +1,8 @@
-"""The side-by-side evaluation behind `GET /metrics`, run as a background job so it never blocks a search.
+"""The side-by-side evaluation behind `/evaluation`, run as a background job so it never blocks a search.
 
-One job at a time, on its own daemon thread: started at start-up (`--metrics-on-startup`), by `POST /metrics/refresh`,
-or by the first `GET /metrics`. While it runs, callers get its progress (HTTP 202); when it is done, the summary
-(200); when it failed, the failure (404/409) until the next refresh, so a missing dataset is not reloaded and
+One job at a time, on its own daemon thread: started at start-up (`--metrics-on-startup`) or by `POST /evaluation`,
+never by a read. While it runs, readers get its progress; when it is done, the summary; when it failed, the failure
+(the exception, which the routes map to a status) until the next start, so a missing dataset is not reloaded and
 re-hashed on every call. The lock guards only the state transitions, never the evaluation.
 
 Thread budget: the job runs at a lower priority (niceness 10 on its thread, Linux), does its model work one query at a
@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from indexes.faiss_index import openmp_threads
-from search.serve.pipelines import MetricsUnavailable
+from search.evaluation.side_by_side import EvaluationUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +62,14 @@ class JobState:
     finished_at: str | None = None
     compute_seconds: float | None = None
     summary: dict[str, Any] | None = None
-    error_status: int | None = None
-    error: str | None = None
+    failure: Exception | None = None  # why the last run failed: an `EvaluationUnavailable`, or an unexpected error
     runs: int = 0  # jobs started since the server started
 
     def progress(self) -> dict[str, Any]:
         return {"stage": self.stage, "done": self.done, "total": self.total}
 
 
-class MetricsJob:
+class EvaluationJob:
     """Runs `compute(progress)` on a background thread, one run at a time, and keeps its last outcome."""
 
     def __init__(self, compute: Compute, on_change: Callable[[bool], None] | None = None) -> None:
@@ -90,16 +89,10 @@ class MetricsJob:
             if self._state.status == "running":
                 return self._state
             self._state = JobState(status="running", stage="starting", started_at=_now(), runs=self._state.runs + 1)
-            self._thread = threading.Thread(target=self._run, name="metrics-job", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="evaluation-job", daemon=True)
             self._thread.start()
             self._on_change(True)
             return self._state
-
-    def ensure_started(self) -> JobState:
-        """The state, starting the first run if none has ever been started."""
-        with self._lock:
-            never = self._state.status == "idle"
-        return self.start() if never else self.state()
 
     def wait(self, timeout: float | None = None) -> JobState:
         """Block until the running job ends (tests and start-up logging); the state afterwards."""
@@ -120,13 +113,13 @@ class MetricsJob:
             with openmp_threads(JOB_OPENMP_THREADS):
                 summary = self._compute(self._progress)
             outcome = {"status": "done", "summary": summary, "stage": "done"}
-            logger.info("metrics summary computed in %.1f s", time.perf_counter() - started)
-        except MetricsUnavailable as err:
-            outcome = {"status": "failed", "error_status": err.status, "error": err.message}
-            logger.warning("no metrics summary: %s", err.message)
-        except Exception as err:  # noqa: BLE001 - a failed evaluation must be reported by /metrics, not kill the thread
-            logger.exception("the metrics job failed")
-            outcome = {"status": "failed", "error_status": 500, "error": f"the evaluation failed: {err}"}
+            logger.info("evaluation computed in %.1f s", time.perf_counter() - started)
+        except EvaluationUnavailable as err:
+            outcome = {"status": "failed", "failure": err.with_traceback(None)}
+            logger.warning("no evaluation: %s", err)
+        except Exception as err:  # noqa: BLE001 - a failed evaluation must be reported by /evaluation, not kill the thread
+            logger.exception("the evaluation job failed")
+            outcome = {"status": "failed", "failure": err.with_traceback(None)}
         with self._lock:
             self._state = replace(
                 self._state, finished_at=_now(), compute_seconds=time.perf_counter() - started, **outcome

@@ -1,22 +1,103 @@
-"""`budget_pick` under latency noise: rows within the noise band of the budget line count as within budget, so
-run-to-run wobble cannot flip the pick; `latency_noise` estimates the band from repeated timing rounds."""
+"""`search.selection`: the Pareto frontier against its O(n^2) definition, and `budget_pick` on hand-made rows, under
+latency noise (rows within the band of the budget line count as within budget, so run-to-run wobble cannot flip the
+pick) with `latency_noise` estimating the band from repeated timing rounds."""
 
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import numpy as np
 import pytest
 
-from search.bench.students.select import DEFAULT_LATENCY_NOISE, budget_pick, latency_noise
-
-TEACHER_MS, RATIO = 83.7, 15.0
-LIMIT = TEACHER_MS / RATIO  # 5.58 ms
+from search.selection import DEFAULT_LATENCY_NOISE, budget_pick, dominates, frontier, latency_noise, pareto_mask
 
 
 def row(name: str, recall: float, ms: float) -> dict[str, Any]:
     return {"name": name, "recall@10_vs_teacher": recall, "encode_ms_p50": ms}
+
+
+def brute_force_mask(points: list[tuple[float, float]]) -> list[bool]:
+    """The O(n^2) definition, written out independently: kept unless another point has quality >= and cost <=,
+    strictly better on one of the two."""
+    return [not any(q >= p_q and c <= p_c and (q > p_q or c < p_c) for q, c in points) for p_q, p_c in points]
+
+
+def test_pareto_on_hand_made_points():
+    points = [(0.9, 10.0), (0.8, 5.0), (0.85, 12.0), (0.8, 5.0), (0.95, 20.0), (0.7, 5.0), (0.5, 1.0), (0.9, 11.0)]
+    # (0.85, 12) loses to (0.9, 10); (0.7, 5) to (0.8, 5); (0.9, 11) to (0.9, 10); equal points are both kept
+    assert pareto_mask(points) == [True, True, False, True, True, False, True, False]
+    assert frontier(points) == [(0.5, 1.0), (0.8, 5.0), (0.8, 5.0), (0.9, 10.0), (0.95, 20.0)]
+    assert pareto_mask([]) == [] and frontier([]) == []
+    assert pareto_mask([(0.3, 2.0)]) == [True]
+
+
+@pytest.mark.parametrize("bad", [(float("nan"), 1.0), (1.0, float("nan"))])
+def test_pareto_rejects_nan(bad):
+    with pytest.raises(ValueError, match="must be numbers"):
+        pareto_mask([(0.5, 1.0), bad])
+
+
+def test_dominates_is_strict_on_one_side():
+    assert dominates((0.9, 1.0), (0.8, 1.0)) and dominates((0.8, 0.5), (0.8, 1.0))
+    assert not dominates((0.8, 1.0), (0.8, 1.0))  # equal points do not dominate each other
+    assert not dominates((0.9, 2.0), (0.8, 1.0))  # better quality but dearer: a trade-off
+
+
+def test_pareto_matches_brute_force_on_random_points_with_ties():
+    rng = random.Random(0)
+    qualities = [0.0, 0.1, 0.5, 0.5000001, 0.9, 1.0, float("inf"), float("-inf")]
+    costs = [-0.0, 0.0, 1.0, 2.0, 2.0000001, 3.0, float("inf")]
+    for _ in range(500):
+        points = [(rng.choice(qualities), rng.choice(costs)) for _ in range(rng.randint(1, 30))]
+        assert pareto_mask(points) == brute_force_mask(points), points
+        kept = [p for p, keep in zip(points, brute_force_mask(points), strict=True) if keep]
+        assert sorted(frontier(points)) == sorted(kept)
+        front = frontier(points)
+        assert [c for _, c in front] == sorted(c for _, c in front)  # drawn left to right
+
+
+def test_pareto_matches_brute_force_on_continuous_random_points():
+    rng = random.Random(1)
+    for _ in range(50):
+        points = [(rng.random(), rng.expovariate(1.0)) for _ in range(rng.randint(1, 200))]
+        assert pareto_mask(points) == brute_force_mask(points)
+
+
+def test_budget_pick_best_within_budget_with_reason():
+    rows = [row("slow-good", 0.95, 4.0), row("fit-best", 0.85, 1.9), row("fit-tie-slower", 0.85, 2.0),
+            row("fast-worse", 0.70, 0.5), row("edge", 0.80, 2.0)]  # fmt: skip
+    picked, reason = budget_pick(rows, teacher_encode_p50=30.0, budget_ratio=15)  # budget 2.0 ms, inclusive
+    assert picked["name"] == "fit-best" and picked is not rows[1]
+    assert "runner-up fit-tie-slower (0.850 at 2 ms)" in reason
+    assert "faster but lower: fast-worse (0.700 at 0.5 ms)" in reason
+    assert "better but over budget: slow-good (0.950 at 4 ms)" in reason
+    assert "4 of 5 candidates" in reason and "2 ms = teacher 30 ms / 15" in reason
+    same = [row("first", 0.8, 1.0), row("second", 0.8, 1.0)]
+    assert budget_pick(same, 30.0)[0]["name"] == "first"  # full tie: the earlier row
+    one, reason = budget_pick([row("only", 0.5, 1.0)], 30.0)
+    assert one["name"] == "only" and "no runner-up" in reason
+    validation = [
+        {"name": "v1", "val_r": 0.6, "encode_ms_p50": 1.0},
+        {"name": "v2", "val_r": 0.7, "encode_ms_p50": 1.5},
+    ]
+    assert budget_pick(validation, 30.0, metric="val_r")[0]["name"] == "v2"  # any metric, no test-split fields
+
+
+def test_budget_pick_errors_list_the_candidates():
+    with pytest.raises(ValueError, match=r"no candidate fits the budget \(encode p50 <= 1 ms.*a 2 ms, b 3 ms"):
+        budget_pick([row("b", 0.9, 3.0), row("a", 0.8, 2.0)], teacher_encode_p50=15.0, budget_ratio=15)
+    with pytest.raises(ValueError, match="no candidates"):
+        budget_pick([], 30.0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        budget_pick([row("a", 0.8, 1.0)], 30.0, budget_ratio=0)
+    with pytest.raises(ValueError, match="'a' has no number"):
+        budget_pick([row("a", float("nan"), 1.0)], 30.0)
+
+
+TEACHER_MS, RATIO = 83.7, 15.0
+LIMIT = TEACHER_MS / RATIO  # 5.58 ms
 
 
 FRONTIER = [row("fast", 0.80, 0.4 * LIMIT), row("faithful", 0.90, 1.02 * LIMIT), row("slow", 0.97, 1.5 * LIMIT)]

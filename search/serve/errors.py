@@ -1,0 +1,72 @@
+"""Domain errors as HTTP answers: the one place that gives the search core's and the admission's exceptions their
+status codes, JSON bodies and server-specific hints.
+
+- 422 (`{type, loc, msg}` items, never echoing the input): a request that does not validate, an unknown pipeline,
+  a request over a work limit;
+- 503 + Retry-After: the server is full; 504: the request passed its deadline; 499: the client left;
+- the evaluation's refusals (`evaluation_failure`): 404 when its dataset cannot be found or lacks the split, 409 when
+  it is not the pipelines' corpus or their vectors are not cached, 500 for anything unexpected.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from search.evaluation.side_by_side import DatasetUnavailable, EvaluationUnavailable, VectorsNotCached
+from search.pipeline_set import UnknownPipelineError
+from search.serve.admission import ClientGone, DeadlineExceeded, LimitExceeded, ServerBusy
+from search.serve.live_metrics import ServerMetrics
+from search.serve.schemas import safe_text, validation_errors_out
+
+CLIENT_CLOSED_REQUEST = 499  # the client left before its answer (nginx's convention; nobody reads it)
+EVALUATION_HINTS = {
+    DatasetUnavailable: "point the server at the dataset with --metrics-dataset NAME_OR_PATH (and --metrics-split)",
+    VectorsNotCached: "then POST /evaluation again",
+}
+
+
+def evaluation_failure(failure: Exception) -> JSONResponse:
+    """Why the evaluation has no summary: 404 (dataset), 409 (corpus or cache) or 500 (unexpected), with what to do."""
+    if not isinstance(failure, EvaluationUnavailable):
+        return JSONResponse(status_code=500, content={"detail": safe_text(f"the evaluation failed: {failure}")})
+    status = 404 if isinstance(failure, DatasetUnavailable) else 409
+    hint = next((text for kind, text in EVALUATION_HINTS.items() if isinstance(failure, kind)), None)
+    detail = f"{failure}; {hint}" if hint else str(failure)
+    return JSONResponse(status_code=status, content={"detail": safe_text(detail, limit=2000)})
+
+
+def install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
+    """Map validation errors, `UnknownPipelineError` and the admission's exceptions to their answers on `app`
+    (503s and 504s also counted in `metrics`)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        """422 with `{type, loc, msg}` items: the raw input is never echoed (it may be huge or not encodable)."""
+        return JSONResponse(status_code=422, content={"detail": validation_errors_out(err.errors())})
+
+    @app.exception_handler(UnknownPipelineError)
+    async def unknown_pipeline(_: Request, err: UnknownPipelineError) -> JSONResponse:
+        detail = [{"type": "value_error", "loc": ["body", "pipeline"], "msg": safe_text(str(err))}]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(LimitExceeded)
+    async def over_limit(_: Request, err: LimitExceeded) -> JSONResponse:
+        detail = [{"type": "limit_exceeded", "loc": ["body", err.field], "msg": str(err)}]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(ServerBusy)
+    async def busy(_: Request, err: ServerBusy) -> JSONResponse:
+        metrics.rejected.inc()
+        headers = {"Retry-After": str(err.retry_after_s)}
+        return JSONResponse(status_code=503, content={"detail": str(err)}, headers=headers)
+
+    @app.exception_handler(DeadlineExceeded)
+    async def timed_out(_: Request, err: DeadlineExceeded) -> JSONResponse:
+        metrics.timed_out.inc()
+        return JSONResponse(status_code=504, content={"detail": str(err)})
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(_: Request, err: ClientGone) -> JSONResponse:
+        return JSONResponse(status_code=CLIENT_CLOSED_REQUEST, content={"detail": str(err)})
