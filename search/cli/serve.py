@@ -54,13 +54,17 @@ def serve(
     ] = None,
     allowed_host: Annotated[
         list[str] | None,
-        typer.Option("--allowed-host", help="extra Host header value to accept (repeatable; '*' for any)"),
+        typer.Option(
+            "--allowed-host",
+            help="extra Host header value to accept (repeatable; '*' for any, '*.example.org' for a domain's names)",
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
         typer.Option(
             envvar="SEMSEARCH_API_KEY",
-            help="bearer token every route requires (Authorization: Bearer KEY); required off loopback",
+            help="bearer token every API route requires (Authorization: Bearer KEY; not /health, /ready or the web "
+            "page); required off loopback",
         ),
     ] = None,
     cors_origin: Annotated[

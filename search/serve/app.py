@@ -17,10 +17,11 @@ Routes (OpenAPI at /docs):
 - `GET /evaluation`: never starts work. The latest summary (200), its progress while it runs (202), 404 when none
   has run; when the last run failed, why: 404 when the dataset cannot be found or has no qrels for the split, 409
   when it is not the indexed corpus or a pipeline's corpus vectors are not cached (the server never re-encodes a
-  corpus).
+  corpus), 500 for an unexpected failure.
 - `GET /metrics`: Prometheus text: latency histograms per pipeline and stage, request and error counters, queue depth.
 - `GET /health`: `{"status": "ok"}` while the process answers; `GET /ready`: 200 once every pipeline is loaded and
   serving, 503 before. Neither needs the API key.
+- `GET /openapi.json`, `GET /docs`: the OpenAPI schema and its interactive page, behind the API key.
 - `GET /bench/results`: the recall-vs-latency map of `semsearch bench` (`--bench-dir`), for the /bench page.
 - `GET /` and `GET /bench`: the web page (`search.serve.web`): side-by-side search and the recall-vs-latency map; it
   calls only the routes above, and needs no API key itself (it asks for one when the API answers 401).
@@ -36,9 +37,10 @@ into one encoder call (`search.serve.batcher`; `batch_size` in the response).
 Safe by default (`search.serve.guard`, from `config.security`): the Host header must name the server (400,
 Starlette's `TrustedHostMiddleware`); POST bodies must be `Content-Type: application/json` (415), at most
 `max_body_bytes` (413, before parsing); with an API key every API route needs `Authorization: Bearer KEY` (401,
-FastAPI's `HTTPBearer`); CORS is off unless origins are configured. JSON bodies are parsed strictly (NaN, Infinity,
-1e400 are 422s) and 422s never echo the input (`search.serve.schemas`); no response shows a server path. Domain
-errors get their status codes in `search.serve.errors`.
+FastAPI's `HTTPBearer`, checked once the body has been parsed); a method a route does not declare gets 405; CORS
+is off unless origins are configured. JSON bodies are parsed strictly (NaN, Infinity, 1e400 are 422s) and 422s never
+echo the input (`search.serve.schemas`); no response shows a server path. Domain errors get their status codes in
+`search.serve.errors`.
 """
 
 # No `from __future__ import annotations`: the routes' request models are built per app (from `config.limits`) inside

@@ -4,7 +4,8 @@
   NAME=DIR pipelines it serves;
 - `load`: closed-loop clients (1/8/32/128) posting `/search` for a fixed time: req/s, p50/p95/p99, errors, 503s;
 - `hostile`: oversized, over-limit and malformed requests, each with its status, latency and the server's RSS growth;
-- `storm`: 50 concurrent `GET /metrics` while `/health` is polled: /health latency;
+- `storm`: one `POST /evaluation`, then 50 concurrent `GET /evaluation` and polling until the evaluation has finished,
+  while `/health` is polled: /health latency;
 - `schema`: schemathesis with every check against the server's /openapi.json;
 - `rss`: the server's resident memory sampled every 100 ms (psutil);
 - `report`: results.json and table.md, and the before/after comparison.

@@ -1,5 +1,5 @@
 """`PYTHONPATH=benchmarks/reliability python -m reliability_harness run|compare`: start `semsearch serve` from a
-source tree and drive it (load, hostile requests, /metrics storm, schemathesis), or compare two runs."""
+source tree and drive it (load, hostile requests, evaluation storm, schemathesis), or compare two runs."""
 
 from __future__ import annotations
 
@@ -104,10 +104,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             logger.info("storm: /health p99 %s ms, max %s ms", results["storm"]["health_p99_ms"],
                         results["storm"]["health_max_ms"])  # fmt: skip
             if "timeout" in results["storm"]["metrics_statuses"]:
-                logger.info("GET /metrics timed out: restarting the server (it may still be evaluating)")
+                logger.info("GET /evaluation timed out: restarting the server (it may still be evaluating)")
                 server.restart()
         if "schema" in args.phases and args.schemathesis_examples > 0:
-            ensure_up(server, "the /metrics storm")
+            ensure_up(server, "the evaluation storm")
             results["schemathesis"] = run_schemathesis(
                 base_url, args.schemathesis_examples, args.schemathesis_timeout, out=Path(args.out)
             )
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reliability_harness", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    one = commands.add_parser("run", help="start a server from --src; load, hostile requests, /metrics storm, schema")
+    one = commands.add_parser("run", help="start a server from --src; load, hostile requests, evaluation storm, schema")
     one.add_argument("--src", default=".", help="source tree the server runs from (first on its PYTHONPATH)")
     one.add_argument("--python", default=sys.executable, help="interpreter for the server (its venv)")
     one.add_argument("--pipeline", action="append", required=True, help="NAME=DIR, repeatable (served and loaded)")
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each level")
     one.add_argument("--hostile-pipeline", default="teacher")
     one.add_argument("--case-timeout", type=float, default=10.0, help="client timeout of one hostile request")
-    one.add_argument("--storm-timeout", type=float, default=90.0, help="bound on the /metrics storm")
+    one.add_argument("--storm-timeout", type=float, default=90.0, help="bound on the evaluation storm")
     one.add_argument("--schemathesis-examples", type=int, default=50, help="cases per operation; 0 skips it")
     one.add_argument("--schemathesis-timeout", type=float, default=240.0)
     both = commands.add_parser("compare", help="two runs' results side by side")

@@ -34,7 +34,7 @@ def hostile_row(h: dict[str, Any]) -> list[Any]:
 
 def storm_line(storm: dict[str, Any]) -> str:
     return (
-        f"{storm['metrics_calls']} concurrent GET /metrics: statuses {storm['metrics_statuses']}; last GET /metrics "
+        f"{storm['metrics_calls']} concurrent evaluation reads: statuses {storm['metrics_statuses']}; last read "
         f"{storm.get('metrics_final_status', '?')} after {storm.get('evaluation_seconds', '?')} s; /health polled "
         f"{storm['health_polls']} times (statuses "
         f"{storm['health_statuses']}): p50 {storm['health_p50_ms']} ms, p99 {storm['health_p99_ms']} ms, max "
@@ -75,14 +75,14 @@ def verdict(results: dict[str, Any]) -> list[str]:
         refused = sum(1 for h in results["hostile"] if h["ok"])
         lines.append(f"- hostile: {refused}/{len(results['hostile'])} refused correctly in < 1 s with < 200 MB growth")
     if results.get("storm"):
-        lines.append(f"- /metrics storm: {'ok' if results['storm']['ok'] else 'NOT ok'}")
+        lines.append(f"- evaluation storm: {'ok' if results['storm']['ok'] else 'NOT ok'}")
     if results.get("schemathesis"):
         lines.append(f"- schemathesis: {results['schemathesis']['status']}")
     return lines
 
 
 def tables(results: dict[str, Any]) -> str:
-    """The run as Markdown: what it ran, load levels, hostile cases, the /metrics storm, schemathesis."""
+    """The run as Markdown: what it ran, load levels, hostile cases, the evaluation storm, schemathesis."""
     head = (
         f"## {results['label']}\n\nsource: `{results.get('source', '?')}`; {machine_line(results)}; "
         f"{results['duration_s']} s per level after {results.get('warmup_s', '?')} s of warm-up; server started "
@@ -100,7 +100,7 @@ def tables(results: dict[str, Any]) -> str:
             markdown_table(HOSTILE_HEADERS, [hostile_row(h) for h in results["hostile"]]),
         ]
     if results.get("storm"):
-        parts += ["### /metrics storm\n", storm_line(results["storm"]), ""]
+        parts += ["### evaluation storm\n", storm_line(results["storm"]), ""]
     parts += ["### Schema\n", schema_line(results.get("schemathesis")), ""]
     return "\n".join(parts)
 
@@ -149,7 +149,7 @@ def compare_tables(before: dict[str, Any], after: dict[str, Any]) -> str:
     hostile_headers = ["case"] + [f"{label} {what}" for label in (b, a) for what in ("status", "s", "RSS growth MB")]
     lines = [f"## {b} vs {a}\n", "### Load\n", markdown_table(load_headers, load_rows, digits=1)]
     lines += ["### Hostile requests\n", markdown_table(hostile_headers, hostile_rows, digits=3)]
-    lines += ["### /metrics storm\n"]
+    lines += ["### evaluation storm\n"]
     lines += [f"- {run['label']}: {storm_line(run['storm'])}" for run in (before, after) if run.get("storm")]
     lines += ["", "### Schema\n"]
     lines += [f"- {run['label']}: {schema_line(run.get('schemathesis'))}" for run in (before, after)]
