@@ -187,7 +187,7 @@ def test_cli_bench_runs_and_prints_the_budget_pick(tmp_path, beir_dir):
     assert "no configuration fits total_ms_p50 <= 1e-06 ms" in result.output
     as_json = runner.invoke(app, [*args, "--budget-bytes", "1000", "--json"])
     assert as_json.exit_code == 0, as_json.output
-    payload = json.loads(as_json.output)
+    payload = json.loads(as_json.stdout)  # progress goes to stderr
     assert len(payload["rows"]) == 2 * 3 and payload["budget"]["best"]["recall@10_vs_teacher"] == 1.0
     assert (out / "results.md").exists() and (out / "recall_vs_latency.png").exists()
 
