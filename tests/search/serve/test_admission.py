@@ -376,7 +376,8 @@ def test_work_stops_when_the_client_disconnects(index_dirs, monkeypatch):
         calls = len(gate.calls)
         time.sleep(0.3)
     assert messages[0]["type"] == "http.response.start" and messages[0]["status"] == 499
-    assert 2 <= calls <= 5 and len(gate.calls) == calls  # 10 micro-batches asked for; the rest never ran
+    # 10 micro-batches asked for: some ran (at least one, more on an idle machine), the rest never did
+    assert 1 <= calls <= 5 and len(gate.calls) == calls
 
 
 def test_pipelines_shows_the_thread_budget(index_dirs):
