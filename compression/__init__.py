@@ -9,5 +9,5 @@
 - `vocab`: vocabulary pruning of an exported ONNX folder (the token-embedding rows a corpus reaches, plus a remap
   in the graph, so the tokenizer stays as it is).
 
-May import `common`; never `search` (checked by tests/test_layering.py).
+May import `semsearch_common`; never `search` (checked by tests/test_layering.py).
 """

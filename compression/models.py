@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from common.cache import cache_root
+from semsearch_common.cache import cache_root
 
 logger = logging.getLogger(__name__)
 

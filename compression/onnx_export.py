@@ -42,8 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_path, copy_file_atomic, staged_folder, write_json_atomic
-from common.errors import MissingDependencyError
 from compression.encoders.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_MODEL_FILE,
@@ -52,6 +50,8 @@ from compression.encoders.onnx import (
     OnnxModelConfig,
 )
 from compression.models import model_fingerprint
+from semsearch_common.atomic import atomic_path, copy_file_atomic, staged_folder, write_json_atomic
+from semsearch_common.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 

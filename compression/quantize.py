@@ -37,8 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_path, staged_folder, write_json_atomic
-from common.errors import MissingDependencyError
 from compression.encoders.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_MODEL_FILE,
@@ -48,6 +46,8 @@ from compression.encoders.onnx import (
     TextTokenizer,
 )
 from compression.onnx_export import check_output_dir, copy_tokenizer_files, fuse_graph, fused_operators
+from semsearch_common.atomic import atomic_path, staged_folder, write_json_atomic
+from semsearch_common.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 

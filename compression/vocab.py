@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import atomic_path, copy_file_atomic, staged_folder, write_json_atomic
 from compression.encoders.onnx import (
     ONNX_CONFIG_FILE,
     ONNX_MODEL_FILE,
@@ -46,6 +45,7 @@ from compression.encoders.onnx import (
     TextTokenizer,
 )
 from compression.onnx_export import check_output_dir
+from semsearch_common.atomic import atomic_path, copy_file_atomic, staged_folder, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

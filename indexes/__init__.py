@@ -6,5 +6,5 @@
 - `ids`: positional int64 ids <-> string document ids;
 - `store`: the index directory (index.faiss, ids, display fields, meta.json), written atomically.
 
-May import `common`; never `search` or `compression` (checked by tests/test_layering.py).
+May import `semsearch_common`; never `search` or `compression` (checked by tests/test_layering.py).
 """

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import MissingDependencyError
+from semsearch_common.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from common.atomic import atomic_path, write_json_atomic
 from indexes.faiss_index import import_faiss, validate_factory
+from semsearch_common.atomic import atomic_path, write_json_atomic
 
 MergeKind = Literal["ondisk", "in_memory", "driver"]
 

@@ -2,7 +2,8 @@
 
 The directory is staged beside its target, every file written atomically (meta.json last), then swapped in, so a
 crash never leaves a half-written index and never loses the previous one: the next open or save finishes an
-interrupted swap (`common.atomic.recover_folder`). Loading checks every file and names the one at fault, with the fix.
+interrupted swap (`semsearch_common.atomic.recover_folder`). Loading checks every file and names the one at fault, with
+the fix.
 
 An IVF index merged from shards keeps its inverted lists in a second file (`OnDiskInvertedLists`, `lists.ivfdata`):
 it is saved inside the directory with the rest, and loaded from beside index.faiss wherever the folder has moved.
@@ -26,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_path, recover_folder, staged_folder, write_json_atomic, write_text_atomic
 from indexes.faiss_index import import_faiss
 from indexes.ids import DocIdMap
+from semsearch_common.atomic import atomic_path, recover_folder, staged_folder, write_json_atomic, write_text_atomic
 
 FORMAT_VERSION = 1
 INDEX_FILE, META_FILE, IDS_FILE, DOCS_FILE = "index.faiss", "meta.json", "ids.json", "docs.jsonl"
@@ -163,7 +164,8 @@ REBUILD = "rebuild it with `semsearch index`"
 def read_meta(index_dir: Path | str) -> dict[str, Any]:
     """Read and check `meta.json` (an object, this format version, the required keys with their types).
 
-    First finishes any save a crash interrupted (`common.atomic.recover_folder`), so a stranded directory is restored.
+    First finishes any save a crash interrupted (`semsearch_common.atomic.recover_folder`), so a stranded directory is
+    restored.
     """
     index_dir = Path(index_dir)
     recover_folder(index_dir)

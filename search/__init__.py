@@ -12,7 +12,8 @@
 - `serve/`: the multi-pipeline server, the FastAPI app, live metrics;
 - `cli/`: the typer CLI, one module per command group; thin, like the HTTP routes.
 
-May import `common`, `compression` and `indexes`. Inside it, `cli`, `serve`, `bench` and `jobs` are outer layers
+May import `semsearch_common`, `compression` and `indexes`. Inside it, `cli`, `serve`, `bench` and `jobs` are outer
+layers
 over the rest (the core): the core imports none of them, and they import each other only from the CLI (only
 `search.cli.serve` imports `serve`); `tests/test_layering.py` checks it.
 """

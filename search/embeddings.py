@@ -1,6 +1,7 @@
 """Encode a corpus once per (model, corpus, settings) and cache the vectors, resumably.
 
-The caching itself (chunks, checkpoints, resume, damaged entries) is `common.array_cache`; this module decides what
+The caching itself (chunks, checkpoints, resume, damaged entries) is `semsearch_common.array_cache`; this module
+decides what
 identifies an entry (the encoder's files and settings, the corpus content, the text format; never a path) and
 encodes longest documents first so padding stays small.
 """
@@ -15,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from common.array_cache import CHECKPOINT_SECONDS, RowCache
-from common.cache import cache_key, cache_root, location_free
 from compression.encoders import Encoder
 from search.data.datasets import Document, corpus_fingerprint
+from semsearch_common.array_cache import CHECKPOINT_SECONDS, RowCache
+from semsearch_common.cache import cache_key, cache_root, location_free
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def embedding_cache_key(identity: dict[str, Any], corpus_hash: str) -> str:
 
 
 def embeddings_cache(cache_dir: Path | None = None, use_cache: bool = True, **options: Any) -> RowCache:
-    """The corpus-embedding entries of `common.array_cache`, under `<cache_root>/embeddings` by default."""
+    """The corpus-embedding entries of `semsearch_common.array_cache`, under `<cache_root>/embeddings` by default."""
     return RowCache((cache_dir or cache_root()) / EMBEDDINGS_DIR, use_cache=use_cache, **options)
 
 

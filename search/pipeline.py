@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from common.progress import make_progress
 from compression.encoders import Encoder, encode_timed, load_encoder_from_identity
 from indexes.faiss_index import (
     SINGLE_QUERY_THREADS,
@@ -35,6 +34,7 @@ from indexes.store import (
 )
 from search.data.datasets import Dataset, corpus_fingerprint
 from search.embeddings import CorpusEmbeddings, encode_corpus, load_cached_embeddings
+from semsearch_common.progress import make_progress
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "compression", "indexes", "search")
+PACKAGES = ("semsearch_common", "compression", "indexes", "search")
 # package -> the project packages it may import (itself always allowed)
 ALLOWED = {
-    "common": set(),
-    "compression": {"common"},
-    "indexes": {"common"},
-    "search": {"common", "compression", "indexes"},
+    "semsearch_common": set(),
+    "compression": {"semsearch_common"},
+    "indexes": {"semsearch_common"},
+    "search": {"semsearch_common", "compression", "indexes"},
 }
 
 
@@ -258,7 +258,7 @@ def test_layering_check_catches_a_planted_breach(tmp_path: Path) -> None:
 def test_layer_check_reports_a_planted_breach() -> None:
     planted = {
         "indexes.bad": imports_in("def f():\n    from search.pipeline import Pipeline\n"),
-        "indexes.good": imports_in("from common.timing import percentile_ms\n"),
+        "indexes.good": imports_in("from semsearch_common.timing import percentile_ms\n"),
     }
     assert layer_breaches(planted, "indexes") == ["indexes.bad:2 imports search.pipeline"]
 

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import psutil
 
-from common.atomic import write_json_atomic, write_text_atomic
-from common.machine import machine_info
-from common.tables import markdown_table
+from semsearch_common.atomic import write_json_atomic, write_text_atomic
+from semsearch_common.machine import machine_info
+from semsearch_common.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 

@@ -45,10 +45,6 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from common.atomic import write_json_atomic, write_text_atomic
-from common.machine import machine_info
-from common.tables import markdown_table
-from common.timing import percentile_ms
 from compression.encoders import Encoder
 from compression.encoders.base import TextKind
 from compression.encoders.onnx import OnnxEncoder
@@ -58,6 +54,10 @@ from indexes.store import DisplayDoc, StoredIndex
 from search.data.datasets import load_dataset
 from search.data.records import Dataset
 from search.pipeline import SNIPPET_CHARS, Pipeline, SearchResult
+from semsearch_common.atomic import write_json_atomic, write_text_atomic
+from semsearch_common.machine import machine_info
+from semsearch_common.tables import markdown_table
+from semsearch_common.timing import percentile_ms
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ What lives where (each piece can be tested and timed on its own):
   `parse_student`.
 - `losses`: `mse_loss`, `similarity_kl_loss`, `ranking_kl_loss`, `distillation_loss`: small pure torch functions.
 - `targets`: `compute_teacher_targets`, the teacher's unit vectors for a list of texts, cached on disk and resumable
-  (`common.array_cache.RowCache`), and `texts_fingerprint`.
+  (`semsearch_common.array_cache.RowCache`), and `texts_fingerprint`.
 - `pruning`: `prune_ffn`, `prune_heads` (structured pruning by weight magnitude inside the kept layers) and
   `parse_pruning`, which reads a student spec's `@ffn=N,heads=H` suffix.
 - `students`: `build_student`: `minilm` (all-MiniLM-L6-v2, optionally with a least-squares-initialised linear
@@ -21,7 +21,8 @@ Every function here takes plain lists of texts and never looks at a dataset: cho
 keeping evaluation queries out of them) is the caller's job; see `search.data.training_texts.training_texts`, which
 uses corpus text and *train* queries only. Never pass test queries as training or projection-fitting texts.
 
-May import `common` and `compression.*`; never `search`. torch and sentence-transformers are imported lazily, inside
+May import `semsearch_common` and `compression.*`; never `search`. torch and sentence-transformers are imported lazily,
+inside
 the functions that need them.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.errors import MissingDependencyError
+from semsearch_common.errors import MissingDependencyError
 
 LENGTH_GROUP_BATCHES = 16
 

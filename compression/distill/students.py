@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.errors import MissingDependencyError
 from compression.distill.config import DistillConfig, parse_student
 from compression.models import resolve_model
+from semsearch_common.errors import MissingDependencyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer

@@ -24,11 +24,11 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from common.atomic import save_array_atomic, write_json_atomic
-from common.cache import cache_key, cache_root, location_free
-from common.progress import make_progress
 from compression.encoders import l2_normalise
 from compression.precision import autocast, resolve_precision
+from semsearch_common.atomic import save_array_atomic, write_json_atomic
+from semsearch_common.cache import cache_key, cache_root, location_free
+from semsearch_common.progress import make_progress
 
 logger = logging.getLogger(__name__)
 

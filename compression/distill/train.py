@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.atomic import staged_folder, write_json_atomic
-from common.progress import make_progress
 from compression.distill.batching import cut_batches, length_grouped, neighbour_order
 from compression.distill.config import CONFIG_FILE, REPORT_FILE, DistillConfig
 from compression.distill.losses import distillation_loss
@@ -24,6 +22,8 @@ from compression.distill.students import build_student, freeze_embeddings, poole
 from compression.distill.targets import TeacherEncoder, compute_teacher_targets
 from compression.encoders import l2_normalise
 from compression.precision import autocast, resolve_precision
+from semsearch_common.atomic import staged_folder, write_json_atomic
+from semsearch_common.progress import make_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

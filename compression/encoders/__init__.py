@@ -6,7 +6,7 @@
 - `fake`: a deterministic bag-of-words encoder for tests;
 - `loading`: specs and stored identities -> encoders.
 
-May import `compression.models` and `common`; never `search`.
+May import `compression.models` and `semsearch_common`; never `search`.
 """
 
 from compression.encoders.base import (

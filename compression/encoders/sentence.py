@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import MissingDependencyError
 from compression.encoders.base import TextKind, check_kind, count_truncated
 from compression.models import ModelRef, model_bytes, model_fingerprint
 from compression.precision import autocast, resolve_precision
+from semsearch_common.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ a text's vector the normalised sum of its tokens' rows. No transformer at query 
 - `quantize`: per-row symmetric int8 (`quantize_rows`, `quantize_static`).
 
 Choosing the training texts (never test queries) and computing the teacher's targets is the caller's job.
-May import `common` and `compression.*`; never `search`. torch and sentence-transformers are imported lazily, inside
+May import `semsearch_common` and `compression.*`; never `search`. torch and sentence-transformers are imported lazily,
+inside
 the functions that need them, so importing this package (and encoding with `StaticEncoder`) never loads torch.
 """
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import copy_file_atomic, save_array_atomic, staged_folder, write_json_atomic
 from compression.models import model_bytes, model_fingerprint
 from compression.static.config import StaticConfig
 from compression.static.encoder import (
@@ -24,6 +23,7 @@ from compression.static.encoder import (
 )
 from compression.static.token_init import initial_table, teacher_tokenizer_file
 from compression.static.train import StaticTrainReport, static_tokenizer, train_static
+from semsearch_common.atomic import copy_file_atomic, save_array_atomic, staged_folder, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

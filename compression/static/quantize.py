@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from common.atomic import copy_file_atomic, save_array_atomic, staged_folder, write_json_atomic
 from compression.static.encoder import (
     STATIC_CONFIG_FILE,
     STATIC_REPORT_FILE,
@@ -19,6 +18,7 @@ from compression.static.encoder import (
     StaticModelConfig,
     read_table,
 )
+from semsearch_common.atomic import copy_file_atomic, save_array_atomic, staged_folder, write_json_atomic
 
 INT8_MAX = 127
 

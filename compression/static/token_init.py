@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.progress import make_progress
 from compression.precision import resolve_precision
 from compression.static.config import TokenInit
 from compression.static.encoder import STATIC_TOKENIZER_FILE, load_tokenizer
+from semsearch_common.progress import make_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer

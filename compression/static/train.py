@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from common.progress import make_progress
 from compression.static.config import StaticConfig
 from compression.static.encoder import (
     StaticTokenizer,
@@ -28,6 +27,7 @@ from compression.static.encoder import (
     unknown_token_id,
 )
 from compression.static.token_init import teacher_lowercases, teacher_tokenizer_file
+from semsearch_common.progress import make_progress
 
 logger = logging.getLogger(__name__)
 

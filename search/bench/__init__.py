@@ -10,7 +10,8 @@
 Investigation tools (the latency study, the server's reliability harness, the Ray engine bench, the page's
 screenshots) are not product code: they live beside their results in `benchmarks/<topic>/`, outside the package.
 
-Timing, threads, machine facts and tables come from `common`. May import `common`, `compression`, `indexes` and the
+Timing, threads, machine facts and tables come from `semsearch_common`. May import `semsearch_common`, `compression`,
+`indexes` and the
 rest of `search` except `search.jobs`, `search.serve` and `search.cli`; only the CLI imports it (checked by
 `tests/test_layering.py`).
 """

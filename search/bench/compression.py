@@ -16,17 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import write_json_atomic, write_text_atomic
-from common.machine import machine_info
-from common.tables import markdown_table
-from common.threads import available_cores
-from common.timing import time_pass
 from compression.encoders import Encoder, load_encoder
 from indexes.faiss_index import IndexSpec
 from indexes.store import load_index_dir
 from search.data.datasets import load_dataset
 from search.evaluation.evaluate import evaluate, exact_top_ids
 from search.pipeline import Pipeline, build_index_dir
+from semsearch_common.atomic import write_json_atomic, write_text_atomic
+from semsearch_common.machine import machine_info
+from semsearch_common.tables import markdown_table
+from semsearch_common.threads import available_cores
+from semsearch_common.timing import time_pass
 
 logger = logging.getLogger(__name__)
 

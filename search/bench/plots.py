@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_path
-from common.errors import MissingDependencyError
 from search.selection import frontier
+from semsearch_common.atomic import atomic_path
+from semsearch_common.errors import MissingDependencyError
 
 MARKERS = {"Flat": "o", "HNSW": "^", "IVF-Flat": "s", "IVF-PQ": "D", "OPQ": "P", "PQ": "X", "SQ8": "v"}
 PLOTS = (

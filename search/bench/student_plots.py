@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_path
 from search.bench.plots import pyplot
 from search.selection import frontier
+from semsearch_common.atomic import atomic_path
 
 PRECISION_MARKERS = {"fp32": "o", "int8": "s", "fp16": "^"}
 OTHER_MARKER = "D"

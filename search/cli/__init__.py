@@ -9,7 +9,7 @@
 
 Commands parse options, call one function and print its result; the work lives in `search.jobs`, `search.bench`,
 `search.evaluation`, `search.serve` and `search.pipeline`, imported inside each command so `--help` stays fast.
-May import everything under `search`, `compression`, `indexes` and `common`.
+May import everything under `search`, `compression`, `indexes` and `semsearch_common`.
 """
 
 # Importing a module registers its commands; this order is the order `semsearch --help` lists them in.

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from common.errors import MissingDependencyError
 from compression.models import ModelNotAvailableError
+from semsearch_common.errors import MissingDependencyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compressed-model semantic search.")
 console = Console()
@@ -47,7 +47,7 @@ STATE = CliState()
 
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 IndexDirOption = Annotated[Path, typer.Option(help="index directory from `semsearch index`")]
-THREADS_DEFAULT = "every core this process may use"  # what `common.threads.resolve_threads(None)` gives
+THREADS_DEFAULT = "every core this process may use"  # what `semsearch_common.threads.resolve_threads(None)` gives
 
 
 def threads_option(what: str) -> Any:

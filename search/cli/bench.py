@@ -12,12 +12,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from common.threads import resolve_threads
 from search.bench.ann.spec import DEFAULT_INDEXES as ANN_INDEXES
 from search.bench.scale.spec import DEFAULT_SIZES
 from search.cli.base import AsJson, app, console, parse_params, print_json, print_mapping, run_or_exit, threads_option
 from search.cli.choices import Generator, NoiseMode
 from search.jobs.main_job import MainJobSpec
+from semsearch_common.threads import resolve_threads
 
 RUNS_DIR = MainJobSpec().runs_dir  # where every bench command writes by default, as the main job does
 

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
-from common.threads import resolve_threads
 from compression.distill import DistillConfig
 from search.cli.base import AsJson, app, print_mapping, run_or_exit, threads_option
 from search.cli.choices import Batching, Curriculum, Loss, Precision, Projection, QuantizationMode
 from search.jobs.main_job import MainJobSpec
 from search.jobs.quantize import QuantizeSpec, run_quantize_job
+from semsearch_common.threads import resolve_threads
 
 DEFAULTS = DistillConfig()
 QUANTIZE_DEFAULTS = {field.name: field.default for field in fields(QuantizeSpec)}

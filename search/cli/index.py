@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from common.threads import resolve_threads
 from compression.precision import DEFAULT_ENCODE_PRECISION
 from search.cli.base import (
     AsJson,
@@ -23,6 +22,7 @@ from search.cli.base import (
     threads_option,
 )
 from search.cli.choices import BadRecordPolicy, Engine, Precision
+from semsearch_common.threads import resolve_threads
 
 if TYPE_CHECKING:
     from search.compare import CompareResult

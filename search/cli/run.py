@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from common.threads import resolve_threads
 from search.cli.base import AsJson, app, print_json, run_or_exit, threads_option
 from search.cli.choices import Precision, QuantizationMode
 from search.jobs.main_job import MainJobResult, MainJobSpec, main_job_spec, run_main_job, side_by_side
+from semsearch_common.threads import resolve_threads
 
 DEFAULTS = MainJobSpec()
 

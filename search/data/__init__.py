@@ -6,5 +6,5 @@
 - `datasets`: `load_dataset(name_or_path)`, the entry point, re-exporting the loaders' public names;
 - `training_texts`: texts for distillation, never the test queries.
 
-May import `common`; nothing else of this project (the rest of `search` builds on it).
+May import `semsearch_common`; nothing else of this project (the rest of `search` builds on it).
 """

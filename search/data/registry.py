@@ -20,9 +20,9 @@ from typing import Any
 
 import pooch
 
-from common.atomic import staged_folder
 from search.data.beir import load_beir
 from search.data.records import DatasetError
+from semsearch_common.atomic import staged_folder
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@
   (`compression.encoders.load_encoder` inside a Ray actor: no second encoder implementation), `write_shards`;
 - `build`: an index directory built on Ray (the corpus encoded by `encode`, the index filled per shard).
 
-`ray` is imported inside functions only, so importing this package never needs it. May import `common`,
+`ray` is imported inside functions only, so importing this package never needs it. May import `semsearch_common`,
 `compression`, `indexes`, `search.data`, `search.embeddings` and `search.pipeline`; never the CLI, server, jobs or
 benchmarks.
 """

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from common.cache import cache_key
 from compression.encoders import Encoder
 from indexes.faiss_index import BuiltIndex, IndexSpec, apply_search_params, train_index
 from indexes.shards import (
@@ -49,6 +48,7 @@ from search.data.datasets import Dataset
 from search.distributed.encode import encode_corpus_ray
 from search.distributed.engine import RaySpec, ray_session, require_ray
 from search.pipeline import BuildReport, build_index_dir
+from semsearch_common.cache import cache_key
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Encode a corpus on Ray into the same cache entry the local path uses, and write vectors in shards with their ids.
 
 The key is `search.embeddings.embedding_cache_key(encoder identity, corpus fingerprint)` and the rows go through
-`common.array_cache.RowCache` as a stream of chunks in the local order (longest documents first), so checkpoints,
+`semsearch_common.array_cache.RowCache` as a stream of chunks in the local order (longest documents first), so
+checkpoints,
 resume and the entry are the local path's: a corpus encoded on Ray is a cache hit for `encode_corpus` and vice versa.
 The texts still to encode become a Ray Dataset mapped by a pool of `EncoderActor`s, each one
 `compression.encoders.load_encoder(spec, threads)`: the local encoder classes, no second implementation. Ray restarts
@@ -19,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common.array_cache import CHECKPOINT_SECONDS
-from common.atomic import save_array_atomic, write_json_atomic
 from compression.encoders import Encoder, load_encoder
 from search.data.datasets import Document, corpus_fingerprint
 from search.distributed.engine import RaySpec, ray_session, ray_status
 from search.embeddings import CorpusEmbeddings, embedding_cache_key, embeddings_cache, encoding_order
+from semsearch_common.array_cache import CHECKPOINT_SECONDS
+from semsearch_common.atomic import save_array_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import MissingDependencyError
+from semsearch_common.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.timing import WARMUP_CALLS, percentile_ms
 from compression.encoders import Encoder, l2_normalise
 from indexes.exact import exact_search
+from semsearch_common.timing import WARMUP_CALLS, percentile_ms
 
 QUERY_MAX_WORDS = 32  # SciFact train queries: median 12 words, 99% at most 26; MS MARCO-style ones fewer
 

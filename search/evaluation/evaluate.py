@@ -9,14 +9,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from common.progress import make_progress
-from common.timing import WARMUP_CALLS, TimedCalls, percentile_ms, time_each
 from compression.encoders import Encoder
 from indexes.exact import exact_search
 from indexes.store import IndexDirError
 from search.data.datasets import Dataset, corpus_fingerprint
 from search.evaluation.metrics import knn_recall, mrr_at_k, ndcg_at_k, recall_at_k
 from search.pipeline import Pipeline
+from semsearch_common.progress import make_progress
+from semsearch_common.timing import WARMUP_CALLS, TimedCalls, percentile_ms, time_each
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ def time_each_with_progress(
 
 def run_queries(pipeline: Pipeline, texts: list[str], query_ids: list[str], k: int, show_progress: bool) -> QueryRun:
     """Encode every query one at a time, then search each vector one at a time, timing each call (after the
-    untimed warm-up of `common.timing`): encode and search times are measured apart, as `semsearch eval` reports."""
+    untimed warm-up of `semsearch_common.timing`): encode and search times are measured apart, as `semsearch eval`
+    reports."""
     if not texts:
         raise ValueError("no queries to run")
     encoded = time_each_with_progress(
@@ -76,7 +77,7 @@ def run_queries(pipeline: Pipeline, texts: list[str], query_ids: list[str], k: i
 
 
 def encode_latency_ms(encoder: Encoder, texts: list[str]) -> dict[str, float]:
-    """p50/p95 of encoding one query at a time (batch 1), after the untimed warm-up of `common.timing`."""
+    """p50/p95 of encoding one query at a time (batch 1), after the untimed warm-up of `semsearch_common.timing`."""
     timed = time_each(lambda text: encoder.encode([text], kind="query", batch_size=1), texts)
     return {"encode_ms_p50": timed.percentile_ms(50), "encode_ms_p95": timed.percentile_ms(95)}
 

@@ -5,7 +5,8 @@
 - `students`: the candidate students of the main job, distilled, exported, quantized to int8 and cached;
 - `main_job`: the main job (`semsearch run`): teacher and compressed pipelines evaluated side by side.
 
-Each job takes a frozen spec and returns a report; the CLI only parses options into the spec. May import `common`,
+Each job takes a frozen spec and returns a report; the CLI only parses options into the spec. May import
+`semsearch_common`,
 `compression`, `indexes` and the search core (data, embeddings, pipeline, evaluation, selection); never
 `search.cli`, `search.serve` or `search.bench`.
 """

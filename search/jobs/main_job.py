@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from common.threads import available_cores
 from compression.distill import DistillConfig, compute_teacher_targets
 from compression.encoders import Encoder, load_encoder
 from compression.encoders.onnx import OnnxEncoder
@@ -55,6 +54,7 @@ from search.jobs.students import (
 )
 from search.pipeline import Pipeline, build_index_dir
 from search.selection import budget_pick
+from semsearch_common.threads import available_cores
 
 logger = logging.getLogger(__name__)
 

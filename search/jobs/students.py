@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from common.array_cache import RowCache
-from common.cache import cache_key, cache_root, location_free
 from compression.distill import DistillConfig, compute_teacher_targets, parse_student, texts_fingerprint
 from compression.encoders import Encoder
 from compression.encoders.onnx import OnnxEncoder
@@ -39,6 +37,8 @@ from compression.static import (
 from search.data.datasets import Dataset, corpus_fingerprint
 from search.embeddings import encode_corpus
 from search.jobs.distill import distill_on_dataset
+from semsearch_common.array_cache import RowCache
+from semsearch_common.cache import cache_key, cache_root, location_free
 
 logger = logging.getLogger(__name__)
 

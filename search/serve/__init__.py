@@ -11,6 +11,6 @@ package only puts it on HTTP:
 - `web`: the page (`/`, `/bench`) from `static/` (plain HTML, CSS, JavaScript; no CDN, no build step), which only
   calls the JSON API; `bench_results`: the `semsearch bench` output behind `GET /bench/results`.
 
-May import `common`, `compression`, `indexes` and the search core, never `search.cli`, `search.bench` or
+May import `semsearch_common`, `compression`, `indexes` and the search core, never `search.cli`, `search.bench` or
 `search.jobs`; only `search.cli.serve` imports it.
 """

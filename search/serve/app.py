@@ -57,7 +57,6 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client.exposition import choose_encoder
 
-from common.threads import ThreadBudget
 from search.evaluation.side_by_side import evaluate_side_by_side
 from search.pipeline import BatchResult
 from search.pipeline_set import PipelineSet
@@ -91,6 +90,7 @@ from search.serve.schemas import (
     timings_out,
 )
 from search.serve.web import install_web
+from semsearch_common.threads import ThreadBudget
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

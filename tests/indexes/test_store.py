@@ -171,7 +171,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def crash_while_saving(out: Path, n: int, step: str) -> None:
     """Save an n-vector index at `out` in a child process that dies (os._exit, no clean-up) right after `step`."""
-    from common.atomic import CRASH_ENV, CRASH_EXIT_CODE
+    from semsearch_common.atomic import CRASH_ENV, CRASH_EXIT_CODE
 
     env = {**os.environ, CRASH_ENV: step}
     done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(out), str(n), step], env=env, timeout=60,
@@ -194,7 +194,7 @@ CRASH_STEPS = {
 @pytest.mark.parametrize("step", list(CRASH_STEPS))
 @pytest.mark.parametrize("then", ["open", "save"])
 def test_a_crash_at_any_step_of_the_swap_leaves_a_loadable_index(save_index, tmp_path, step, then):
-    from common.atomic import SWAP_STEPS
+    from semsearch_common.atomic import SWAP_STEPS
 
     assert set(CRASH_STEPS) == {"writing", *SWAP_STEPS}
     expected, out_missing = CRASH_STEPS[step]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = {"common", "compression", "indexes", "search"}
+PACKAGES = {"semsearch_common", "compression", "indexes", "search"}
 TOOLS = {
     "latency_study": ROOT / "benchmarks/latency/latency_study.py",
     "reliability_harness.__main__": ROOT / "benchmarks/reliability/reliability_harness",

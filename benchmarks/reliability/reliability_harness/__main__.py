@@ -15,7 +15,6 @@ from typing import Any
 
 import psutil
 
-from common.machine import machine_info
 from reliability_harness.hostile import run_hostile
 from reliability_harness.load import run_load
 from reliability_harness.report import compare_tables, write_report
@@ -24,6 +23,7 @@ from reliability_harness.schema import run_schemathesis
 from reliability_harness.server import ServerProcess, ServerSpec, parse_pipelines
 from reliability_harness.storm import run_storm
 from search.data.beir import load_beir
+from semsearch_common.machine import machine_info
 
 logger = logging.getLogger(__name__)
 PHASES = ("load", "hostile", "storm", "schema")

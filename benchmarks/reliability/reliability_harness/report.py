@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from common.atomic import write_json_atomic, write_text_atomic
-from common.tables import markdown_table
+from semsearch_common.atomic import write_json_atomic, write_text_atomic
+from semsearch_common.tables import markdown_table
 
 LOAD_HEADERS = [
     "pipeline", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "requests", "errors", "503s",

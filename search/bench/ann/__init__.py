@@ -17,7 +17,7 @@ mode; a bare `@` means the `--doc-encoder` default), `^fp32label` names the fp32
 - `report`: results.json/csv/md, machine.json, loss_split.json, summary.json and the plots.
 - `run`: `run_bench`, the orchestration.
 
-May import `common`, `compression`, `indexes`, `search.data`, `search.embeddings`, `search.evaluation`,
+May import `semsearch_common`, `compression`, `indexes`, `search.data`, `search.embeddings`, `search.evaluation`,
 `search.selection` (the Pareto frontier) and `search.bench.plots`; nothing imports it but the CLI and its tests.
 """
 

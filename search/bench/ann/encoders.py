@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.timing import time_each, time_pass
 from compression.encoders import Encoder
 from search.bench.ann.spec import BATCH, EncoderEntry
+from semsearch_common.timing import time_each, time_pass
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class EncodedQueries:
 
 
 def encode_queries_timed(encoder: Encoder, texts: list[str], batch: int = BATCH) -> EncodedQueries:
-    """Encode each query alone, after the warm-up of `common.timing` (timed; these vectors are the ones searched),
+    """Encode each query alone, after the warm-up of `semsearch_common.timing` (timed; these vectors are the ones
+    searched),
     then all of them once in batches of `batch`."""
     timed = time_each(lambda text: encoder.encode([text], kind="query", batch_size=1)[0], texts)
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from common.timing import percentile_ms, time_each, time_pass
 from indexes.faiss_index import IndexSpec, apply_search_params, build_index, bytes_per_vector, search_index
 from indexes.ids import DocIdMap
 from search.bench.ann.encoders import EncodedQueries
 from search.bench.ann.spec import BATCH, RECALL_K, TOP_K, BenchSpec, EncoderEntry, doc_encoder_name, format_params
 from search.evaluation.metrics import knn_recall, ndcg_at_k, recall_at_k
+from semsearch_common.timing import percentile_ms, time_each, time_pass
 
 ROW_KEYS = (
     "encoder", "encoder_spec", "doc_encoder", "precision", "index", "params", "default_params",
@@ -54,7 +54,8 @@ class EncoderRun:
 
 
 def time_single_searches(index: Any, queries: np.ndarray, k: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
-    """Search each query alone, after the warm-up of `common.timing`, `repeats` times; returns each query's fastest
+    """Search each query alone, after the warm-up of `semsearch_common.timing`, `repeats` times; returns each query's
+    fastest
     time (s) and its top-k positions."""
     timed = time_each(lambda query: search_index(index, query[None, :], k)[1][0], list(queries), repeats=repeats,
                       best="per_item")  # fmt: skip

@@ -1,5 +1,5 @@
 """The outputs of `semsearch bench`: results.json/csv/md, machine.json, loss_split.json, summary.json and the
-plots, each written atomically; the Markdown tables come from `common.tables`."""
+plots, each written atomically; the Markdown tables come from `semsearch_common.tables`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common.atomic import write_json_atomic, write_text_atomic
-from common.tables import markdown_table
 from search.bench.ann.measure import ROW_KEYS
 from search.bench.ann.selections import best_under_budget
 from search.bench.ann.spec import BATCH, RECALL_K, TOP_K, BenchSpec, format_params
+from semsearch_common.atomic import write_json_atomic, write_text_atomic
+from semsearch_common.tables import markdown_table
 
 RESULT_HEADERS = (
     "encoder", "docs", "prec", "index", "params", "R@10 vs teacher", "R@10 vs exact", "nDCG@10", "R@100",

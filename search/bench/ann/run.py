@@ -12,9 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from common.machine import machine_info
-from common.progress import make_progress
-from common.threads import limit_threads
 from compression.encoders import Encoder, load_encoder
 from indexes.exact import exact_search
 from indexes.faiss_index import default_search_params, import_faiss, validate_factory
@@ -27,6 +24,9 @@ from search.bench.ann.spec import TOP_K, BenchSpec, sweep_grid
 from search.data.datasets import Dataset, load_dataset
 from search.embeddings import encode_corpus
 from search.evaluation.metrics import knn_recall
+from semsearch_common.machine import machine_info
+from semsearch_common.progress import make_progress
+from semsearch_common.threads import limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def bench_machine(threads: int) -> dict[str, Any]:
-    """`common.machine.machine_info` plus FAISS's OpenMP threads and build options and the package versions; call
+    """`semsearch_common.machine.machine_info` plus FAISS's OpenMP threads and build options and the package versions;
+    call
     it inside `limit_threads` so the pools are listed as the run uses them."""
     faiss = import_faiss()
     info = machine_info(threads)

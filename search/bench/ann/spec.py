@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.threads import available_cores
 from indexes.faiss_index import DEFAULT_TRAIN_SAMPLE, SEARCH_PARAMS, default_search_params
+from semsearch_common.threads import available_cores
 
 TOP_K = 10  # the timed search: top-10, as a search engine page (and ann-benchmarks) asks for
 RECALL_K = 100  # an untimed second pass for recall@100

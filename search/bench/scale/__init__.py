@@ -11,7 +11,7 @@ inner-product top-k (`indexes.exact`).
 - `run`: the orchestration (`run_scale_bench`) and the per-index measurement.
 - `report`: scale.json/csv/md, the plots and the CLI summary line.
 
-May import `common`, `indexes` and `search.evaluation`; nothing imports it but the CLI and its tests.
+May import `semsearch_common`, `indexes` and `search.evaluation`; nothing imports it but the CLI and its tests.
 """
 
 from search.bench.scale.generators import (

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_path, write_json_atomic, write_text_atomic
-from common.errors import MissingDependencyError
-from common.tables import markdown_table
+from semsearch_common.atomic import atomic_path, write_json_atomic, write_text_atomic
+from semsearch_common.errors import MissingDependencyError
+from semsearch_common.tables import markdown_table
 
 FILES = ("scale.json", "scale.csv", "scale.md", "scale_latency.png", "scale_recall.png")
 CSV_COLUMNS = ("n", "index", "factory", "search_params", "build_s", "train_s", "add_s", "recall@10", "latency_ms_p50",

@@ -11,9 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from common.machine import machine_info, release_freed_memory, track_peak_rss
-from common.threads import limit_threads
-from common.timing import time_each
 from indexes.exact import exact_search
 from indexes.faiss_index import IndexSpec, build_index, bytes_per_vector, import_faiss, search_index, serialized_size
 from search.bench.scale.generators import GEN_BLOCK, load_source_vectors, make_generator, resolve_target_cosine
@@ -21,6 +18,9 @@ from search.bench.scale.report import write_outputs
 from search.bench.scale.spec import ScaleBenchSpec, params_for, parse_skip, resolve_factory, validate_spec
 from search.bench.scale.stats import profile_sizes, real_profile, source_neighbour_profile, top1_topk, vector_stats
 from search.evaluation.metrics import knn_recall
+from semsearch_common.machine import machine_info, release_freed_memory, track_peak_rss
+from semsearch_common.threads import limit_threads
+from semsearch_common.timing import time_each
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def measure(
 
 
 def scale_machine_info(threads: int) -> dict[str, Any]:
-    """`common.machine.machine_info` plus the library versions the numbers depend on (FAISS loaded first, so its
+    """`semsearch_common.machine.machine_info` plus the library versions the numbers depend on (FAISS loaded first, so
+    its
     OpenMP pool is listed)."""
     faiss = import_faiss()
     return {

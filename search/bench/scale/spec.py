@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from common.threads import available_cores
 from indexes.faiss_index import default_search_params, validate_factory
 from search.bench.scale.generators import (
     MIX_ALPHA,
@@ -20,6 +19,7 @@ from search.bench.scale.generators import (
     noise_transform,
     resolve_target_cosine,
 )
+from semsearch_common.threads import available_cores
 
 DEFAULT_INDEXES = ("Flat", "IVF{nlist},PQ{m}", "IVF{nlist},PQ{m},RFlat", "HNSW32")
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)

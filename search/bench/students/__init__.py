@@ -8,7 +8,7 @@ Pareto flags, and how held-out cosine to the teacher tracks recall.
   a latency budget is `search.selection.budget_pick`, which the main job uses too);
 - `run`: `run_student_bench`, interleaved latency and results.json / table.md / frontier.png.
 
-May import `common`, `compression`, `indexes`, `search.data`, `search.embeddings`, `search.evaluation` and
+May import `semsearch_common`, `compression`, `indexes`, `search.data`, `search.embeddings`, `search.evaluation` and
 `search.selection` and `search.bench.plots`/`student_plots`; only the CLI and tests import it.
 """
 

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from common.timing import percentile_ms
 from compression.encoders import Encoder, load_encoder
 from compression.static import STATIC_CONFIG_FILE, StaticEncoder
 from search.data.datasets import Dataset
@@ -19,6 +18,7 @@ from search.embeddings import encode_corpus
 from search.evaluation.agreement import agreement, top_k_rows
 from search.evaluation.evaluate import RETRIEVE_K
 from search.evaluation.metrics import knn_recall, ndcg_at_k, recall_at_k
+from semsearch_common.timing import percentile_ms
 
 DocSide = Literal["teacher", "own"]
 DOC_SIDES: tuple[DocSide, ...] = ("teacher", "own")

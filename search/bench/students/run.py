@@ -8,11 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.atomic import write_json_atomic, write_text_atomic
-from common.machine import machine_info
-from common.tables import markdown_table
-from common.threads import limit_threads, resolve_threads
-from common.timing import WARMUP_CALLS
 from compression.encoders import Encoder
 from search.bench.student_plots import write_frontier_plot
 from search.bench.students.measure import (
@@ -26,6 +21,11 @@ from search.bench.students.select import annotate_rows, cosine_recall_correlatio
 from search.data.datasets import Dataset, load_dataset
 from search.evaluation.agreement import interleaved_encode_ms
 from search.selection import budget_pick
+from semsearch_common.atomic import write_json_atomic, write_text_atomic
+from semsearch_common.machine import machine_info
+from semsearch_common.tables import markdown_table
+from semsearch_common.threads import limit_threads, resolve_threads
+from semsearch_common.timing import WARMUP_CALLS
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import numpy as np
 import psutil
 import pytest
 
-import common.timing as timing
+import semsearch_common.timing as timing
 from compression.encoders import FakeEncoder
 from compression.models import model_bytes
 from compression.onnx_export import export_onnx

@@ -74,9 +74,9 @@ def test_help_lists_every_command_in_the_documented_order() -> None:
 def test_run_or_exit_turns_domain_errors_into_exit_2_and_lets_bugs_through() -> None:
     import typer
 
-    from common.errors import MissingDependencyError
     from search.cli.base import USAGE_ERROR_EXIT, run_or_exit
     from search.data.records import DatasetError
+    from semsearch_common.errors import MissingDependencyError
 
     assert run_or_exit(lambda: 42) == 42
     for error in (ValueError("bad k"), DatasetError("no corpus"), FileNotFoundError(2, "gone", "x.jsonl"),

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from common.threads import available_cores
 from compression.distill import DistillConfig
 from search.cli import app
 from search.jobs.main_job import MainJobSpec
+from semsearch_common.threads import available_cores
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 import search.cli.index as index_command
-from common.threads import limit_threads
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
 from search.cli import app
@@ -24,6 +23,7 @@ from search.data.datasets import load_beir
 from search.pipeline import build_index_dir
 from search.serve.app import ServerConfig, create_app
 from search.sources import PipelineSource
+from semsearch_common.threads import limit_threads
 
 runner = CliRunner()
 QUERY = "vitamin bone calcium"  # on the tiny dataset the two fake pipelines share some of their top 5, not all

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.timing import WARMUP_CALLS
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
 from indexes.store import IndexDirError, load_index_dir
@@ -16,6 +15,7 @@ from search.data.datasets import load_beir
 from search.evaluation.evaluate import encode_latency_ms, evaluate, run_queries
 from search.evaluation.metrics import knn_recall, mrr_at_k, ndcg_at_k, recall_at_k
 from search.pipeline import Pipeline, build_index_dir
+from semsearch_common.timing import WARMUP_CALLS
 
 SLEEP_S = 0.002
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.threads import limit_threads
+from semsearch_common.threads import limit_threads
 
 
 @pytest.fixture(autouse=True)

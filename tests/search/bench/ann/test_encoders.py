@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-import common.timing as timing
-from common.timing import WARMUP_CALLS
+import semsearch_common.timing as timing
 from compression.encoders import FakeEncoder
 from search.bench.ann import encode_queries_timed, fp32_counterparts, parse_encoders, precision_of
+from semsearch_common.timing import WARMUP_CALLS
 
 
 def test_encode_queries_timed_encodes_each_query_alone_then_in_batches(monkeypatch):

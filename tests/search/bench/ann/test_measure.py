@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-import common.timing as timing
-from common.timing import WARMUP_CALLS
+import semsearch_common.timing as timing
 from indexes.exact import exact_search
 from indexes.faiss_index import IndexSpec, build_index
 from indexes.ids import DocIdMap
@@ -18,6 +17,7 @@ from search.bench.ann import (
     time_single_searches,
 )
 from search.evaluation.metrics import knn_recall, ndcg_at_k
+from semsearch_common.timing import WARMUP_CALLS
 
 
 class ScriptedIndex:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from common.threads import available_cores
 from indexes.exact import exact_search
 from search.bench.scale import (
     FILES,
@@ -17,6 +16,7 @@ from search.bench.scale import (
     run_scale_bench,
 )
 from search.cli import app
+from semsearch_common.threads import available_cores
 
 runner = CliRunner()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import common.timing as timing
+import semsearch_common.timing as timing
 
 
 class ScriptedClock:

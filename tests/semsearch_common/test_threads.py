@@ -6,7 +6,7 @@ import faiss  # noqa: F401  (loads FAISS's libgomp and OpenBLAS so threadpoolctl
 import pytest
 from threadpoolctl import threadpool_info
 
-from common.threads import limit_threads
+from semsearch_common.threads import limit_threads
 
 
 def pools() -> dict[str, int]:
@@ -32,7 +32,7 @@ def test_limit_threads_rejects_zero_and_none_changes_nothing() -> None:
 
 
 def test_thread_budget_shares_the_cores_and_honours_the_settings() -> None:
-    from common.threads import POOL_HEADROOM, ThreadBudget
+    from semsearch_common.threads import POOL_HEADROOM, ThreadBudget
 
     budget = ThreadBudget.plan(concurrency=4, cores=16)
     assert budget.describe() == {
@@ -58,7 +58,7 @@ def test_thread_budget_shares_the_cores_and_honours_the_settings() -> None:
 def test_available_cores_follow_the_affinity_mask() -> None:
     import os
 
-    from common.threads import available_cores
+    from semsearch_common.threads import available_cores
 
     assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
 
@@ -66,7 +66,7 @@ def test_available_cores_follow_the_affinity_mask() -> None:
 def test_thread_budget_sets_torch_once_for_the_process() -> None:
     import torch
 
-    from common.threads import ThreadBudget
+    from semsearch_common.threads import ThreadBudget
 
     before = torch.get_num_threads()
     try:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import save_array_atomic, write_json_atomic
-from common.progress import make_progress
+from semsearch_common.atomic import save_array_atomic, write_json_atomic
+from semsearch_common.progress import make_progress
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-import common.progress as progress_module
-from common.progress import make_progress
+import semsearch_common.progress as progress_module
+from semsearch_common.progress import make_progress
 
-LOGGER = "common.progress"
+LOGGER = "semsearch_common.progress"
 
 
 class ScriptedClock:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import psutil
 
-from common.machine import machine_info, rss_mb, track_peak_rss
+from semsearch_common.machine import machine_info, rss_mb, track_peak_rss
 
 
 def test_machine_info_matches_the_os() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.array_cache import RowCache
+from semsearch_common.array_cache import RowCache
 
 
 def rows_of(indices) -> np.ndarray:

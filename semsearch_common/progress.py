@@ -1,7 +1,8 @@
 """Rich progress bars for long work (encoding, distillation, index training); `info` holds a rate or a loss.
 
 On a terminal the rich bar is all there is. When the console is not interactive (a redirected log, CI, nohup) rich
-shows nothing until the end, so progress is also reported through the `common.progress` logger at INFO: at most one
+shows nothing until the end, so progress is also reported through the `semsearch_common.progress` logger at INFO: at
+most one
 line per task every `LOG_INTERVAL_SECONDS`, plus one line when the task completes (or when the display stops first).
 """
 
@@ -132,7 +133,7 @@ def make_progress(
 
     The display goes to stderr, so a command's machine-readable stdout (`--json`) stays clean while it runs.
 
-    When the console is not interactive, progress also goes to the `common.progress` logger (INFO) every
+    When the console is not interactive, progress also goes to the `semsearch_common.progress` logger (INFO) every
     `log_interval` seconds per task (None: `LOG_INTERVAL_SECONDS`) and on completion; on a terminal nothing is
     logged, and when not `enabled` nothing is shown or logged. `interactive` forces the mode (None: ask the rich
     console); `clock` replaces the monotonic clock used for elapsed time, ETA and throttling.

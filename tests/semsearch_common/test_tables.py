@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.tables import markdown_table
+from semsearch_common.tables import markdown_table
 
 
 def test_markdown_table_formats_cells_and_checks_widths() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.atomic import atomic_path, copy_file_atomic, save_array_atomic, staged_folder, write_json_atomic
+from semsearch_common.atomic import atomic_path, copy_file_atomic, save_array_atomic, staged_folder, write_json_atomic
 
 
 def test_atomic_path_replaces_on_success_and_keeps_the_old_file_on_error(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ CHILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from common.atomic import staged_folder
+from semsearch_common.atomic import staged_folder
 with staged_folder(sys.argv[2]) as stage:
     (Path(stage) / "version.txt").write_text("new")
     (Path(stage) / "sub").mkdir()
@@ -81,7 +81,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _crash_during_swap(out: Path, step: str) -> None:
-    from common.atomic import CRASH_ENV, CRASH_EXIT_CODE
+    from semsearch_common.atomic import CRASH_ENV, CRASH_EXIT_CODE
 
     env = {**os.environ, CRASH_ENV: step}
     done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(out)], env=env, timeout=60, capture_output=True)
@@ -95,7 +95,7 @@ EXPECTED_AFTER = {"staged": "old", "ready": "old", "old_moved": "new", "new_move
 
 @pytest.mark.parametrize("step", list(EXPECTED_AFTER))
 def test_a_crash_at_each_step_of_the_swap_is_recovered(tmp_path: Path, step: str) -> None:
-    from common.atomic import SWAP_STEPS, recover_folder
+    from semsearch_common.atomic import SWAP_STEPS, recover_folder
 
     assert tuple(EXPECTED_AFTER) == SWAP_STEPS
     out = tmp_path / "out"
@@ -110,7 +110,7 @@ def test_a_crash_at_each_step_of_the_swap_is_recovered(tmp_path: Path, step: str
 
 
 def test_a_first_save_that_crashed_after_staging_is_restored_and_one_mid_write_is_dropped(tmp_path: Path) -> None:
-    from common.atomic import recover_folder
+    from semsearch_common.atomic import recover_folder
 
     out = tmp_path / "out"
     _crash_during_swap(out, "ready")  # complete, but never moved in: nothing else to fall back on
@@ -124,7 +124,7 @@ def test_a_first_save_that_crashed_after_staging_is_restored_and_one_mid_write_i
 
 
 def test_recovery_leaves_a_live_writers_stage_alone(tmp_path: Path) -> None:
-    from common.atomic import recover_folder
+    from semsearch_common.atomic import recover_folder
 
     out = tmp_path / "out"
     with staged_folder(out) as stage:
@@ -144,7 +144,7 @@ def test_staged_folder_replaces_a_file(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_swap_in_process_keeps_the_new_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import common.atomic as atomic
+    import semsearch_common.atomic as atomic
 
     out = tmp_path / "out"
     with staged_folder(out) as stage:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.cache import CACHE_ENV, cache_key, cache_root, location_free
+from semsearch_common.cache import CACHE_ENV, cache_key, cache_root, location_free
 
 
 def test_cache_key_is_the_sha256_of_sorted_json() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from common.threads import thread_pools
+from semsearch_common.threads import thread_pools
 
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni")
 MIB = 1024.0 * 1024.0
