@@ -74,7 +74,10 @@ def measure(texts_file: Path, label: str, overrides: list[str], threads: int, ep
         key, _, value = item.partition("=")
         if key not in known:
             raise SystemExit(f"unknown DistillConfig field {key!r} in this tree: {', '.join(known)}")
-        settings[key] = json.loads(value) if value[:1] in '0123456789-tf[{"n' else value
+        try:  # numbers, true/false, lists: JSON; anything else (a student spec) is a string
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
     config = replace(DistillConfig(), **settings)
     teacher = load_encoder(config.teacher, threads=threads)
     targets, _ = compute_teacher_targets(teacher, train, config.max_seq_length, show_progress=False,
