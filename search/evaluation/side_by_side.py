@@ -110,7 +110,7 @@ def check_cached_document_vectors(pipelines: Mapping[str, Pipeline]) -> None:
         raise VectorsNotCached(
             f"the corpus vectors of {', '.join(missing)} are not in the embedding cache ($SEMSEARCH_CACHE), and a "
             "summary never re-encodes a whole corpus: run `semsearch eval --dataset DATASET --index-dir DIR` (or "
-            "rebuild with `semsearch index`) for each of them on this machine first"
+            "rebuild with `semsearch index`) for each of them with this cache first"
         )
 
 
