@@ -249,6 +249,11 @@ class Pipeline:
         """Tokens per query as the encoder sees it (truncated to its maximum length), without encoding."""
         return self.encoder.count_tokens(list(queries))
 
+    def most_tokens(self, queries: int) -> int:
+        """The most tokens `queries` queries can hold (each is cut to the encoder's maximum length): a bound that
+        needs no tokenising."""
+        return queries * self.encoder.max_seq_length
+
     def document_vectors(self, dataset: Dataset, show_progress: bool = False) -> np.ndarray:
         """Full-precision corpus vectors of this index's document encoder (from the cache, else re-encoded)."""
         cached = load_cached_embeddings(self.meta["embedding_key"], self.stored.index.ntotal)

@@ -128,7 +128,7 @@ def take_screenshots(spec: ShotSpec) -> dict[str, Any]:
 
     spec.out.mkdir(parents=True, exist_ok=True)
     port = spec.port or free_port()
-    extra = ("--metrics-on-startup", *(("--bench-dir", str(spec.bench_dir)) if spec.bench_dir else ()))
+    extra = ("--evaluate-on-startup", *(("--bench-dir", str(spec.bench_dir)) if spec.bench_dir else ()))
     server_spec = ServerSpec(src=ROOT, pipelines=spec.pipelines, port=port, extra_args=extra)
     record: dict[str, Any] = {"pipelines": {name: str(path) for name, path in spec.pipelines}, "shots": []}
     with ServerProcess(server_spec):

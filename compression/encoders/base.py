@@ -24,6 +24,7 @@ class Encoder(Protocol):
 
     name: str
     dim: int
+    max_seq_length: int  # tokens a text keeps (special tokens included); `count_tokens` never says more
 
     def encode(self, texts: Sequence[str], kind: TextKind = "query", batch_size: int = 32) -> np.ndarray:
         """Encode `texts` as queries or passages into an (n, dim) float32 array of unit vectors."""

@@ -63,6 +63,8 @@ class Shaped(Protocol):
 
     def count_tokens(self, queries: Sequence[str]) -> list[int]: ...
 
+    def most_tokens(self, queries: int) -> int: ...
+
 
 def how_to_raise(name: str) -> str:
     return f"(or start the server with --limit {name}=N)"
@@ -88,14 +90,15 @@ def check_shape(pipeline: Shaped, queries: int, k: int, limits: ServerLimits, fi
         )
 
 
-def check_tokens(pipeline: Shaped, queries: Sequence[str], limits: ServerLimits, field: str = "queries") -> int:
-    """Refuse queries whose tokens (each truncated to the encoder's maximum length) total over `max_batch_tokens`;
-    return the total. Tokenises a bounded prefix of each query, runs no model."""
-    total = sum(pipeline.count_tokens(queries))
-    problem = token_limit_error(len(queries), total, limits, field)
+def check_tokens(pipeline: Shaped, queries: Sequence[str], limits: ServerLimits, field: str = "queries") -> None:
+    """Refuse queries whose tokens (each truncated to the encoder's maximum length) total over `max_batch_tokens`.
+    Tokenises a bounded prefix of each query, runs no model; tokenises nothing when so few queries cannot pass the
+    limit even at the encoder's maximum length each."""
+    if pipeline.most_tokens(len(queries)) <= limits.max_batch_tokens:
+        return
+    problem = token_limit_error(len(queries), sum(pipeline.count_tokens(queries)), limits, field)
     if problem is not None:
         raise problem
-    return total
 
 
 def token_limit_error(queries: int, total: int, limits: ServerLimits, field: str) -> LimitExceeded | None:
@@ -190,6 +193,16 @@ class Admission:
 
     def finish(self, requests: int = 1) -> None:
         self.in_flight -= requests
+
+    def try_start(self) -> bool:
+        """Take a free slot and count one request in flight, without waiting and without queueing: False when every
+        slot is busy (then queue with `admit`). `finish` and `release` end it."""
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            return False
+        self.in_flight += 1
+        return True
 
     async def acquire(self) -> None:
         """Take one of the `max_concurrency` slots, waiting for it (FIFO, without a thread); `release` gives it back."""

@@ -38,9 +38,9 @@ Safe by default (`search.serve.guard`, from `config.security`): the Host header 
 Starlette's `TrustedHostMiddleware`); POST bodies must be `Content-Type: application/json` (415), at most
 `max_body_bytes` (413, before parsing); with an API key every API route needs `Authorization: Bearer KEY` (401,
 FastAPI's `HTTPBearer`, checked once the body has been parsed); a method a route does not declare gets 405; CORS
-is off unless origins are configured. JSON bodies are parsed strictly (NaN, Infinity, 1e400 are 422s) and 422s never
-echo the input (`search.serve.schemas`); no response shows a server path. Domain errors get their status codes in
-`search.serve.errors`.
+is off unless origins are configured. No body field takes a float, so NaN, Infinity or 1e400 anywhere a field is read
+are 422s; 422s never echo the input (`search.serve.schemas`); no response shows a server path. Domain errors get
+their status codes in `search.serve.errors`.
 """
 
 # No `from __future__ import annotations`: the routes' request models are built per app (from `config.limits`) inside
@@ -64,7 +64,7 @@ from search.serve.admission import Admission, Ticket, check_shape, check_tokens,
 from search.serve.batcher import Batchers
 from search.serve.bench_results import load_bench_results
 from search.serve.config import ServerConfig
-from search.serve.errors import evaluation_failure, install_error_handlers
+from search.serve.errors import evaluation_failure, install_allow_header, install_error_handlers
 from search.serve.evaluation_job import EvaluationJob, JobState
 from search.serve.guard import api_key_dependency, install_guards
 from search.serve.live_metrics import CountRequests, ServerMetrics
@@ -80,13 +80,15 @@ from search.serve.schemas import (
     HealthOut,
     ReadyOut,
     SearchResponse,
-    StrictJsonRoute,
+    batch_cost_bounds,
     compare_response,
     error_responses,
     hits_out,
+    json_answer,
     json_error_responses,
     public_description,
     request_models,
+    search_response,
     timings_out,
 )
 from search.serve.web import install_web
@@ -104,7 +106,7 @@ class PrometheusResponse(Response):
 
 NO_EVALUATION = (
     "no evaluation has run on this server yet: POST /evaluation starts one in the background (then poll GET "
-    "/evaluation), or start the server with --metrics-on-startup"
+    "/evaluation), or start the server with --evaluate-on-startup"
 )
 
 
@@ -167,7 +169,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             on_change=metrics.evaluation_running.set,
         )
         evaluation.set(job)
-        if config.metrics_on_startup:
+        if config.evaluate_on_startup:
             job.start()
         budget.apply_torch()  # process-wide: once, after every encoder is loaded
         logger.info("thread budget: %s", budget.describe())
@@ -192,7 +194,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     )
     install_error_handlers(app, metrics)
     # every API route needs the key (when the server has one); the liveness routes and the page do not
-    api = APIRouter(route_class=StrictJsonRoute, dependencies=[Depends(api_key_dependency(config.security.api_key))])
+    api = APIRouter(dependencies=[Depends(api_key_dependency(config.security.api_key))])
 
     @app.get("/health", response_model=HealthOut)
     async def health() -> dict[str, str]:
@@ -207,18 +209,24 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         return {"status": "ready"}
 
     @api.post("/search", response_model=SearchResponse, responses=error_responses(KEY_ERROR, *POST_ERRORS))
-    async def search(body: SearchRequest, request: Request) -> SearchResponse:
+    async def search(body: SearchRequest, request: Request) -> Response:
         loaded = holder.get()
         name = loaded.resolve(body.pipeline)
         check_shape(loaded.get(name), 1, body.k, limits)
-        ticket = Ticket(limits.request_timeout_s)
-        found = await watched(ticket, lambda: serving.get().search(name, body.query, body.k, ticket), request)
-        result = found.result
-        return SearchResponse(
-            pipeline=name, hits=hits_out(result.hits), timings=timings_out(result.timings), batch_size=found.batch_size
-        )
+        batchers = serving.get()
+        # an idle pipeline answers at once (one query: nothing to stop between micro-batches, nothing to coalesce)
+        found = await batchers.search_now(name, body.query, body.k)
+        if found is None:
+            ticket = Ticket(limits.request_timeout_s)
+            found = await watched(ticket, lambda: batchers.search(name, body.query, body.k, ticket), request)
+        return json_answer(search_response(name, found.result, found.batch_size))
 
-    @api.post("/search/batch", response_model=BatchSearchResponse, responses=error_responses(KEY_ERROR, *POST_ERRORS))
+    @api.post(
+        "/search/batch",
+        response_model=BatchSearchResponse,
+        responses=error_responses(KEY_ERROR, *POST_ERRORS),
+        description=batch_cost_bounds(limits),
+    )
     async def search_batch(body: BatchSearchRequest, request: Request) -> BatchSearchResponse:
         loaded = holder.get()
         name = loaded.resolve(body.pipeline)
@@ -316,6 +324,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     app.include_router(api)
     install_web(app)
     install_guards(app, config.security, config.limits.max_body_bytes)
+    install_allow_header(app, (*app.routes, *api.routes))
     paths = [path for route in (*app.routes, *api.routes) if (path := getattr(route, "path", None)) is not None]
     app.add_middleware(CountRequests, metrics=metrics, routes=paths)  # after the guards: counts their refusals too
     return app

@@ -11,6 +11,13 @@ hits, the batch's timings and the batch size.
 
 Queued queries count in `Admission.queued` (503 when full); a caller whose deadline passes or whose client leaves
 while queued is dropped from the queue; once its batch runs, the batch finishes for the others.
+
+An idle pipeline skips the queue: `search_now` runs a query at once, in the caller's task, when the pipeline has
+nothing running and nothing queued and a slot is free (and `coalesce_wait_ms` is 0), so a lone client pays one
+hand-off to a worker thread and no task switches through the worker; queries that arrive meanwhile queue and
+coalesce as above. A query cheaper than `inline_max_ms` (the pipeline's recent single-query time,
+an exponential moving average) skips the thread too and runs in the event loop: the hand-off would cost a large share
+of its work, and the loop is held no longer than a request's parsing would hold it.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from search.serve.admission import (
     Admission,
     ClientGone,
     DeadlineExceeded,
+    LimitExceeded,
     Ticket,
     token_limit_error,
 )
@@ -90,6 +98,28 @@ class PipelineBatcher:
         self._pending: deque[_Pending] = deque()
         self._arrived = anyio.Event()
         self.batches = 0  # encoder calls made, for tests and logs
+        self.query_ms: float | None = None  # moving average of one query's total_ms in a batch of one
+        self._running = 0  # batches of this pipeline running now (queued ones and those run at once)
+
+    async def search_now(self, query: str, k: int) -> Coalesced | None:
+        """Run `query` at once when the pipeline is idle (nothing queued for it, a free slot, no coalescing wait);
+        None when it is not (call `search`). Cheap pipelines run in the event loop, the others in a worker thread."""
+        if self.limits.coalesce_wait_ms > 0 or self._running or self._live() or not self.admission.try_start():
+            return None
+        self._running += 1
+        try:
+            inline = self.query_ms is not None and self.query_ms <= self.limits.inline_max_ms
+            if inline:
+                answer = self._search([query], [k])[0]
+            else:
+                answer = (await anyio.to_thread.run_sync(self._search, [query], [k]))[0]
+        finally:
+            self._running -= 1
+            self.admission.finish()
+            self.admission.release()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def search(self, query: str, k: int, ticket: Ticket) -> Coalesced:
         """Queue one query (503 when the server's queue is full) and wait for its batch's answer. Cancelling the
@@ -155,12 +185,14 @@ class PipelineBatcher:
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
+        self._running += 1
         try:
             answers = await anyio.to_thread.run_sync(self._search, [item.query for item in batch], [i.k for i in batch])
         except Exception as err:
             logger.exception("coalesced batch of %d queries on pipeline %s failed", len(batch), self.name)
             answers = [err] * len(batch)
         finally:
+            self._running -= 1
             self.admission.finish(len(batch))
             self.admission.release()
         for item, answer in zip(batch, answers, strict=True):
@@ -168,7 +200,11 @@ class PipelineBatcher:
 
     def _search(self, queries: Sequence[str], ks: Sequence[int]) -> list[Coalesced | Exception]:
         """In a worker thread: refuse queries over the token limit, encode the rest together, search per k."""
-        problems = [token_limit_error(1, count, self.limits, "query") for count in self.pipeline.count_tokens(queries)]
+        if self.pipeline.most_tokens(1) <= self.limits.max_batch_tokens:  # no query can pass the limit
+            problems: list[LimitExceeded | None] = [None] * len(queries)
+        else:
+            counts = self.pipeline.count_tokens(queries)
+            problems = [token_limit_error(1, count, self.limits, "query") for count in counts]
         ok = [i for i, problem in enumerate(problems) if problem is None]
         answers: dict[int, Coalesced] = {}
         if ok:
@@ -176,6 +212,9 @@ class PipelineBatcher:
                 [queries[i] for i in ok], [ks[i] for i in ok], micro_batch=self.limits.micro_batch
             )
             self.batches += 1
+            if len(ok) == 1:
+                ms = found.timings.total_ms
+                self.query_ms = ms if self.query_ms is None else 0.8 * self.query_ms + 0.2 * ms
             for i, hits in zip(ok, found.hits, strict=True):
                 answers[i] = Coalesced(SearchResult(hits, found.timings), len(ok))
             if self._observe_batch is not None:
@@ -207,8 +246,13 @@ class Batchers:
         for batcher in self.batchers.values():
             group.start_soon(batcher.run, name=f"batcher:{batcher.name}")
 
+    async def search_now(self, name: str, query: str, k: int) -> Coalesced | None:
+        return await self.batchers[name].search_now(query, k)
+
     async def search(self, name: str, query: str, k: int, ticket: Ticket) -> Coalesced:
-        return await self.batchers[name].search(query, k, ticket)
+        """`query` at once when its pipeline is idle, else through the pipeline's queue (coalesced)."""
+        now = await self.batchers[name].search_now(query, k)
+        return now if now is not None else await self.batchers[name].search(query, k, ticket)
 
     async def search_all(self, names: Sequence[str], query: str, k: int, ticket: Ticket) -> dict[str, Coalesced]:
         """`query` on each pipeline of `names` (each through its own batcher), one after another, answers in `names`

@@ -5,14 +5,20 @@ status codes, JSON bodies and server-specific hints.
   a request over a work limit;
 - 503 + Retry-After: the server is full; 504: the request passed its deadline; 499: the client left;
 - the evaluation's refusals (`evaluation_failure`): 404 when its dataset cannot be found or lacks the split, 409 when
-  it is not the pipelines' corpus or their vectors are not cached, 500 for anything unexpected.
+  it is not the pipelines' corpus or their vectors are not cached, 500 for anything unexpected;
+- 405 with an `Allow` header that lists every method the path declares (`install_allow_header`; Starlette's names
+  only those of the first route it tried, so GET /evaluation's 405 would hide POST).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search.evaluation.side_by_side import DatasetUnavailable, EvaluationUnavailable, VectorsNotCached
 from search.pipeline_set import UnknownPipelineError
@@ -22,7 +28,9 @@ from search.serve.schemas import safe_text, validation_errors_out
 
 CLIENT_CLOSED_REQUEST = 499  # the client left before its answer (nginx's convention; nobody reads it)
 EVALUATION_HINTS = {
-    DatasetUnavailable: "point the server at the dataset with --metrics-dataset NAME_OR_PATH (and --metrics-split)",
+    DatasetUnavailable: (
+        "point the server at the dataset with --evaluation-dataset NAME_OR_PATH (and --evaluation-split)"
+    ),
     VectorsNotCached: "then POST /evaluation again",
 }
 
@@ -70,3 +78,20 @@ def install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     @app.exception_handler(ClientGone)
     async def client_gone(_: Request, err: ClientGone) -> JSONResponse:
         return JSONResponse(status_code=CLIENT_CLOSED_REQUEST, content={"detail": str(err)})
+
+
+def install_allow_header(app: FastAPI, routes: Iterable[object]) -> None:
+    """Answer 405 with `Allow` naming every method that `routes` (objects with `path` and `methods`) declare for the
+    request's path; other HTTP errors keep FastAPI's answer."""
+    allowed: dict[str, set[str]] = {}
+    for route in routes:
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if path is not None and methods:
+            allowed.setdefault(path, set()).update(methods)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        methods = allowed.get(request.url.path)
+        if err.status_code == 405 and methods:
+            err = StarletteHTTPException(405, detail=err.detail, headers={"Allow": ", ".join(sorted(methods))})
+        return await http_exception_handler(request, err)

@@ -1,6 +1,6 @@
 """The side-by-side evaluation behind `/evaluation`, run as a background job so it never blocks a search.
 
-One job at a time, on its own daemon thread: started at start-up (`--metrics-on-startup`) or by `POST /evaluation`,
+One job at a time, on its own daemon thread: started at start-up (`--evaluate-on-startup`) or by `POST /evaluation`,
 never by a read. While it runs, readers get its progress; when it is done, the summary; when it failed, the failure
 (the exception, which the routes map to a status) until the next start, so a missing dataset is not reloaded and
 re-hashed on every call. The lock guards only the state transitions, never the evaluation.

@@ -12,7 +12,7 @@
 - CORS is off (no Access-Control-* headers) unless `Security.cors_origins` names origins.
 - `api_key_dependency`: with an API key, FastAPI's `HTTPBearer` reads `Authorization: Bearer KEY` and a wrong or
   missing key is 401; the app puts it on its API routes (the web page, its files and the liveness routes hold no
-  data and need no key).
+  data and need no key). Without a key it checks nothing, and the schema declares no security scheme.
 
 `install_guards` adds the middlewares in that order (outermost first: Host, CORS, RequestGuard); a middleware added
 after it (CountRequests) wraps them all and so counts their refusals. RequestGuard's refusals are JSON
@@ -134,12 +134,16 @@ def replay(body: bytes, receive: Receive) -> Receive:
 def api_key_dependency(api_key: str | None) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency that lets a request through only with `Authorization: Bearer API_KEY` (compared in constant
     time), else 401 with `WWW-Authenticate: Bearer`; without an API key it lets every request through."""
-    expected = api_key.encode("utf-8") if api_key is not None else None
-    bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-key), when it has one")
+    if api_key is None:  # no key: nothing to check, and the OpenAPI schema declares no security scheme
+
+        async def open_to_all() -> None:
+            return None
+
+        return open_to_all
+    expected = api_key.encode("utf-8")
+    bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-key)")
 
     async def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
-        if expected is None:
-            return
         # the header's raw bytes (Starlette decodes headers as latin-1), so a non-ASCII key sent as UTF-8 matches
         given = credentials.credentials.encode("latin-1") if credentials is not None else b""
         if not hmac.compare_digest(given, expected):

@@ -41,6 +41,7 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._stage_children: dict[str, dict[str, Histogram]] = {}
         self.stage = Histogram(
             "semsearch_stage_seconds",
             "Per-query latency of each stage of /search and /compare",
@@ -93,8 +94,12 @@ class ServerMetrics:
         )
 
     def observe(self, pipeline: str, timings: Timings) -> None:
+        children = self._stage_children.get(pipeline)
+        if children is None:  # labelled once per pipeline: `labels()` per observation costs more than observing
+            children = {stage: self.stage.labels(pipeline=pipeline, stage=stage) for stage in STAGES}
+            self._stage_children[pipeline] = children
         for stage, seconds in stage_seconds(timings).items():
-            self.stage.labels(pipeline=pipeline, stage=stage).observe(max(0.0, seconds))
+            children[stage].observe(max(0.0, seconds))
 
     def observe_batch(self, pipeline: str, timings: Timings, size: int) -> None:
         for stage, seconds in stage_seconds(timings).items():

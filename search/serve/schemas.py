@@ -1,33 +1,26 @@
-"""What the HTTP API accepts and answers: request and response models, strict JSON bodies, error bodies, and what
+"""What the HTTP API accepts and answers: request and response models, error bodies, and what
 responses may show.
 
 - `request_models(limits)`: the request bodies, built from the server's `ServerLimits`, so validation and the OpenAPI
   schema both state the limits in force. `k` is a strict integer; a query must be valid Unicode (no lone surrogates)
   and hold a visible character (`is_blank`: whitespace, zero-width and other invisible characters do not count).
-- `StrictJsonRoute`: JSON bodies parsed by `parse_json_body`, which refuses what Python's json reads but JSON cannot
-  carry (NaN, Infinity, numbers that overflow a float): 422 naming where, never 500.
 - `validation_errors_out`: 422 bodies as `{type, loc, msg}` items, never echoing the input, always JSON-encodable.
 - `error_responses`: the documented error responses (`ErrorOut`, `ValidationErrorOut`) of each route.
 - `public_description`: pipeline descriptions without server paths, for `/pipelines`.
 """
 
-import json
-import math
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any
 
-from fastapi import Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi import Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
 
 from search.compare import CompareResult
 from search.data.records import is_blank, visible_pattern
-from search.pipeline import Hit, Timings
+from search.pipeline import Hit, SearchResult, Timings
 from search.serve.config import ServerLimits
-from search.serve.guard import BODY_METHODS
 
 NOT_BLANK = "query must not be empty or whitespace-only"
 NOT_BLANK_RULE = (
@@ -74,6 +67,19 @@ def queries_at(items: list[Any], bad: Callable[[Any], bool]) -> str | None:
     """`queries[1, 4]` for the items `bad` picks out, or None."""
     at = [str(i) for i, item in enumerate(items) if bad(item)]
     return f"queries[{', '.join(at)}]" if at else None
+
+
+def batch_cost_bounds(limits: ServerLimits) -> str:
+    """What bounds one /search/batch request's work on this server, for its OpenAPI description."""
+    return (
+        f"Up to {limits.max_batch} queries searched as one request, encoded {limits.micro_batch} at a time. Its cost "
+        f"is bounded before any model work: at most {limits.max_batch_tokens} tokens in all (each query cut to the "
+        f"encoder's maximum length; max_batch_tokens), {limits.max_batch_hits} hits (queries x k; max_batch_hits) "
+        f"and {limits.max_rescore_candidates} re-ranked candidates (max_rescore_candidates), else 422 naming the "
+        f"limit; and in time: the work stops between micro-batches with 504 once the request has run "
+        f"{limits.request_timeout_s:g} s (request_timeout_s), or when the client leaves. It takes one of the "
+        f"{limits.max_concurrency} work slots; up to {limits.max_queue} requests wait for one, more get 503."
+    )
 
 
 @dataclass(frozen=True)
@@ -174,8 +180,9 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
             None,
             min_length=1,
             max_length=MAX_COMPARED,
-            description="the pipelines to compare (default: every loaded one); the reference is always searched "
-            "and answered, since the others are measured against it",
+            description="the pipelines to compare, each named once (default: every loaded one); the reference is "
+            "always searched and answered, since the others are measured against it",
+            json_schema_extra={"uniqueItems": True},
         )
 
         @field_validator("pipelines")
@@ -256,6 +263,18 @@ def hits_out(hits: list[Hit]) -> list[HitOut]:
     return [HitOut(**vars(hit)) for hit in hits]
 
 
+def search_response(pipeline: str, result: SearchResult, batch_size: int = 1) -> SearchResponse:
+    """The `/search` answer, validated from plain dicts in one pass (cheaper than a model per hit)."""
+    body = {"pipeline": pipeline, "hits": [vars(hit) for hit in result.hits], "timings": vars(result.timings)}
+    return SearchResponse.model_validate({**body, "batch_size": batch_size})
+
+
+def json_answer(model: BaseModel) -> Response:
+    """`model` as a JSON response, serialised once by pydantic (a route returning it skips FastAPI's second
+    validation against its `response_model`, which documents the same model)."""
+    return Response(content=model.model_dump_json(by_alias=True), media_type="application/json")
+
+
 def compare_response(result: CompareResult, batch_sizes: Mapping[str, int] | None = None) -> CompareResponse:
     """The `/compare` answer: `result.to_dict()` (what `semsearch search --compare --json` prints) with each
     pipeline's `batch_size` (the queries encoded together with this one; 1 when not given)."""
@@ -279,7 +298,7 @@ class ErrorOut(BaseModel):
 
 
 class ValidationErrorItem(BaseModel):
-    type: str = Field(description="the kind of error, e.g. value_error, int_type, json_invalid, finite_number")
+    type: str = Field(description="the kind of error, e.g. value_error, int_type, json_invalid, limit_exceeded")
     loc: list[str | int] = Field(description='where in the request, e.g. ["body", "queries", 3]')
     msg: str = Field(description="what is wrong (never the raw input)")
 
@@ -365,102 +384,6 @@ def validation_errors_out(errors: Sequence[Any]) -> list[dict[str, Any]]:
         ]
         items.append({"type": safe_text(str(error.get("type", "value_error")), 100), "loc": loc, "msg": safe_text(msg)})
     return items
-
-
-# --- strict JSON bodies ----------------------------------------------------------------------------------------------
-
-MAX_INT_DIGITS = 100  # longer integers are refused as out of range (and never reach Python's 4300-digit limit)
-NON_FINITE_MSG = "numbers must be finite and within the range of a 64-bit float (non-finite or overflowing number)"
-
-
-class BodyProblem(ValueError):
-    """A JSON body this API refuses (malformed, not UTF-8, nested too deeply, non-finite numbers): 422."""
-
-    def __init__(self, type_: str, loc: tuple[str | int, ...], msg: str) -> None:
-        super().__init__(msg)
-        self.error = {"type": type_, "loc": loc, "msg": msg}
-
-
-class _OutOfRange:
-    """Stands for a number Python's json would read as NaN, ±inf or a huge int, until the body is walked."""
-
-
-OUT_OF_RANGE = _OutOfRange()
-
-
-def _parse_float(text: str) -> float | _OutOfRange:
-    value = float(text)
-    return value if math.isfinite(value) else OUT_OF_RANGE
-
-
-def _parse_int(text: str) -> int | _OutOfRange:
-    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else OUT_OF_RANGE
-
-
-def _parse_constant(_: str) -> _OutOfRange:
-    return OUT_OF_RANGE
-
-
-def out_of_range_at(value: Any) -> tuple[str | int, ...] | None:
-    """Where (keys and indexes) the first out-of-range number of a parsed body is, or None."""
-    stack: list[tuple[tuple[str | int, ...], Any]] = [((), value)]
-    while stack:
-        path, item = stack.pop()
-        if item is OUT_OF_RANGE:
-            return path
-        if isinstance(item, dict):
-            stack.extend(((*path, key), child) for key, child in reversed(item.items()))
-        elif isinstance(item, list):
-            stack.extend(((*path, i), child) for i, child in reversed(list(enumerate(item))))
-    return None
-
-
-def parse_json_body(body: bytes) -> Any:
-    """The JSON value of `body`, refusing what Python's json accepts but JSON does not carry (NaN, Infinity, 1e400)."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise BodyProblem("json_invalid", ("body",), f"the body is not UTF-8 (bad byte at offset {err.start})") from err
-    try:
-        value = json.loads(text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_parse_constant)
-    except json.JSONDecodeError as err:
-        msg = f"JSON decode error: {err.msg} (line {err.lineno}, column {err.colno})"
-        raise BodyProblem("json_invalid", ("body", err.pos), msg) from err
-    except RecursionError as err:
-        raise BodyProblem("json_invalid", ("body",), "JSON decode error: the body is nested too deeply") from err
-    where = out_of_range_at(value)
-    if where is not None:
-        raise BodyProblem("finite_number", ("body", *where), NON_FINITE_MSG)
-    return value
-
-
-class StrictJsonRequest(Request):
-    """A request whose `json()` is `parse_json_body` (strict about numbers), parsed once."""
-
-    _strict_json: Any
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_strict_json"):
-            self._strict_json = parse_json_body(await self.body())
-        return self._strict_json
-
-
-class StrictJsonRoute(APIRoute):
-    """A route that parses JSON bodies strictly before FastAPI validates them; refusals are 422 validation errors."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def strict_handler(request: Request) -> Response:
-            strict = StrictJsonRequest(request.scope, request.receive)
-            if strict.method in BODY_METHODS and await strict.body():
-                try:
-                    await strict.json()
-                except BodyProblem as problem:
-                    raise RequestValidationError([problem.error]) from None
-            return await handler(strict)
-
-        return strict_handler
 
 
 # --- what responses may show -----------------------------------------------------------------------------------------

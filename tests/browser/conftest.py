@@ -189,7 +189,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, package_cache: Path) -> Ite
     config = ServerConfig(
         pipelines=tuple(PipelineSource(name, path) for name, path in dirs.items()),
         bench_dir=bench,
-        metrics_dataset=str(corpus),
+        evaluation_dataset=str(corpus),
         threads=1,
     )
     for url in serve_in_thread(config):

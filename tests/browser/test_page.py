@@ -264,7 +264,7 @@ def locked(served: Served) -> Any:
 
     config = ServerConfig(
         pipelines=tuple(PipelineSource(name, path) for name, path in served.index_dirs.items()),
-        metrics_dataset=str(served.corpus / "no-such-dataset"),
+        evaluation_dataset=str(served.corpus / "no-such-dataset"),
         security=Security(api_key="s3cret"),
         threads=1,
     )

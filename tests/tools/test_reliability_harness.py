@@ -22,6 +22,7 @@ import uvicorn
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
 from reliability_harness.hostile import CASES, HostileCase, run_hostile
+from reliability_harness.latency import KeepAliveClient, run_latency
 from reliability_harness.load import read_response, run_load, summarize
 from reliability_harness.report import compare_tables, tables, write_report
 from reliability_harness.rss import sample_rss
@@ -159,7 +160,7 @@ def server(tmp_path: Path, beir_dir: Path) -> Iterator[InThread]:
     teacher, small = _index_dirs(tmp_path, beir_dir)
     sources = (PipelineSource("teacher", teacher), PipelineSource("compressed", small))
     port = _free_port()
-    app = create_app(ServerConfig(pipelines=sources, metrics_dataset=str(beir_dir)))
+    app = create_app(ServerConfig(pipelines=sources, evaluation_dataset=str(beir_dir)))
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -170,6 +171,27 @@ def server(tmp_path: Path, beir_dir: Path) -> Iterator[InThread]:
     yield InThread(f"http://127.0.0.1:{port}")
     uv.should_exit = True
     thread.join(10)
+
+
+def test_the_latency_phase_sets_each_answer_against_the_same_pipeline_in_process(server, tmp_path):
+    port = int(server.base_url.rsplit(":", 1)[1])
+    pipelines = [("teacher", tmp_path / "teacher"), ("compressed", tmp_path / "small")]
+    queries = ["heart attack", "vitamin d", "bone density", "gene expression"]
+    latency = run_latency("127.0.0.1", port, pipelines, queries, threads=1, per_round=4, rounds=2, warmup=2)
+    assert [row["pipeline"] for row in latency["pipelines"]] == ["teacher", "compressed"]
+    for row in latency["pipelines"]:
+        assert row["requests"] == 8
+        # every answer's client time holds the server's own work, so the medians keep that order
+        assert row["client_ms"]["p50"] >= row["server_total_ms"]["p50"] > 0
+        assert row["inprocess_total_ms"]["p50"] > 0
+        assert row["overhead_ms"] == round(row["client_ms"]["p50"] - row["inprocess_total_ms"]["p50"], 3)
+    assert latency["health_client_ms"]["p50"] > 0
+    client = KeepAliveClient("127.0.0.1", port)  # two answers on one connection, framed by their lengths
+    raw = client.prepare("POST", "/search", json.dumps({"query": "heart", "k": 2}).encode())
+    answers = [client.request(raw) for _ in range(2)]
+    client.close()
+    assert [status for status, _ in answers] == [200, 200]
+    assert all(len(json.loads(body)["hits"]) == 2 for _, body in answers)
 
 
 def test_a_short_run_against_a_real_server(server, tmp_path):

@@ -1,5 +1,6 @@
 """`PYTHONPATH=benchmarks/reliability python -m reliability_harness run|compare`: start `semsearch serve` from a
-source tree and drive it (load, hostile requests, evaluation storm, schemathesis), or compare two runs."""
+source tree and drive it (one-client latency against in-process, load, hostile requests, evaluation storm,
+schemathesis), or compare two runs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import psutil
 
 from reliability_harness.hostile import run_hostile
+from reliability_harness.latency import run_latency
 from reliability_harness.load import run_load
 from reliability_harness.report import compare_tables, write_report
 from reliability_harness.rss import sample_rss
@@ -24,9 +26,10 @@ from reliability_harness.server import ServerProcess, ServerSpec, parse_pipeline
 from reliability_harness.storm import run_storm
 from search.data.beir import load_beir
 from semsearch_common.machine import machine_info
+from semsearch_common.threads import available_cores
 
 logger = logging.getLogger(__name__)
-PHASES = ("load", "hostile", "storm", "schema")
+PHASES = ("latency", "load", "hostile", "storm", "schema")
 
 
 def train_queries(dataset_dir: Path) -> list[str]:
@@ -80,6 +83,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with ServerProcess(spec) as server:
         results["server_rss_mb_idle"] = round(psutil.Process(server.pid).memory_info().rss / 2**20, 1)
         base_url = spec.base_url
+        if "latency" in args.phases:
+            chosen = [
+                (name, path) for name, path in pipelines if not args.latency_pipeline or name in args.latency_pipeline
+            ]
+            results["latency"] = run_latency(
+                "127.0.0.1", args.port, chosen, queries, threads=available_cores(),
+                rounds=args.latency_rounds, per_round=args.latency_per_round,
+            )  # fmt: skip
         if "load" in args.phases:
             for name, _ in pipelines:
                 for clients in args.levels:
@@ -133,10 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 128], help="concurrent clients")
     one.add_argument("--duration", type=float, default=10.0, help="seconds measured per load level")
     one.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each level")
+    one.add_argument(
+        "--latency-pipeline",
+        action="append",
+        default=[],
+        help="pipeline the latency phase measures (repeatable; default: every one)",
+    )
+    one.add_argument("--latency-rounds", type=int, default=3, help="in-process and HTTP chunks, interleaved")
+    one.add_argument("--latency-per-round", type=int, default=100, help="queries per chunk")
     one.add_argument("--hostile-pipeline", default="teacher")
     one.add_argument("--case-timeout", type=float, default=10.0, help="client timeout of one hostile request")
     one.add_argument("--storm-timeout", type=float, default=90.0, help="bound on the evaluation storm")
-    one.add_argument("--schemathesis-examples", type=int, default=50, help="cases per operation; 0 skips it")
+    one.add_argument("--schemathesis-examples", type=int, default=60, help="cases per operation; 0 skips it")
     one.add_argument("--schemathesis-timeout", type=float, default=240.0)
     both = commands.add_parser("compare", help="two runs' results side by side")
     both.add_argument("before", type=Path, help="results folder of the first run (its results.json)")

@@ -12,6 +12,10 @@ LOAD_HEADERS = [
     "pipeline", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "requests", "errors", "503s",
     "RSS start/peak/end MB",
 ]  # fmt: skip
+LATENCY_HEADERS = [
+    "pipeline", "client p50 ms", "client p95 ms", "server total p50 ms", "in-process total p50 ms",
+    "client p50 - in-process p50 ms", "queries",
+]  # fmt: skip
 HOSTILE_HEADERS = [
     "case", "body bytes", "status", "expected", "seconds", "answer bytes", "RSS growth MB", "ok", "server restarted",
 ]  # fmt: skip
@@ -24,6 +28,21 @@ def _mb(r: dict[str, Any]) -> str:
 def load_row(r: dict[str, Any]) -> list[Any]:
     latency = [f"{r[key]:.1f}" for key in ("req_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms")]
     return [r["pipeline"], r["clients"], *latency, r["requests"], r["errors"], r["busy"], _mb(r)]
+
+
+def latency_row(r: dict[str, Any]) -> list[Any]:
+    return [r["pipeline"], f"{r['client_ms']['p50']:.3f}", f"{r['client_ms']['p95']:.3f}",
+            f"{r['server_total_ms']['p50']:.3f}", f"{r['inprocess_total_ms']['p50']:.3f}", f"{r['overhead_ms']:+.3f}",
+            r["requests"]]  # fmt: skip
+
+
+def latency_lines(latency: dict[str, Any]) -> list[str]:
+    return [
+        f"One client, one keep-alive connection, POST /search k = {latency['k']}; in-process: `Pipeline.search` on "
+        f"{latency['threads']} encoder threads, interleaved with the HTTP queries ({latency['rounds']} rounds of "
+        f"{latency['per_round']}). GET /health at the client: p50 {latency['health_client_ms']['p50']:.3f} ms.\n",
+        markdown_table(LATENCY_HEADERS, [latency_row(r) for r in latency["pipelines"]]),
+    ]
 
 
 def hostile_row(h: dict[str, Any]) -> list[Any]:
@@ -89,6 +108,8 @@ def tables(results: dict[str, Any]) -> str:
         f"{results.get('server_starts', '?')} time(s); harness {results.get('harness_seconds', '?')} s\n"
     )
     parts = [head, *verdict(results), ""]
+    if results.get("latency"):
+        parts += ["### Latency: HTTP against in-process\n", *latency_lines(results["latency"])]
     if results.get("load"):
         parts += [
             "### Load (POST /search, closed loop)\n",
@@ -147,7 +168,17 @@ def compare_tables(before: dict[str, Any], after: dict[str, Any]) -> str:
         old, new = old_cases.get(case, {}), new_cases.get(case, {})
         hostile_rows.append([case] + [cell for run in (old, new) for cell in (_cell(run, "status"), *_numbers(run))])
     hostile_headers = ["case"] + [f"{label} {what}" for label in (b, a) for what in ("status", "s", "RSS growth MB")]
-    lines = [f"## {b} vs {a}\n", "### Load\n", markdown_table(load_headers, load_rows, digits=1)]
+    lines = [f"## {b} vs {a}\n"]
+    latency_rows = []
+    for run in (before, after):
+        for r in run.get("latency", {}).get("pipelines", []):
+            latency_rows.append([run["label"], *latency_row(r)])
+    if latency_rows:
+        lines += [
+            "### Latency: one client, HTTP against in-process\n",
+            markdown_table(["run", *LATENCY_HEADERS], latency_rows),
+        ]
+    lines += ["### Load\n", markdown_table(load_headers, load_rows, digits=1)]
     lines += ["### Hostile requests\n", markdown_table(hostile_headers, hostile_rows, digits=3)]
     lines += ["### evaluation storm\n"]
     lines += [f"- {run['label']}: {storm_line(run['storm'])}" for run in (before, after) if run.get("storm")]

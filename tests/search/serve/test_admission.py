@@ -95,8 +95,12 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 5.0
 
 
 class Shape:
-    def __init__(self, k_factor: float | None = None, tokens_each: int = 3) -> None:
+    def __init__(self, k_factor: float | None = None, tokens_each: int = 3, max_seq_length: int = 5) -> None:
         self.k_factor, self.tokens_each, self.counted = k_factor, tokens_each, 0
+        self.max_seq_length = max_seq_length
+
+    def most_tokens(self, queries: int) -> int:
+        return queries * self.max_seq_length
 
     def rescore_candidates(self, k: int) -> int:
         return 0 if self.k_factor is None else max(k, int(k * self.k_factor))
@@ -115,10 +119,17 @@ def test_shape_and_token_caps_name_the_limit_and_the_value():
     check_shape(Shape(k_factor=3.0), 10, 10, limits)  # 300 candidates: at the limit
     with pytest.raises(LimitExceeded, match=r"= 320 candidates .* over max_rescore_candidates=300"):
         check_shape(Shape(k_factor=4.0), 8, 10, limits)
-    assert check_tokens(Shape(), ["a", "b", "c"], limits) == 9
+    counted = Shape()
+    check_tokens(counted, ["a", "b", "c"], limits)  # up to 15 tokens: counted, 9 pass
+    assert counted.counted == 1
     with pytest.raises(LimitExceeded, match=r"4 queries hold 12 tokens .* max_batch_tokens=10") as err:
         check_tokens(Shape(), ["a"] * 4, limits)
     assert err.value.field == "queries"
+    short = Shape(max_seq_length=2)
+    check_tokens(short, ["a"] * 5, limits)  # 5 queries of at most 2 tokens cannot pass 10: nothing tokenised
+    assert short.counted == 0
+    with pytest.raises(LimitExceeded, match=r"6 queries hold 12 tokens"):
+        check_tokens(Shape(tokens_each=2, max_seq_length=2), ["a"] * 6, limits)
 
 
 def test_a_ticket_stops_work_on_its_deadline_or_when_the_client_goes():

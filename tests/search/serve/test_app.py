@@ -26,7 +26,7 @@ TIMING_KEYS = {"tokenize_ms", "encode_ms", "search_ms", "rescore_ms", "total_ms"
 
 def make_config(index_dirs, beir_dir, **options) -> ServerConfig:
     sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
-    return ServerConfig(pipelines=sources, metrics_dataset=str(beir_dir), **options)
+    return ServerConfig(pipelines=sources, evaluation_dataset=str(beir_dir), **options)
 
 
 @pytest.fixture
@@ -302,7 +302,7 @@ def test_evaluation_on_startup_starts_the_job_before_any_call(index_dirs, beir_d
     original = search.serve.app.evaluate_side_by_side
     monkeypatch.setattr(search.serve.app, "evaluate_side_by_side", lambda *a: runs.append(1) or original(*a))
     for on_startup, expected in ((False, []), (True, [1])):
-        config = make_config(index_dirs, beir_dir, metrics_on_startup=on_startup)
+        config = make_config(index_dirs, beir_dir, evaluate_on_startup=on_startup)
         with TestClient(create_app(config), base_url=LOCAL) as client:
             deadline = time.monotonic() + 30
             while "semsearch_evaluation_running 1.0" in client.get("/metrics").text:
@@ -321,10 +321,15 @@ def test_evaluation_unavailable_says_why(write_beir, index_dirs, beir_dir, tmp_p
         assert finished_evaluation(client).status_code == 200
     moved = beir_dir.rename(beir_dir.with_name("moved"))  # now neither the recorded path nor the name "tiny" resolves
     cases = [
-        (ServerConfig(pipelines=sources), 404, "cannot load dataset", "--metrics-dataset"),
-        (ServerConfig(pipelines=sources, metrics_dataset=str(moved), metrics_split="dev"), 404, "no qrels", "split"),
+        (ServerConfig(pipelines=sources), 404, "cannot load dataset", "--evaluation-dataset"),
         (
-            ServerConfig(pipelines=sources, metrics_dataset=str(write_beir(tmp_path / "other", seed=9))),
+            ServerConfig(pipelines=sources, evaluation_dataset=str(moved), evaluation_split="dev"),
+            404,
+            "no qrels",
+            "split",
+        ),
+        (
+            ServerConfig(pipelines=sources, evaluation_dataset=str(write_beir(tmp_path / "other", seed=9))),
             409,
             "corpus",
             "built on",

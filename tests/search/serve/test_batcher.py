@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import anyio
@@ -15,7 +16,7 @@ from search.pipeline import Pipeline
 from search.pipeline_set import PipelineSet
 from search.serve.admission import Admission, Ticket
 from search.serve.app import create_app
-from search.serve.batcher import Batchers, Coalesced
+from search.serve.batcher import Batchers, Coalesced, PipelineBatcher
 from search.serve.config import ServerConfig, ServerLimits
 from search.sources import PipelineSource
 
@@ -63,8 +64,9 @@ def hits_of(hits) -> tuple[list[str], list[float]]:
 def test_concurrent_queries_share_one_encoder_call_and_equal_sequential_searches(index_dirs, name, assert_same_ranking):
     pipelines = pipelines_with_counting_encoders(index_dirs)
     answers, observed = anyio.run(lambda: coalesce(pipelines, name, QUERIES, KS, coalesce_max=32))
-    assert pipelines[name].encoder.calls == [20] and observed == [20]  # one encoder call for the twenty
-    assert {answer.batch_size for answer in answers} == {20}
+    # the first finds the pipeline idle and runs at once; the nineteen that arrive meanwhile share one encoder call
+    assert pipelines[name].encoder.calls == [1, 19] and observed == [1, 19]
+    assert [answer.batch_size for answer in answers] == [1] + [19] * 19
     sequential = Pipeline(FakeEncoder(dim=pipelines[name].encoder.dim), pipelines[name].stored)
     for query, k, answer in zip(QUERIES, KS, answers, strict=True):
         assert len(answer.result.hits) == k
@@ -75,8 +77,9 @@ def test_concurrent_queries_share_one_encoder_call_and_equal_sequential_searches
 def test_batches_are_cut_at_coalesce_max(index_dirs):
     pipelines = pipelines_with_counting_encoders(index_dirs)
     answers, observed = anyio.run(lambda: coalesce(pipelines, "compressed", QUERIES, KS, coalesce_max=8))
-    assert sorted(observed) == sorted(pipelines["compressed"].encoder.calls) == [4, 8, 8]  # batches run at once
-    assert [answer.batch_size for answer in answers] == [8] * 16 + [4] * 4  # taken oldest first
+    # the first runs alone at once (the pipeline was idle); the 19 queued meanwhile: batches run at once
+    assert sorted(observed) == sorted(pipelines["compressed"].encoder.calls) == [1, 3, 8, 8]
+    assert [answer.batch_size for answer in answers] == [1] + [8] * 16 + [3] * 3  # taken oldest first
 
 
 def test_a_lone_query_does_not_wait_unless_asked_to(index_dirs):
@@ -105,7 +108,7 @@ def test_a_lone_query_does_not_wait_unless_asked_to(index_dirs):
 
 def test_the_api_coalesces_and_prometheus_shows_the_batch_sizes(index_dirs, beir_dir, assert_same_ranking):
     sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
-    app = create_app(ServerConfig(pipelines=sources, metrics_dataset=str(beir_dir)))
+    app = create_app(ServerConfig(pipelines=sources, evaluation_dataset=str(beir_dir)))
     with TestClient(app, base_url=LOCAL) as client:
 
         async def concurrent() -> list[dict]:
@@ -148,3 +151,65 @@ def test_the_api_coalesces_and_prometheus_shows_the_batch_sizes(index_dirs, beir
     assert 2 <= batches <= 11  # /compare's call apart, the 20 concurrent queries took at most 10 encoder calls
     assert samples[("semsearch_coalesced_queries_count", (("pipeline", "teacher"),))] == 1
     assert samples[("semsearch_stage_seconds_count", (*compressed, ("stage", "total")))] == 21  # one per query
+
+
+class ThreadRecordingEncoder(FakeEncoder):
+    """A FakeEncoder that records which thread each encode call ran in."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim=dim)
+        self.threads: list[int] = []
+
+    def encode_timed(self, texts, kind="query", batch_size=32):
+        self.threads.append(threading.get_ident())
+        return super().encode_timed(texts, kind=kind, batch_size=batch_size)
+
+
+def test_an_idle_pipeline_runs_a_lone_query_at_once_cheap_ones_in_the_event_loop(index_dirs):
+    stored = Pipeline.load(index_dirs["compressed"]).stored
+    encoder = ThreadRecordingEncoder(dim=stored.index.d)
+    pipeline = Pipeline(encoder, stored)
+
+    async def scenario(limits: ServerLimits) -> tuple[list[Coalesced | None], int, PipelineBatcher]:
+        admission = Admission(limits)
+        batchers = Batchers({"p": pipeline}, admission, limits)
+        loop_thread = threading.get_ident()
+        answers = [await batchers.search_now("p", f"heart {i}", 3) for i in range(3)]
+        return answers, loop_thread, batchers.batchers["p"]
+
+    answers, loop_thread, batcher = anyio.run(scenario, ServerLimits(inline_max_ms=1e6))
+    assert all(answer is not None and answer.batch_size == 1 for answer in answers)
+    assert batcher.query_ms is not None and batcher.admission.in_flight == 0  # slots given back
+    # the first (no timing known yet) ran in a worker thread, the next two (known cheap) in the event loop
+    assert encoder.threads[0] != loop_thread and encoder.threads[1:] == [loop_thread, loop_thread]
+    for answer, query in zip(answers, ["heart 0", "heart 1", "heart 2"], strict=True):
+        assert answer is not None
+        assert [h.id for h in answer.result.hits] == [h.id for h in pipeline.search(query, 3).hits]
+
+    encoder.threads.clear()
+    answers, loop_thread, _ = anyio.run(scenario, ServerLimits(inline_max_ms=0))
+    assert all(answer is not None for answer in answers) and loop_thread not in encoder.threads
+    answers, _, _ = anyio.run(scenario, ServerLimits(coalesce_wait_ms=5))  # asked to wait for company: never at once
+    assert answers == [None, None, None]
+
+
+def test_at_once_only_when_the_pipeline_is_idle_and_a_slot_is_free(index_dirs):
+    pipelines = pipelines_with_counting_encoders(index_dirs)
+
+    async def scenario() -> list[Coalesced | None]:
+        limits = ServerLimits(max_concurrency=1)
+        admission = Admission(limits)
+        batchers = Batchers(pipelines, admission, limits)
+        results = []
+        await admission.acquire()  # every slot busy
+        results.append(await batchers.search_now("compressed", "heart", 3))
+        admission.release()
+        batcher = batchers.batchers["compressed"]
+        batcher._running = 1  # a batch of this pipeline running
+        results.append(await batchers.search_now("compressed", "heart", 3))
+        batcher._running = 0
+        results.append(await batchers.search_now("compressed", "heart", 3))
+        return results
+
+    busy_slots, busy_pipeline, idle = anyio.run(scenario)
+    assert busy_slots is None and busy_pipeline is None and idle is not None and idle.batch_size == 1

@@ -88,7 +88,7 @@ def test_failed_summaries_do_not_reload_the_dataset(index_dirs, tmp_path, monkey
 
     monkeypatch.setattr(search.evaluation.side_by_side, "load_evaluation_dataset", counted)
     sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
-    config = ServerConfig(pipelines=sources, metrics_dataset=str(tmp_path / "nowhere"))
+    config = ServerConfig(pipelines=sources, evaluation_dataset=str(tmp_path / "nowhere"))
     with TestClient(create_app(config), base_url=LOCAL) as client:
         assert client.post("/evaluation", json={}).status_code == 202
         answers = []
@@ -120,7 +120,7 @@ def test_searches_and_health_answer_while_the_job_runs(index_dirs, beir_dir, mon
     monkeypatch.setattr(search.serve.app, "evaluate_side_by_side", slow)
     sources = tuple(PipelineSource(name, path) for name, path in index_dirs.items())
     with TestClient(
-        create_app(ServerConfig(pipelines=sources, metrics_dataset=str(beir_dir))), base_url=LOCAL
+        create_app(ServerConfig(pipelines=sources, evaluation_dataset=str(beir_dir))), base_url=LOCAL
     ) as client:
         starts = [client.post("/evaluation", json={}) for _ in range(5)]
         assert {r.status_code for r in starts} == {202} and len({r.json()["started_at"] for r in starts}) == 1

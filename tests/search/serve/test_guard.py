@@ -139,6 +139,19 @@ def test_only_post_bodies_must_be_json():
         assert status == 413, method
 
 
+def test_an_undeclared_method_is_405_with_every_declared_method_in_allow(index_dirs):
+    with serve(index_dirs) as client:
+        for method, path, allow in (
+            ("OPTIONS", "/evaluation", "GET, POST"),  # two routes share the path: both methods are named
+            ("PUT", "/health", "GET"),
+            ("DELETE", "/search", "POST"),
+            ("PUT", "/metrics", "GET"),
+        ):
+            response = client.request(method, path)
+            assert response.status_code == 405 and response.headers["allow"] == allow, (method, path)
+        assert client.get("/no-such-route").status_code == 404  # other HTTP errors keep their answers
+
+
 def test_trusted_hosts_are_the_names_a_host_header_carries():
     assert Security().trusted_hosts() == ("127.0.0.1", "localhost", "[::1]")
     assert Security(host="::1").trusted_hosts() == ("[::1]", "localhost", "127.0.0.1")
@@ -239,6 +252,17 @@ def test_api_key_guards_every_api_route(index_dirs):
         assert ok.status_code == 200
         metrics = client.get("/metrics", headers={"authorization": f"Bearer {KEY}"}).text
     assert 'semsearch_errors_total{route="/search",status="401"} 1.0' in metrics  # refusals are counted
+
+
+def test_the_schema_declares_the_bearer_scheme_only_when_the_server_has_a_key(index_dirs):
+    with serve(index_dirs, security=Security(api_key=KEY)) as client:
+        schema = client.get("/openapi.json", headers={"authorization": f"Bearer {KEY}"}).json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/search"]["post"]["security"] == [{"HTTPBearer": []}]
+    with serve(index_dirs) as client:  # no key: a client that sends none is right, and the schema says so
+        schema = client.get("/openapi.json").json()
+    assert "securitySchemes" not in schema["components"]
+    assert all("security" not in op for methods in schema["paths"].values() for op in methods.values())
 
 
 def test_a_non_ascii_key_is_compared_on_its_bytes(index_dirs):
