@@ -3,11 +3,11 @@
 # harness is the package reliability_harness/ in this folder, run as `python -m reliability_harness` with this folder
 # on PYTHONPATH.
 #
-#   benchmarks/reliability/run.sh                                 # this tree          -> results/after/
-#   SRC=/tmp/before LABEL=before benchmarks/reliability/run.sh    # another source tree -> results/before/
-#   DURATION=3 LEVELS="1 8" EXAMPLES=10 benchmarks/reliability/run.sh   # a short smoke run
+#   benchmarks/reliability/run.sh                                     # this tree          -> results/current/
+#   SRC=/tmp/previous LABEL=previous benchmarks/reliability/run.sh    # another source tree -> results/previous/
+#   RESULTS=/tmp/relsmoke DURATION=3 LEVELS="1 8" EXAMPLES=10 benchmarks/reliability/run.sh   # a short smoke run
 #
-# When results/before and results/after both exist it also writes results/compare.md (before vs after).
+# When results/previous and results/current both exist it also writes results/compare.md (previous vs current).
 #
 # Needs the SciFact index directories of the main job (`semsearch run --dataset scifact` writes runs/scifact/teacher,
 # runs/scifact/compressed and runs/scifact/student-static) and the dataset (its train queries are the load). The
@@ -21,7 +21,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SRC="$(cd "${SRC:-$ROOT}" && pwd)"
-LABEL="${LABEL:-after}"
+LABEL="${LABEL:-current}"
 TEACHER="${TEACHER:-$ROOT/runs/scifact/teacher}"
 COMPRESSED="${COMPRESSED:-$ROOT/runs/scifact/compressed}"
 STATIC="${STATIC:-$ROOT/runs/scifact/student-static}"
@@ -62,7 +62,7 @@ nice -n "$NICE" "$PYTHON" -m reliability_harness run --src "$SRC" --python "$PYT
   --warmup "$WARMUP" --case-timeout "$CASE_TIMEOUT" --storm-timeout "$STORM_TIMEOUT" \
   --schemathesis-examples "$EXAMPLES"
 
-if [ -f "$RESULTS/before/results.json" ] && [ -f "$RESULTS/after/results.json" ]; then
+if [ -f "$RESULTS/previous/results.json" ] && [ -f "$RESULTS/current/results.json" ]; then
   echo
-  "$PYTHON" -m reliability_harness compare "$RESULTS/before" "$RESULTS/after" --out "$RESULTS/compare.md"
+  "$PYTHON" -m reliability_harness compare "$RESULTS/previous" "$RESULTS/current" --out "$RESULTS/compare.md"
 fi

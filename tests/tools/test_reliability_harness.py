@@ -21,6 +21,7 @@ import uvicorn
 
 from compression.encoders import FakeEncoder
 from indexes.faiss_index import IndexSpec
+from reliability_harness.ab import ab_table, run_ab
 from reliability_harness.hostile import CASES, HostileCase, run_hostile
 from reliability_harness.latency import KeepAliveClient, run_latency
 from reliability_harness.load import read_response, run_load, summarize
@@ -239,3 +240,22 @@ def test_server_process_starts_restarts_and_stops_a_real_cli_server(tmp_path, be
         server.restart()
         assert server.pid != first and server.healthy() and server.starts == 2
     assert not ServerProcess(spec).healthy(0.5)
+
+
+def test_the_ab_table_sets_both_servers_side_by_side_per_pipeline_and_level():
+    def level(label: str, rate: float) -> dict:
+        return {"pipeline": "p", "label": label, "clients": 32, "req_per_s": rate, "p50_ms": rate / 10, "p99_ms": rate}
+
+    results = {
+        "labels": ["old", "new"],
+        "rows": [
+            {"pipeline": "p", "label": "old", "clients": 0, "latency_ms": [3.0, 1.0, 2.0]},
+            {"pipeline": "p", "label": "new", "clients": 0, "latency_ms": [1.0, 1.0, 0.5]},
+            level("old", 100.0), level("new", 150.0), level("new", 170.0), level("old", 120.0),
+        ],
+    }  # fmt: skip
+    lines = ab_table(results).splitlines()
+    assert lines[2] == "| p | 1 (one connection, raw socket) | - | 2.00 / 2.00 | - | 1.00 / 1.00 |"
+    assert lines[3] == "| p | 32 | 110.0 (100.0, 120.0) | 11.0 / 110.0 | 160.0 (150.0, 170.0) | 16.0 / 160.0 |"
+    with pytest.raises(ValueError, match="needs two servers"):
+        run_ab({}, ["q"], [1], 1.0, 0.0)

@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from reliability_harness.ab import run_ab, write_ab
 from reliability_harness.hostile import run_hostile
 from reliability_harness.latency import run_latency
 from reliability_harness.load import run_load
@@ -127,6 +128,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def run_ab_command(args: argparse.Namespace) -> int:
+    """`ab`: both servers started, measured interleaved, stopped; the table printed and written under --out."""
+    try:
+        pipelines = parse_pipelines(args.pipeline)
+        specs = {}
+        for i, (side, python) in enumerate(((args.a, args.python_a), (args.b, args.python_b))):
+            label, sep, src = side.partition("=")
+            if not sep or not label or not Path(src, "search").is_dir():
+                raise ValueError(f"--a/--b take LABEL=SRC with SRC a semsearch source tree, got {side!r}")
+            log = Path(tempfile.gettempdir()) / f"semsearch-ab-{label}.log"
+            specs[label] = ServerSpec(Path(src).resolve(), pipelines, args.port + i, python=python, log_path=log)
+        results = run_ab(specs, train_queries(Path(args.dataset)), args.levels, args.duration, args.warmup, args.rounds)
+    except (ValueError, RuntimeError) as err:
+        logger.error("error: %s", err)
+        return 2
+    results["machine"] = machine(Path(".").resolve())
+    sys.stdout.write(write_ab(results, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reliability_harness", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--storm-timeout", type=float, default=90.0, help="bound on the evaluation storm")
     one.add_argument("--schemathesis-examples", type=int, default=60, help="cases per operation; 0 skips it")
     one.add_argument("--schemathesis-timeout", type=float, default=240.0)
+    ab = commands.add_parser("ab", help="two source trees' servers at once, their load levels interleaved")
+    for side in ("a", "b"):
+        ab.add_argument(f"--{side}", required=True, metavar="LABEL=SRC", help=f"server {side.upper()}: a label and "
+                        "the source tree it runs from")  # fmt: skip
+        ab.add_argument(f"--python-{side}", default=sys.executable, help=f"interpreter of server {side.upper()}")
+    ab.add_argument("--pipeline", action="append", required=True, help="NAME=DIR, repeatable (both serve them)")
+    ab.add_argument("--port", type=int, default=8799, help="server A's port; B's is the next one")
+    ab.add_argument("--dataset", required=True, help="BEIR folder whose train queries are sent")
+    ab.add_argument("--out", type=Path, required=True, help="results.json and table.md go here")
+    ab.add_argument("--levels", type=int, nargs="+", default=[1, 32, 128], help="concurrent clients")
+    ab.add_argument("--duration", type=float, default=8.0, help="seconds measured per level and round")
+    ab.add_argument("--warmup", type=float, default=1.5)
+    ab.add_argument("--rounds", type=int, default=2, help="measurements of each server per level, alternating")
     both = commands.add_parser("compare", help="two runs' results side by side")
     both.add_argument("before", type=Path, help="results folder of the first run (its results.json)")
     both.add_argument("after", type=Path)
@@ -175,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(text)
         sys.stdout.write(text)
         return 0
+    if args.command == "ab":
+        return run_ab_command(args)
     started = time.perf_counter()
     try:
         results = run(args)

@@ -7,6 +7,11 @@ socket with the request bytes built before the clock starts and the answer read 
 measures is the server, the loopback and the kernel, not a client library. The in-process and HTTP measurements are
 interleaved in rounds (in-process chunk, HTTP chunk, ...) so a machine whose speed drifts moves both alike; the
 server idles while the in-process chunk runs.
+
+The in-process figure is a hot loop: query after query with no pause. A server waits for each request, and a CPU that
+idled between two of them runs the same code slower (cold caches, a halted virtual CPU woken). So each round also
+times the pipeline in-process with `pause_ms` of sleep before each query, roughly the idle gap a server sees between
+one client's requests; that column separates the cost of idling from the cost of HTTP.
 """
 
 from __future__ import annotations
@@ -128,10 +133,11 @@ def run_latency(
     rounds: int = 3,
     warmup: int = 30,
     load_pipeline: Callable[[Path, int], Any] | None = None,
+    pause_ms: float = 1.0,
 ) -> dict[str, Any]:
     """Per pipeline: client p50/p95/p99, the server's reported total, and the in-process total (`load_pipeline(dir,
-    threads)` loads it here; default `search.pipeline.Pipeline.load`), with `overhead_ms` = client p50 - in-process
-    p50; and `GET /health` at the client."""
+    threads)` loads it here; default `search.pipeline.Pipeline.load`) back to back and `pause_ms` apart, with
+    `overhead_ms` = client p50 - in-process p50 (back to back); and `GET /health` at the client."""
     if load_pipeline is None:
         from search.pipeline import Pipeline
 
@@ -148,9 +154,13 @@ def run_latency(
             client_ms: list[float] = []
             server_ms: list[float] = []
             local_ms: list[float] = []
+            paced_ms: list[float] = []
             for round_ in range(rounds):
                 chunk = [queries[(round_ * per_round + i) % len(queries)] for i in range(per_round)]
                 local_ms += [local.search(query, k).timings.total_ms for query in chunk]
+                for query in chunk:
+                    time.sleep(pause_ms / 1e3)
+                    paced_ms.append(local.search(query, k).timings.total_ms)
                 got_client, got_server = measure_http(client, name, chunk, k)
                 client_ms += got_client
                 server_ms += got_server
@@ -161,6 +171,7 @@ def run_latency(
                 "client_ms": percentiles(client_ms),
                 "server_total_ms": percentiles(server_ms),
                 "inprocess_total_ms": percentiles(local_ms),
+                "inprocess_paced_total_ms": percentiles(paced_ms),
             }
             row["overhead_ms"] = round(row["client_ms"]["p50"] - row["inprocess_total_ms"]["p50"], 3)
             logger.info(
@@ -177,6 +188,7 @@ def run_latency(
         "threads": threads,
         "rounds": rounds,
         "per_round": per_round,
+        "pause_ms": pause_ms,
         "health_client_ms": percentiles(health[warmup:]),
         "pipelines": rows,
     }

@@ -14,7 +14,7 @@ LOAD_HEADERS = [
 ]  # fmt: skip
 LATENCY_HEADERS = [
     "pipeline", "client p50 ms", "client p95 ms", "server total p50 ms", "in-process total p50 ms",
-    "client p50 - in-process p50 ms", "queries",
+    "client p50 - in-process p50 ms", "in-process, paced, total p50 ms", "queries",
 ]  # fmt: skip
 HOSTILE_HEADERS = [
     "case", "body bytes", "status", "expected", "seconds", "answer bytes", "RSS growth MB", "ok", "server restarted",
@@ -33,6 +33,7 @@ def load_row(r: dict[str, Any]) -> list[Any]:
 def latency_row(r: dict[str, Any]) -> list[Any]:
     return [r["pipeline"], f"{r['client_ms']['p50']:.3f}", f"{r['client_ms']['p95']:.3f}",
             f"{r['server_total_ms']['p50']:.3f}", f"{r['inprocess_total_ms']['p50']:.3f}", f"{r['overhead_ms']:+.3f}",
+            f"{r['inprocess_paced_total_ms']['p50']:.3f}" if "inprocess_paced_total_ms" in r else "-",
             r["requests"]]  # fmt: skip
 
 
@@ -40,7 +41,8 @@ def latency_lines(latency: dict[str, Any]) -> list[str]:
     return [
         f"One client, one keep-alive connection, POST /search k = {latency['k']}; in-process: `Pipeline.search` on "
         f"{latency['threads']} encoder threads, interleaved with the HTTP queries ({latency['rounds']} rounds of "
-        f"{latency['per_round']}). GET /health at the client: p50 {latency['health_client_ms']['p50']:.3f} ms.\n",
+        f"{latency['per_round']}), back to back and (paced) {latency.get('pause_ms', '?')} ms apart. GET /health at "
+        f"the client: p50 {latency['health_client_ms']['p50']:.3f} ms.\n",
         markdown_table(LATENCY_HEADERS, [latency_row(r) for r in latency["pipelines"]]),
     ]
 
