@@ -119,11 +119,6 @@ def token_counts(tokenizer_dir: Path, texts: Iterable[str]) -> Counter[int]:
     return counts
 
 
-def tokens_for_texts(tokenizer_dir: Path, texts: Iterable[str]) -> set[int]:
-    """The token ids `texts` produce, special tokens included (tokenised as in `token_counts`)."""
-    return set(token_counts(tokenizer_dir, texts))
-
-
 def special_token_ids(tokenizer_dir: Path) -> tuple[tuple[int, ...], int | None]:
     """(ids of the special tokens, id of the token emitted for unknown text or None) of a folder's `tokenizer.json`:
     its special added tokens (CLS/SEP/PAD/UNK/MASK and the like) and its model's `unk_token` (WordPiece, BPE)."""

@@ -5,7 +5,7 @@
   only what it started), `ray_status` (the nodes' CPUs);
 - `encode`: `encode_corpus_ray`, which fills the very cache entry `search.embeddings.encode_corpus` reads and writes
   (one key, one format: a corpus encoded on Ray is a cache hit for a local run and vice versa), `EncoderActor`
-  (`compression.encoders.load_encoder` inside a Ray actor: no second encoder implementation), `write_shards`;
+  (`compression.encoders.load_encoder` inside a Ray actor: no second encoder implementation);
 - `build`: an index directory built on Ray (the corpus encoded by `encode`, the index filled per shard).
 
 `ray` is imported inside functions only, so importing this package never needs it. May import `semsearch_common`,

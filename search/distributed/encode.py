@@ -1,10 +1,9 @@
-"""Encode a corpus on Ray into the same cache entry the local path uses, and write vectors in shards with their ids.
+"""Encode a corpus on Ray into the same cache entry the local path uses.
 
 The key is `search.embeddings.embedding_cache_key(encoder identity, corpus fingerprint)` and the rows go through
 `semsearch_common.array_cache.RowCache` as a stream of chunks in the local order (longest documents first), so
-checkpoints,
-resume and the entry are the local path's: a corpus encoded on Ray is a cache hit for `encode_corpus` and vice versa.
-The texts still to encode become a Ray Dataset mapped by a pool of `EncoderActor`s, each one
+checkpoints, resume and the entry are the local path's: a corpus encoded on Ray is a cache hit for `encode_corpus`
+and vice versa. The texts still to encode become a Ray Dataset mapped by a pool of `EncoderActor`s, each one
 `compression.encoders.load_encoder(spec, threads)`: the local encoder classes, no second implementation. Ray restarts
 an actor that dies (`RaySpec.max_restarts`) and retries the batch it held (`RaySpec.max_task_retries`).
 """
@@ -25,11 +24,8 @@ from search.data.datasets import Document, corpus_fingerprint
 from search.distributed.engine import RaySpec, ray_session, ray_status
 from search.embeddings import CorpusEmbeddings, embedding_cache_key, embeddings_cache, encoding_order
 from semsearch_common.array_cache import CHECKPOINT_SECONDS
-from semsearch_common.atomic import save_array_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
-
-SHARD_PREFIX = "shard-"
 
 
 class EncoderActor:
@@ -201,29 +197,3 @@ def regroup(batches: Iterable[tuple[np.ndarray, np.ndarray]], chunks: Sequence[S
                 held[row] = vector
         yield np.stack([held.pop(row) for row in chunk])
         wanted.difference_update(chunk)
-
-
-def write_shards(vectors: np.ndarray, ids: Sequence[str], folder: Path | str, shards: int) -> list[Path]:
-    """Write `vectors` (rows in `ids` order) as `shards` contiguous shards, each `shard-NNNNN.npy` (float32 rows) and
-    `shard-NNNNN.json` (ids, start, stop, count, dim, shard, shards), every file atomically; shard files left from an
-    earlier write with more shards are removed. Returns the .npy paths."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-        raise ValueError(f"vectors of shape {vectors.shape} do not match {len(ids)} ids")
-    if not 1 <= shards <= max(len(ids), 1):
-        raise ValueError(f"shards must be between 1 and the number of vectors ({len(ids)}), got {shards}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, len(ids), shards + 1).round().astype(int)
-    paths = []
-    for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        path = folder / f"{SHARD_PREFIX}{shard:05d}.npy"
-        save_array_atomic(path, vectors[start:stop])
-        meta = {"ids": list(ids[start:stop]), "start": int(start), "stop": int(stop), "count": int(stop - start)}
-        meta |= {"dim": int(vectors.shape[1]), "shard": shard, "shards": shards}
-        write_json_atomic(path.with_suffix(".json"), meta)  # after its .npy: a shard with a .json is complete
-        paths.append(path)
-    for stale in folder.glob(f"{SHARD_PREFIX}*"):
-        if stale.with_suffix(".npy") not in paths:
-            stale.unlink()
-    return paths

@@ -18,7 +18,6 @@ from compression.vocab import (
     PruneReport,
     prune_vocabulary,
     token_counts,
-    tokens_for_texts,
 )
 
 KEPT_TEXTS = (
@@ -83,12 +82,12 @@ def table_of(folder: Path, name: str | None = None) -> np.ndarray:
     return tables[0]
 
 
-def test_tokens_for_texts_matches_the_source_tokenizer(folders: dict[str, Path], hf_tokenizer) -> None:
+def test_token_ids_match_the_source_tokenizer(folders: dict[str, Path], hf_tokenizer) -> None:
     expected = {token for ids in hf_tokenizer(list(KEPT_TEXTS))["input_ids"] for token in ids}
-    assert tokens_for_texts(folders["fp32"], KEPT_TEXTS) == expected
+    assert set(token_counts(folders["fp32"], KEPT_TEXTS)) == expected
     assert {hf_tokenizer.cls_token_id, hf_tokenizer.sep_token_id} <= expected
     # a bare tokenizer folder (no onnx_config.json) gives the same ids for short texts
-    assert tokens_for_texts(folders["fp32"].parent / "model", KEPT_TEXTS) == expected
+    assert set(token_counts(folders["fp32"].parent / "model", KEPT_TEXTS)) == expected
 
 
 def test_token_counts_count_every_occurrence_but_padding(folders: dict[str, Path], hf_tokenizer) -> None:
@@ -103,14 +102,14 @@ def test_token_counts_count_every_occurrence_but_padding(folders: dict[str, Path
 @pytest.mark.parametrize("form", FORMS)
 def test_kept_texts_encode_as_before(folders: dict[str, Path], form: str, tmp_path: Path) -> None:
     source = folders[form]
-    report = prune_vocabulary(source, tokens_for_texts(source, KEPT_TEXTS), tmp_path / "pruned")
+    report = prune_vocabulary(source, set(token_counts(source, KEPT_TEXTS)), tmp_path / "pruned")
     before = OnnxEncoder(source, threads=1).encode(KEPT_TEXTS)
     after = OnnxEncoder(tmp_path / "pruned", threads=1).encode(KEPT_TEXTS)
     np.testing.assert_allclose(after, before, atol=1e-6)
     assert report.kept < 100 and report.old_vocab == table_of(source).shape[0]
     table = table_of(source)
     pruned_table = table_of(tmp_path / "pruned", report.table)
-    kept = sorted(tokens_for_texts(source, KEPT_TEXTS) | set(report.special_ids))
+    kept = sorted(set(token_counts(source, KEPT_TEXTS)) | set(report.special_ids))
     np.testing.assert_array_equal(pruned_table, table[kept])  # the kept rows, in id order, bit for bit
     assert PruneReport.read(tmp_path / "pruned") == report
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
@@ -123,7 +122,7 @@ def test_dropped_token_encodes_as_unknown(folders: dict[str, Path], form: str, u
     text = "aspirin lowers the risk of heart attack"
     dropped = hf_tokenizer.convert_tokens_to_ids("heart")
     unk_id = hf_tokenizer.unk_token_id if unk == "tokenizer" else hf_tokenizer.convert_tokens_to_ids("risk")
-    keep = tokens_for_texts(source, [text]) - {dropped}
+    keep = set(token_counts(source, [text])) - {dropped}
     prune_vocabulary(source, keep, tmp_path / "pruned", unk_id=None if unk == "tokenizer" else unk_id)
 
     features = OnnxEncoder(source, threads=1).encode_pre([text])
@@ -164,7 +163,7 @@ def test_special_tokens_are_always_kept(folders: dict[str, Path], hf_tokenizer, 
 
 def test_pruned_fp32_folder_quantizes(folders: dict[str, Path], tmp_path: Path) -> None:
     pruned = tmp_path / "pruned"
-    prune_vocabulary(folders["fp32"], tokens_for_texts(folders["fp32"], KEPT_TEXTS), pruned)
+    prune_vocabulary(folders["fp32"], set(token_counts(folders["fp32"], KEPT_TEXTS)), pruned)
     int8 = quantize_onnx(pruned, tmp_path / "pruned-int8")
     fp32_vectors = OnnxEncoder(pruned, threads=1).encode(KEPT_TEXTS)
     int8_vectors = OnnxEncoder(int8, threads=1).encode(KEPT_TEXTS)

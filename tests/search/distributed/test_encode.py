@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from compression.encoders import FakeEncoder, load_encoder
 from search.data.datasets import Document, load_beir
 from search.distributed import encode as encode_module
-from search.distributed.encode import encode_corpus_ray, regroup, write_shards
+from search.distributed.encode import encode_corpus_ray, regroup
 from search.distributed.engine import RaySpec, ray_session, ray_status, require_ray
 from search.embeddings import encode_corpus, encoding_order
 
@@ -159,23 +158,3 @@ def test_regroup_refuses_missing_duplicated_or_unknown_rows() -> None:
         list(regroup([(np.array([0]), one), (np.array([0]), one)], chunk))
     with pytest.raises(ValueError, match="row 7 came back twice or was never sent"):
         list(regroup([(np.array([7]), one)], chunk))
-
-
-def test_write_shards_splits_vectors_with_their_ids_and_drops_stale_shards(tmp_path: Path) -> None:
-    vectors = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
-    ids = [f"doc-{i}" for i in range(10)]
-    write_shards(vectors, ids, tmp_path, shards=4)
-    paths = write_shards(vectors, ids, tmp_path, shards=3)
-    assert [p.name for p in paths] == ["shard-00000.npy", "shard-00001.npy", "shard-00002.npy"]
-    assert sorted(p.name for p in tmp_path.glob("shard-*")) == sorted(
-        [p.name for p in paths] + [p.with_suffix(".json").name for p in paths]
-    )
-    metas = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
-    assert sum(m["count"] for m in metas) == 10 and all(m["dim"] == 4 and m["shards"] == 3 for m in metas)
-    np.testing.assert_array_equal(np.concatenate([np.load(p) for p in paths]), vectors)
-    assert [i for m in metas for i in m["ids"]] == ids
-    assert [(m["start"], m["stop"]) for m in metas] == [(0, 3), (3, 7), (7, 10)]
-    with pytest.raises(ValueError, match="shards must be between 1 and the number of vectors \\(10\\)"):
-        write_shards(vectors, ids, tmp_path, shards=11)
-    with pytest.raises(ValueError, match="do not match 9 ids"):
-        write_shards(vectors, ids[:-1], tmp_path, shards=2)
