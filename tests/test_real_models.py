@@ -17,15 +17,18 @@ SENTENCES = [
 
 
 def _check_semantics(vectors: np.ndarray, dim: int) -> None:
-    assert vectors.shape == (3, dim) and vectors.dtype == np.float32
+    assert vectors.shape == (3, dim)
+    assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     sims = vectors @ vectors.T
-    assert sims[0, 1] > 0.6 and sims[0, 1] > sims[0, 2] + 0.4
+    assert sims[0, 1] > 0.6
+    assert sims[0, 1] > sims[0, 2] + 0.4
 
 
 def test_minilm_from_its_pypi_package():
     encoder = load_encoder("minilm", threads=1)
-    assert encoder.dim == 384 and encoder.identity()["max_seq_length"] == 256
+    assert encoder.dim == 384
+    assert encoder.identity()["max_seq_length"] == 256
     assert encoder.identity()["fingerprint"] == model_fingerprint(locate_minilm())
     _check_semantics(encoder.encode(SENTENCES), 384)
 
@@ -36,7 +39,8 @@ def test_teacher_from_split_pypi_packages(tmp_path):
     assert (folder / "model.safetensors").stat().st_size == 437_971_872
     assert not list(folder.rglob("desktop.ini"))
     encoder = load_encoder(str(folder), threads=2)
-    assert encoder.dim == 768 and encoder.identity()["max_seq_length"] == 384
+    assert encoder.dim == 768
+    assert encoder.identity()["max_seq_length"] == 384
     _check_semantics(encoder.encode(SENTENCES), 768)
 
 

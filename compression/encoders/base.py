@@ -4,8 +4,9 @@ Stdlib and numpy only: the torch-free ONNX query path imports this module."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -63,6 +64,33 @@ def encode_timed(
     if isinstance(encoder, TimedEncoder):
         return encoder.encode_timed(texts, kind=kind, batch_size=batch_size)
     return encoder.encode(texts, kind=kind, batch_size=batch_size), 0.0
+
+
+Features = TypeVar("Features")
+
+
+def encode_in_length_order(
+    texts: Sequence[str],
+    batch_size: int,
+    dim: int,
+    tokenize: Callable[[list[str]], Features],
+    forward: Callable[[Features], np.ndarray],
+) -> tuple[np.ndarray, float]:
+    """Encode `texts` in batches of `batch_size` texts of similar length (longest first, so batches pad less):
+    `tokenize(batch)` then `forward(features)` (unit rows). Returns the (len(texts), dim) float32 rows in `texts`
+    order and the seconds spent in `tokenize`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    order = np.argsort([-len(str(text)) for text in texts], kind="stable")
+    tokenize_seconds = 0.0
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        started = time.perf_counter()
+        features = tokenize([str(texts[i]) for i in rows])
+        tokenize_seconds += time.perf_counter() - started
+        out[rows] = forward(features)
+    return out, tokenize_seconds
 
 
 def count_truncated(count: Callable[[list[str]], list[int]], texts: Sequence[str], max_tokens: int) -> list[int]:

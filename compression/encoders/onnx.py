@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from compression.encoders.base import TextKind, check_kind, count_truncated, l2_normalise
+from compression.encoders.base import TextKind, check_kind, count_truncated, encode_in_length_order, l2_normalise
 from compression.models import folder_encoder_identity, model_bytes
 
 logger = logging.getLogger(__name__)
@@ -268,18 +267,8 @@ class OnnxEncoder:
     ) -> tuple[np.ndarray, float]:
         """`encode`, also returning the seconds spent in `encode_pre` (tokenising), so callers can split the two."""
         check_kind(kind)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([-len(str(text)) for text in texts], kind="stable")  # similar lengths pad less
-        tokenize_seconds = 0.0
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            started = time.perf_counter()
-            features = self.encode_pre([texts[i] for i in rows])
-            tokenize_seconds += time.perf_counter() - started
-            out[rows] = self.encode_post(self.encode_core(features))
-        return out, tokenize_seconds
+        forward = lambda features: self.encode_post(self.encode_core(features))  # noqa: E731
+        return encode_in_length_order(texts, batch_size, self.dim, self.encode_pre, forward)
 
     def identity(self) -> dict[str, Any]:
         return folder_encoder_identity("onnx", self.name, self.folder, self.dim, self.max_seq_length, self.precision)

@@ -5,13 +5,12 @@ torch and sentence-transformers are imported when an encoder is built, never at 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from compression.encoders.base import TextKind, check_kind, count_truncated
+from compression.encoders.base import TextKind, check_kind, count_truncated, encode_in_length_order
 from compression.models import ModelRef, model_bytes, model_fingerprint
 from compression.precision import autocast, resolve_precision
 from semsearch_common.errors import MissingDependencyError
@@ -90,24 +89,18 @@ class SentenceTransformerEncoder:
         from sentence_transformers.util import batch_to_device
 
         check_kind(kind)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         model = self._model
-        order = np.argsort([-len(str(text)) for text in texts], kind="stable")
-        tokenize_seconds = 0.0
         model.eval()
+
+        def tokenize(batch: list[str]) -> Any:
+            return batch_to_device(self._features(batch), model.device)
+
+        def forward(features: Any) -> np.ndarray:
+            embeddings = model(features)["sentence_embedding"]
+            return torch.nn.functional.normalize(embeddings, p=2, dim=1).float().cpu().numpy()
+
         with torch.inference_mode(), autocast(self.precision, self.device):
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                batch = [str(texts[i]) for i in rows]
-                started = time.perf_counter()
-                features = batch_to_device(self._features(batch), model.device)
-                tokenize_seconds += time.perf_counter() - started
-                embeddings = model(features)["sentence_embedding"]
-                embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=1)
-                out[rows] = embeddings.float().cpu().numpy()
-        return out, tokenize_seconds
+            return encode_in_length_order(texts, batch_size, self.dim, tokenize, forward)
 
     def identity(self) -> dict[str, Any]:
         identity = {

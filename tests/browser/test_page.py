@@ -76,7 +76,8 @@ def test_page_loads_without_console_errors(page: Callable[[str], Any]) -> None:
     driver = page("/")
     wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "input[name=pipeline]")) == 2, "two pipelines")
     labels = [label.text for label in driver.find_elements(By.CSS_SELECTOR, ".pipeline-option")]
-    assert labels[0].startswith("teacher") and "REFERENCE" in labels[0].upper()
+    assert labels[0].startswith("teacher")
+    assert "REFERENCE" in labels[0].upper()
     assert labels[1] == "compressed"
     assert driver.switch_to.active_element.get_attribute("id") == "query"  # ready to type
     driver.semsearch_shot("loaded")
@@ -128,7 +129,8 @@ def test_query_shows_both_columns_shared_hits_latency_and_recall(page: Callable[
         assert [stage.get_attribute("data-stage") for stage in stages] == STAGES
         total = float(stages[-1].get_attribute("data-ms"))
         parts = sum(float(stage.get_attribute("data-ms")) for stage in stages[:-1])
-        assert total > 0 and parts <= total * 1.05 + 0.05  # stages fit in the total
+        assert total > 0
+        assert parts <= total * 1.05 + 0.05  # stages fit in the total
         assert stages[-1].find_element(By.CSS_SELECTOR, ".bar").size["width"] > 0
     assert "than teacher" in columns["compressed"].find_element(By.CSS_SELECTOR, ".speedup").text
     driver.semsearch_shot("compare")
@@ -154,7 +156,8 @@ def test_blank_query_shows_the_apis_message(page: Callable[[str], Any], served: 
     search(driver, "   ")
     error = driver.find_element(By.ID, "error")
     wait_for(driver, lambda d: error.is_displayed(), "the error message")
-    assert "422" in error.text and expected in error.text
+    assert "422" in error.text
+    assert expected in error.text
     assert driver.find_elements(By.CSS_SELECTOR, "#columns .column") == []
     driver.semsearch_shot("blank")
     # k over the server's limit: the API's own message (naming k) is shown too.
@@ -291,7 +294,8 @@ def test_bench_view_shows_why_nothing_is_drawn(browser: Any, locked: str) -> Non
     browser.refresh()
     error = browser.find_element(By.ID, "error")
     wait_for(browser, lambda d: error.is_displayed(), "the bench error")
-    assert "404" in error.text and "--bench-dir" in error.text
+    assert "404" in error.text
+    assert "--bench-dir" in error.text
     status = browser.find_element(By.ID, "metrics-status")
     wait_for(browser, lambda d: "not available (404)" in status.text, "the /evaluation answer: none has run")
     assert "no evaluation has run" in status.text

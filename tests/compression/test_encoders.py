@@ -21,7 +21,8 @@ def test_fake_encoder_split():
     encoder = FakeEncoder(dim=16)
     vectors, tokenize_seconds = encoder.encode_timed(TEXTS)
     np.testing.assert_array_equal(vectors, FakeEncoder(dim=16).encode(TEXTS))
-    assert tokenize_seconds >= 0.0 and encoder.calls == [len(TEXTS)]
+    assert tokenize_seconds >= 0.0
+    assert encoder.calls == [len(TEXTS)]
 
 
 def test_encoders_without_the_split_report_zero_tokenize():
@@ -33,7 +34,8 @@ def test_encoders_without_the_split_report_zero_tokenize():
 
     assert not isinstance(Plain(), TimedEncoder)
     vectors, tokenize_seconds = encode_timed(Plain(), ["a", "b"])  # type: ignore[arg-type]
-    assert vectors.shape == (2, 4) and tokenize_seconds == 0.0
+    assert vectors.shape == (2, 4)
+    assert tokenize_seconds == 0.0
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 32])
@@ -44,7 +46,8 @@ def test_sentence_transformer_split_matches_encode(tiny_model_dir, batch_size):
     encoder = SentenceTransformerEncoder(ModelRef("tiny", tiny_model_dir), threads=1)
     vectors, tokenize_seconds = encoder.encode_timed(TEXTS, batch_size=batch_size)
     np.testing.assert_allclose(vectors, encoder.encode(TEXTS, batch_size=batch_size), atol=1e-5)
-    assert tokenize_seconds > 0.0 and vectors.dtype == np.float32
+    assert tokenize_seconds > 0.0
+    assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="unknown text kind"):
         encoder.encode_timed(TEXTS, kind="doc")  # type: ignore[arg-type]
@@ -66,10 +69,13 @@ def test_a_bf16_encoder_says_so_and_stays_close_to_fp32(build_tiny_sentence_mode
     folder = build_tiny_sentence_model(tmp_path / "tiny", seed=0)
     texts = ["gene expression in mice", "blood pressure and heart failure", "vitamin d deficiency"]
     fp32, bf16 = load_encoder(str(folder)), load_encoder(str(folder), precision="bf16")
-    assert "precision" not in fp32.identity() and bf16.identity()["precision"] == "bf16"
+    assert "precision" not in fp32.identity()
+    assert bf16.identity()["precision"] == "bf16"
     a, b = fp32.encode(texts), bf16.encode(texts)
-    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-3)
+    assert b.dtype == np.float32
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-3)
     cosines = np.sum(a * b, axis=1)
-    assert cosines.min() > 0.98 and not np.array_equal(a, b)  # bf16 rounding, not the fp32 computation again
+    assert cosines.min() > 0.98
+    assert not np.array_equal(a, b)  # bf16 rounding, not the fp32 computation again
     with pytest.raises(ValueError, match="auto, fp32, bf16"):
         load_encoder(str(folder), precision="fp16")

@@ -33,7 +33,8 @@ def test_teacher_is_joined_verified_and_extracted_without_desktop_ini(tmp_path, 
     monkeypatch.setattr(models, "teacher_parts", lambda: parts)
     monkeypatch.setattr(models, "TEACHER_ZIP_SHA256", digest)
     folder = materialise_teacher(tmp_path / "cache")
-    assert (folder / "modules.json").exists() and (folder / "1_Pooling" / "config.json").exists()
+    assert (folder / "modules.json").exists()
+    assert (folder / "1_Pooling" / "config.json").exists()
     assert not list(folder.rglob("desktop.ini"))
     assert not [p for p in (tmp_path / "cache" / "models").iterdir() if p.name.startswith(".")]
     monkeypatch.setattr(models, "teacher_parts", lambda: pytest.fail("a second call must reuse the folder"))
@@ -71,7 +72,8 @@ def test_fake_encoder_is_deterministic_and_normalised():
     b = FakeEncoder(dim=16).encode(["hello world", "other text"])
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
-    assert a.dtype == np.float32 and a.shape == (2, 16)
+    assert a.dtype == np.float32
+    assert a.shape == (2, 16)
     with pytest.raises(ValueError, match="unknown text kind 'doc': use one of query, passage"):
         FakeEncoder().encode(["x"], kind="doc")
     with pytest.raises(ValueError, match="fake:DIM"):

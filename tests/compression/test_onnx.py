@@ -98,7 +98,8 @@ def test_batch_and_sequence_axes_are_dynamic(fp32_dir: Path, torch_vectors: np.n
         assert raw.shape == (len(rows), encoder.dim)
         np.testing.assert_allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-5)
         assert cosines(raw, torch_vectors[rows]).min() >= 0.9995
-    assert len({shape[0] for shape in seen_shapes}) == 3 and len({shape[1] for shape in seen_shapes}) == 3
+    assert len({shape[0] for shape in seen_shapes}) == 3
+    assert len({shape[1] for shape in seen_shapes}) == 3
     assert max(shape[1] for shape in seen_shapes) == encoder.max_seq_length  # truncated, not overflowing
 
 
@@ -128,7 +129,8 @@ def test_fused_fp32_graph_matches_unfused(fp32_dir: Path, fused_fp32_dir: Path, 
     assert attention_shape(fp32_dir / ONNX_MODEL_FILE) == (2, 32)  # recorded by the export: the tiny BERT's
     assert fused_operators(fp32_dir / ONNX_MODEL_FILE) == {}  # unfused by default (static quantization needs it)
     fused = fused_operators(fused_fp32_dir / ONNX_MODEL_FILE)
-    assert fused.get("Attention") == 2 and fused.get("EmbedLayerNormalization") == 1
+    assert fused.get("Attention") == 2
+    assert fused.get("EmbedLayerNormalization") == 1
     unfused_vectors = OnnxEncoder(fp32_dir, threads=1).encode(SENTENCES)
     fused_vectors = OnnxEncoder(fused_fp32_dir, threads=1).encode(SENTENCES)
     np.testing.assert_allclose(fused_vectors, unfused_vectors, atol=1e-5)
@@ -173,13 +175,16 @@ def test_encoder_returns_unit_float32_rows_of_model_dim(
     for folder, precision in ((fp32_dir, "fp32"), (dynamic_dir, "int8")):
         encoder = OnnxEncoder(folder, threads=1)
         vectors = encoder.encode(SENTENCES, kind="passage", batch_size=4)
-        assert vectors.dtype == np.float32 and vectors.flags.c_contiguous
+        assert vectors.dtype == np.float32
+        assert vectors.flags.c_contiguous
         assert vectors.shape == (len(SENTENCES), expected_dim) == (len(SENTENCES), encoder.dim)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
         assert encoder.encode([]).shape == (0, expected_dim)
         identity = encoder.identity()
-        assert identity["type"] == "onnx" and identity["precision"] == precision
-        assert identity["dim"] == expected_dim and identity["max_seq_length"] == 128
+        assert identity["type"] == "onnx"
+        assert identity["precision"] == precision
+        assert identity["dim"] == expected_dim
+        assert identity["max_seq_length"] == 128
         assert encoder.model_bytes() > 0
 
 
@@ -252,9 +257,11 @@ def test_query_path_is_torch_free(dynamic_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["shape"] == [1, report["dim"]] and report["dtype"] == "float32"
+    assert report["shape"] == [1, report["dim"]]
+    assert report["dtype"] == "float32"
     assert abs(report["norm"] - 1.0) < 1e-5
-    assert report["loaded"] == [] and report["attempts"] == []
+    assert report["loaded"] == []
+    assert report["attempts"] == []
 
 
 SLOW_SENTENCES = (

@@ -23,7 +23,8 @@ def onnx_dir(build_tiny_sentence_model, tmp_path_factory: pytest.TempPathFactory
 def test_spinning_is_off_by_default_and_set_on_the_live_session(onnx_dir: Path) -> None:
     quiet = OnnxEncoder(onnx_dir, threads=1)
     spinning = OnnxEncoder(onnx_dir, threads=1, spinning=True)
-    assert quiet.spinning is False and spinning.spinning is True
+    assert quiet.spinning is False
+    assert spinning.spinning is True
     assert quiet.session_setting(ALLOW_SPINNING) == "0"
     assert spinning.session_setting(ALLOW_SPINNING) == "1"
     assert quiet.session_setting("session.no_such_entry") is None

@@ -68,7 +68,8 @@ def test_sentence_transformer_counts_match_transformers(tiny_model_dir):
     encoder = SentenceTransformerEncoder(ModelRef("tiny", tiny_model_dir), threads=1)
     counts = encoder.count_tokens(TEXTS)
     assert counts == reference_counts(tiny_model_dir, TEXTS)
-    assert counts[2] == counts[4] == MAX_SEQ_LENGTH and counts[-1] == 62  # 60 [UNK] + [CLS] + [SEP]
+    assert counts[2] == counts[4] == MAX_SEQ_LENGTH
+    assert counts[-1] == 62  # 60 [UNK] + [CLS] + [SEP]
 
 
 def test_onnx_counts_match_transformers(tiny_model_dir):

@@ -95,7 +95,8 @@ def test_token_counts_count_every_occurrence_but_padding(folders: dict[str, Path
     expected = Counter(token for ids in hf_tokenizer(texts)["input_ids"] for token in ids)
     counts = token_counts(folders["fp32"], texts)
     assert counts == expected
-    assert counts[hf_tokenizer.convert_tokens_to_ids("cells")] == 4 and hf_tokenizer.pad_token_id not in counts
+    assert counts[hf_tokenizer.convert_tokens_to_ids("cells")] == 4
+    assert hf_tokenizer.pad_token_id not in counts
     assert counts[hf_tokenizer.cls_token_id] == len(texts)
 
 
@@ -106,7 +107,8 @@ def test_kept_texts_encode_as_before(folders: dict[str, Path], form: str, tmp_pa
     before = OnnxEncoder(source, threads=1).encode(KEPT_TEXTS)
     after = OnnxEncoder(tmp_path / "pruned", threads=1).encode(KEPT_TEXTS)
     np.testing.assert_allclose(after, before, atol=1e-6)
-    assert report.kept < 100 and report.old_vocab == table_of(source).shape[0]
+    assert report.kept < 100
+    assert report.old_vocab == table_of(source).shape[0]
     table = table_of(source)
     pruned_table = table_of(tmp_path / "pruned", report.table)
     kept = sorted(set(token_counts(source, KEPT_TEXTS)) | set(report.special_ids))
@@ -153,7 +155,8 @@ def test_special_tokens_are_always_kept(folders: dict[str, Path], hf_tokenizer, 
     report = prune_vocabulary(folders["fp32"], [2000], tmp_path / "pruned")
     specials = {hf_tokenizer.convert_tokens_to_ids(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")}
     assert specials <= set(report.special_ids)
-    assert report.kept == len(specials | {2000}) and report.unk_id == hf_tokenizer.unk_token_id
+    assert report.kept == len(specials | {2000})
+    assert report.unk_id == hf_tokenizer.unk_token_id
     written = json.loads((tmp_path / "pruned" / VOCAB_REPORT_FILE).read_text())
     assert (written["kept"], written["old_vocab"]) == (report.kept, 30522)
     assert {p.name for p in folders["fp32"].iterdir()} | {VOCAB_REPORT_FILE} == {

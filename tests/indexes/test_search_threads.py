@@ -59,9 +59,12 @@ def test_single_queries_run_on_one_thread_batches_on_the_default_team(unit_vecto
     search_index(spy, queries[:1], 3)
     search_index(spy, queries, 3)
     search_index(spy, queries[:1], 3, single_query_threads=None)
-    assert spy.seen == [SINGLE_QUERY_THREADS, 2, 2] and SINGLE_QUERY_THREADS == 1
+    assert spy.seen == [SINGLE_QUERY_THREADS, 2, 2]
+    assert SINGLE_QUERY_THREADS == 1
     assert faiss.omp_get_max_threads() == 2
-    assert search_threads(1) == 1 and search_threads(2) is None and search_threads(1, None) is None
+    assert search_threads(1) == 1
+    assert search_threads(2) is None
+    assert search_threads(1, None) is None
     with pytest.raises(ValueError, match="single_query_threads"):
         search_index(spy, queries[:1], 3, single_query_threads=0)
 
@@ -101,4 +104,5 @@ def test_results_do_not_depend_on_the_thread_settings(factory, unit_vectors, ass
         else:  # approximate scores: the two settings agree at every rank clearly apart from its neighbours
             gaps = np.append(-np.diff(want[0][0]), np.inf)
             clear = [r for r in range(10) if gaps[r] > 1e-5 and (r == 0 or gaps[r - 1] > 1e-5)]
-            assert len(clear) > 5 and list(got[1][0][clear]) == list(want[1][0][clear])
+            assert len(clear) > 5
+            assert list(got[1][0][clear]) == list(want[1][0][clear])

@@ -88,7 +88,8 @@ def test_shards_merged_equal_the_same_trained_index_filled_in_one_go(
 ):
     vectors, queries = data
     trained, _ = train_index(vectors, IndexSpec(factory, train_sample=TRAIN, seed=1))
-    assert trained.ntotal == 0 and merge_kind(trained) == kind == merge_kind(factory)
+    assert trained.ntotal == 0
+    assert merge_kind(trained) == kind == merge_kind(factory)
     write_index_file(trained, tmp_path / "trained.index")
     paths = fill_all(tmp_path, vectors, tmp_path / "trained.index")
     ivfdata = tmp_path / "lists.ivfdata" if kind == "ondisk" else None
@@ -121,7 +122,9 @@ def test_build_index_is_train_index_then_add(data, assert_same_ranking):
     vectors, queries = data
     spec = IndexSpec("IVF64,Flat", train_sample=TRAIN, seed=3, search_params=PARAMS)
     trained, seconds = train_index(vectors, spec)
-    assert trained.ntotal == 0 and trained.is_trained and seconds >= 0
+    assert trained.ntotal == 0
+    assert trained.is_trained
+    assert seconds >= 0
     trained.add(vectors)
     search_both(build_index(vectors, spec).index, trained, queries, assert_same_ranking)
 
@@ -147,7 +150,8 @@ def test_shard_ranges_cover_everything_once_in_order():
     assert shard_ranges(7, 1) == [(0, 7)]
     for n, shards in ((1000, 7), (10, 4)):
         ranges = shard_ranges(n, shards)
-        assert ranges[0][0] == 0 and ranges[-1][1] == n
+        assert ranges[0][0] == 0
+        assert ranges[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
         assert max(b - a for a, b in ranges) - min(b - a for a, b in ranges) <= 1
     for bad in (0, 6):
@@ -164,14 +168,16 @@ def one_shard(tmp_path, unit_vectors) -> tuple[Path, Path, np.ndarray]:
     write_index_file(trained, tmp_path / "trained.index")
     shard = tmp_path / "shard-00001.index"
     info = fill_shard(tmp_path / "trained.index", vectors[500:], 500, shard)
-    assert info == read_shard_info(shard) and isinstance(info, ShardInfo)
+    assert info == read_shard_info(shard)
+    assert isinstance(info, ShardInfo)
     assert (info.start, info.count, info.ntotal, info.dim, info.kind) == (500, 500, 500, 16, "ondisk")
     return tmp_path / "trained.index", shard, vectors
 
 
 def test_a_shard_is_trusted_only_with_its_matching_record(one_shard):
     trained, shard, vectors = one_shard
-    assert shard_is_complete(shard, 500, 500) and shard_is_complete(shard, 500, 500, trained_path=trained)
+    assert shard_is_complete(shard, 500, 500)
+    assert shard_is_complete(shard, 500, 500, trained_path=trained)
     assert not shard_is_complete(shard, 0, 500)  # another range
     assert not shard_is_complete(shard, 500, 499)
     record = json.loads(record_path(shard).read_text())
@@ -193,7 +199,8 @@ def test_shards_of_another_training_are_never_merged(one_shard, unit_vectors):
     trained, shard, vectors = one_shard
     retrained, _ = train_index(vectors, IndexSpec("IVF8,Flat", seed=9))  # other centroids
     write_index_file(retrained, trained)
-    assert shard_is_complete(shard, 500, 500) and not shard_is_complete(shard, 500, 500, trained_path=trained)
+    assert shard_is_complete(shard, 500, 500)
+    assert not shard_is_complete(shard, 500, 500, trained_path=trained)
     first = trained.with_name("shard-00000.index")
     fill_shard(trained, vectors[:500], 0, first)
     with pytest.raises(ValueError, match="shard-00001.index was filled from another trained index"):

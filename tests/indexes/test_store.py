@@ -33,8 +33,11 @@ def save_index(unit_vectors):
 def test_persistence_round_trip_gives_identical_results(save_index, tmp_path):
     vectors, meta = save_index(tmp_path / "ix", factory="IVF4,Flat")
     stored = load_index_dir(tmp_path / "ix")
-    assert stored.meta == meta and meta["ntotal"] == 50 and meta["dim"] == 16
-    assert stored.ids.ids[7] == "d7" and stored.docs[7] == DisplayDoc("title 7", "text 7")
+    assert stored.meta == meta
+    assert meta["ntotal"] == 50
+    assert meta["dim"] == 16
+    assert stored.ids.ids[7] == "d7"
+    assert stored.docs[7] == DisplayDoc("title 7", "text 7")
     original = build_index(vectors, IndexSpec("IVF4,Flat")).index
     np.testing.assert_array_equal(stored.index.search(vectors[:5], 5)[1], original.search(vectors[:5], 5)[1])
     assert not list(tmp_path.glob(".*")), "no staging or temporary files are left behind"
@@ -137,8 +140,10 @@ def test_a_damaged_index_directory_is_refused_naming_the_file_and_the_fix(save_i
     with pytest.raises(IndexDirError) as raised:
         load_index_dir(tmp_path / "ix")
     text = str(raised.value)
-    assert message in text and "\n" not in text, text
-    assert str(tmp_path / "ix") in text and (name in text or "inconsistent sizes" in text), text
+    assert message in text, text
+    assert "\n" not in text, text
+    assert str(tmp_path / "ix") in text, text
+    assert name in text or "inconsistent sizes" in text, text
     assert "rebuild it with `semsearch index`" in text, text
 
 

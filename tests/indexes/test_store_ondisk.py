@@ -78,7 +78,8 @@ def test_an_on_disk_index_dir_moves_and_searches_the_same_with_and_without_a_map
     _, _, queries, reference = sharded
     meta = json.loads((ondisk_dir / "meta.json").read_text())
     sizes = {name: (ondisk_dir / name).stat().st_size for name in ("index.faiss", LISTS)}
-    assert meta["on_disk_lists"] is True and meta["index_files"] == sizes
+    assert meta["on_disk_lists"] is True
+    assert meta["index_files"] == sizes
     assert sizes[LISTS] >= N * (DIM * 4 + 8)  # every vector and id went to the lists file, none to index.faiss
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder is left"
     moved = tmp_path / "elsewhere" / "ix2"
@@ -87,7 +88,8 @@ def test_an_on_disk_index_dir_moves_and_searches_the_same_with_and_without_a_map
     capfd.readouterr()
     for mmap in (False, True):
         stored = load_index_dir(moved, mmap=mmap)
-        assert stored.mmap == mmap and stored.index.ntotal == N
+        assert stored.mmap == mmap
+        assert stored.index.ntotal == N
         same_search(reference, stored.index, queries, assert_same_ranking)
     ctypes.CDLL(None).fflush(None)  # C stdio's buffer: FAISS's IO_FLAG_ONDISK_SAME_DIR would print a line here
     assert capfd.readouterr().out == "", "loading must not print to stdout (it would corrupt --json output)"
@@ -105,7 +107,8 @@ def test_saving_links_the_lists_and_a_failed_save_loses_nothing(sharded, tmp_pat
     with pytest.raises(OSError, match="disk full"):
         save(tmp_path / "ix", merged, {LISTS: tmp_path / LISTS})
     monkeypatch.undo()
-    assert (tmp_path / LISTS).is_file() and not (tmp_path / "ix").exists()
+    assert (tmp_path / LISTS).is_file()
+    assert not (tmp_path / "ix").exists()
     save(tmp_path / "ix", merged, {LISTS: tmp_path / LISTS})
     assert (tmp_path / "ix" / LISTS).stat().st_ino == (tmp_path / LISTS).stat().st_ino  # linked, not copied
     (tmp_path / LISTS).unlink()  # the work folder goes: the directory keeps its own link
@@ -147,11 +150,14 @@ def test_index_memory_of_an_on_disk_index_counts_only_the_pages_searched(ondisk_
     memory = index_memory(stored)
     files = {name: (ondisk_dir / name).stat().st_size for name in ("index.faiss", LISTS)}
     assert memory["on_disk_bytes"] == sum(files.values())
-    assert memory["memory_mapped"] and memory["on_disk_lists"]
+    assert memory["memory_mapped"]
+    assert memory["on_disk_lists"]
     assert 0 < memory["resident_bytes"] == memory["mapped_resident_bytes"]
     assert memory["resident_bytes"] < memory["on_disk_bytes"] / 2, memory
     whole = index_memory(load_index_dir(ondisk_dir, mmap=False))  # index.faiss read whole, the lists still mapped
-    assert whole["resident_bytes"] >= files["index.faiss"] and whole["memory_mapped"] and whole["on_disk_lists"]
+    assert whole["resident_bytes"] >= files["index.faiss"]
+    assert whole["memory_mapped"]
+    assert whole["on_disk_lists"]
 
 
 # factory -> (vectors, dim): 20k x 64 where index.faiss is large enough (MBs) to show that mapping it reads (almost)
@@ -173,7 +179,9 @@ def test_what_faiss_memory_maps(unit_vectors, tmp_path, assert_same_ranking, fac
     size = (tmp_path / "ix" / "index.faiss").stat().st_size
     mapped = load_index_dir(tmp_path / "ix", mmap=True)
     loaded = index_memory(mapped)
-    assert loaded["on_disk_bytes"] == size and loaded["memory_mapped"] and not loaded["on_disk_lists"]
+    assert loaded["on_disk_bytes"] == size
+    assert loaded["memory_mapped"]
+    assert not loaded["on_disk_lists"]
     assert loaded["resident_bytes"] == loaded["mapped_resident_bytes"] <= size + 4096
     if n == N:
         assert loaded["resident_bytes"] < size / 4, loaded
@@ -186,7 +194,9 @@ def test_what_faiss_memory_maps(unit_vectors, tmp_path, assert_same_ranking, fac
     assert 0 < index_memory(mapped)["mapped_resident_bytes"] <= size + 4096
     del mapped  # its map of index.faiss would be counted for the next load too (pages are counted per file)
     whole = index_memory(load_index_dir(tmp_path / "ix"))
-    assert whole["resident_bytes"] == size and whole["mapped_resident_bytes"] == 0 and not whole["memory_mapped"]
+    assert whole["resident_bytes"] == size
+    assert whole["mapped_resident_bytes"] == 0
+    assert not whole["memory_mapped"]
 
 
 def test_a_directory_from_before_index_files_still_loads(unit_vectors, tmp_path):

@@ -33,19 +33,24 @@ def test_each_top_k_is_measured_against_the_reference():
     assert list(result.pipelines) == ["teacher", "small", "far"]
     teacher, small, far = (result.pipelines[name] for name in ("teacher", "small", "far"))
     assert (teacher.recall_vs_reference, teacher.missing, teacher.extra) == (1.0, [], [])
-    assert teacher.reference_ranks == [1, 2, 3] and teacher.speedup_vs_reference == 1.0
+    assert teacher.reference_ranks == [1, 2, 3]
+    assert teacher.speedup_vs_reference == 1.0
     assert (small.recall_vs_reference, small.missing, small.extra) == (pytest.approx(2 / 3), ["c"], ["x"])
-    assert small.reference_ranks == [2, None, 1] and small.speedup_vs_reference == pytest.approx(4.0)
+    assert small.reference_ranks == [2, None, 1]
+    assert small.speedup_vs_reference == pytest.approx(4.0)
     assert (far.recall_vs_reference, far.missing, far.extra) == (0.0, ["a", "b", "c"], ["y"])
-    assert small.hits == results["small"].hits and small.timings == results["small"].timings
+    assert small.hits == results["small"].hits
+    assert small.timings == results["small"].timings
 
 
 def test_recall_divides_by_the_references_hits_and_an_empty_reference_scores_1():
     short = compare_results("q", 3, "teacher", {"teacher": answer(["a", "b"]), "small": answer(["b", "c", "d"])})
     assert short.pipelines["small"].recall_vs_reference == pytest.approx(1 / 2)  # 1 of the reference's 2, not of k
     empty = compare_results("q", 3, "teacher", {"teacher": answer([]), "small": answer(["b", "c"])})
-    assert empty.pipelines["small"].recall_vs_reference == 1.0 and empty.pipelines["teacher"].recall_vs_reference == 1.0
-    assert empty.pipelines["small"].missing == [] and empty.pipelines["small"].extra == ["b", "c"]
+    assert empty.pipelines["small"].recall_vs_reference == 1.0
+    assert empty.pipelines["teacher"].recall_vs_reference == 1.0
+    assert empty.pipelines["small"].missing == []
+    assert empty.pipelines["small"].extra == ["b", "c"]
 
 
 def test_a_missing_reference_answer_is_refused():
@@ -61,13 +66,17 @@ def test_speedup_never_divides_by_zero():
 def test_the_json_form_holds_every_figure_under_its_api_name():
     result = compare_results("q", 2, "teacher", {"teacher": answer(["a", "b"], 8.0), "small": answer(["b", "z"], 2.0)})
     body = json.loads(json.dumps(result.to_dict()))  # JSON-encodable as is
-    assert body["query"] == "q" and body["k"] == 2 and body["reference"] == "teacher"
+    assert body["query"] == "q"
+    assert body["k"] == 2
+    assert body["reference"] == "teacher"
     small = body["pipelines"]["small"]
     assert small["hits"] == [
         {"id": "b", "score": 1.0, "title": "title b", "snippet": "", "reference_rank": 2},
         {"id": "z", "score": 0.9, "title": "title z", "snippet": "", "reference_rank": None},
     ]
-    assert small["recall@k_vs_teacher"] == 0.5 and small["missing"] == ["a"] and small["extra"] == ["z"]
+    assert small["recall@k_vs_teacher"] == 0.5
+    assert small["missing"] == ["a"]
+    assert small["extra"] == ["z"]
     assert small["speedup_vs_reference"] == 4.0
     assert small["timings"] == {
         "encode_ms": 2.0,
@@ -76,4 +85,5 @@ def test_the_json_form_holds_every_figure_under_its_api_name():
         "tokenize_ms": 1.0,
         "rescore_ms": 0.0,
     }
-    assert isinstance(result, CompareResult) and result.to_dict()["pipelines"]["teacher"]["missing"] == []
+    assert isinstance(result, CompareResult)
+    assert result.to_dict()["pipelines"]["teacher"]["missing"] == []

@@ -16,7 +16,8 @@ def test_vectors_are_in_corpus_order_and_equal_a_direct_encode(beir_dir):
     direct = FakeEncoder(dim=16).encode([doc.full_text() for doc in corpus], kind="passage")
     np.testing.assert_allclose(result.vectors, direct, atol=1e-6)
     loaded = load_cached_embeddings(result.key, len(corpus))
-    assert loaded is not None and loaded.from_cache
+    assert loaded is not None
+    assert loaded.from_cache
     np.testing.assert_array_equal(loaded.vectors, result.vectors)
     assert load_cached_embeddings(result.key, len(corpus) + 1) is None  # the wrong size is never trusted
 
@@ -38,10 +39,13 @@ def test_embeddings_are_cached_and_reused(beir_dir):
     first = encode_corpus(encoder, corpus, show_progress=False)
     calls = len(encoder.calls)
     second = encode_corpus(encoder, corpus, show_progress=False)
-    assert second.from_cache and not first.from_cache and len(encoder.calls) == calls
+    assert second.from_cache
+    assert not first.from_cache
+    assert len(encoder.calls) == calls
     np.testing.assert_array_equal(first.vectors, second.vectors)
     third = encode_corpus(encoder, corpus[:-1], show_progress=False)
-    assert not third.from_cache and third.key != first.key
+    assert not third.from_cache
+    assert third.key != first.key
 
 
 def test_damaged_cache_entry_is_re_encoded(beir_dir, isolated_cache):

@@ -30,7 +30,8 @@ def test_build_and_search_with_a_fake_encoder_equals_numpy_scores(tmp_path: Path
     encoder = FakeEncoder(dim=128)
     report = build_index_dir(dataset, encoder, IndexSpec("Flat"), tmp_path / "ix", show_progress=False)
     assert report.meta["bytes_per_vector"] == pytest.approx(128 * 4)
-    assert report.meta["encoder"] == encoder.identity() and report.meta["dataset"] == "tiny"
+    assert report.meta["encoder"] == encoder.identity()
+    assert report.meta["dataset"] == "tiny"
     pipeline = Pipeline.load(tmp_path / "ix")
     result = pipeline.search("vitamin calcium bone", k=5)
     docs = FakeEncoder(dim=128).encode([doc.full_text() for doc in dataset.corpus], kind="passage")
@@ -39,7 +40,8 @@ def test_build_and_search_with_a_fake_encoder_equals_numpy_scores(tmp_path: Path
     assert (-np.diff(scores[order[:6]]) > 1e-5).all()  # a clear top 5: FAISS and numpy must agree on it
     assert [hit.id for hit in result.hits] == [dataset.corpus[p].id for p in order[:5]]
     np.testing.assert_allclose([hit.score for hit in result.hits], scores[order[:5]], atol=1e-5)
-    assert result.hits[0].id.startswith("vitamin-") and result.hits[0].title == dataset.corpus[order[0]].title
+    assert result.hits[0].id.startswith("vitamin-")
+    assert result.hits[0].title == dataset.corpus[order[0]].title
     assert result.timings.total_ms >= result.timings.encode_ms + result.timings.search_ms - 1e-6
     assert len(pipeline.search("vitamin", k=1000).hits) == 60  # k beyond the corpus returns what exists
     as_dict = result_as_dict(result)
@@ -53,11 +55,15 @@ def test_build_summary_reports_the_stored_meta(tmp_path: Path, beir_dir: Path) -
     report = build_index_dir(dataset, FakeEncoder(dim=16), spec, tmp_path / "ix", show_progress=False)
     meta = json.loads((tmp_path / "ix" / "meta.json").read_text())
     summary = report.summary()
-    assert summary["out"] == str(tmp_path / "ix") and summary["documents"] == len(dataset.corpus) == 60
-    assert summary["index"] == "IVF4,Flat" and summary["search_params"] == {"nprobe": 2}
-    assert summary["mode"] == "symmetric" and summary["encoder"] == summary["doc_encoder"] == "fake"
+    assert summary["out"] == str(tmp_path / "ix")
+    assert summary["documents"] == len(dataset.corpus) == 60
+    assert summary["index"] == "IVF4,Flat"
+    assert summary["search_params"] == {"nprobe": 2}
+    assert summary["mode"] == "symmetric"
+    assert summary["encoder"] == summary["doc_encoder"] == "fake"
     assert summary["index_bytes"] == (tmp_path / "ix" / "index.faiss").stat().st_size == meta["index_bytes"]
-    assert summary["embeddings_from_cache"] is False and summary["dataset"] == "tiny"
+    assert summary["embeddings_from_cache"] is False
+    assert summary["dataset"] == "tiny"
 
 
 def test_tokenize_time_is_not_counted_as_encode_time(tmp_path: Path, beir_dir: Path) -> None:
@@ -70,46 +76,33 @@ def test_tokenize_time_is_not_counted_as_encode_time(tmp_path: Path, beir_dir: P
     stored = Pipeline.load(tmp_path / "ix").stored
     timings = Pipeline(SlowTokenizer(dim=16), stored).search("heart", 3).timings
     assert timings.tokenize_ms == pytest.approx(50.0)
-    assert timings.encode_ms < 40.0 and timings.total_ms >= 50.0
+    assert timings.encode_ms < 40.0
+    assert timings.total_ms >= 50.0
 
 
-def assert_same_ranking_where_clear(positions, scores, want_positions, want_scores, eps=1e-5) -> None:
-    """Two searches of the same queries agree: scores within `eps`, and the same id at every rank whose scores above
-    and below are apart by more than `eps` (near-tied ranks may swap between two float computations)."""
-    positions, want_positions = np.asarray(positions), np.asarray(want_positions)
-    np.testing.assert_allclose(scores, want_scores, atol=eps)
-    for row, ranked in enumerate(np.asarray(want_scores)):
-        gaps = np.append(-np.diff(ranked), np.inf)
-        for rank in range(len(ranked)):
-            if gaps[rank] > eps and (rank == 0 or gaps[rank - 1] > eps):
-                assert positions[row, rank] == want_positions[row, rank], (row, rank)
-
-
-def test_search_batch_encodes_the_queries_as_one_batch(index_dirs: dict[str, Path]) -> None:
+def test_search_batch_encodes_the_queries_as_one_batch(index_dirs: dict[str, Path], assert_same_ranking) -> None:
     encoder = FakeEncoder(dim=128)
     pipeline = Pipeline(encoder, Pipeline.load(index_dirs["teacher"]).stored)
     queries = ["vitaminkey", "heart artery", "brain memory synapse"]
     batch = pipeline.search_batch(queries, 4)
     assert encoder.calls == [3]  # one batch of three, not three calls
-    ids = {doc_id: position for position, doc_id in enumerate(pipeline.stored.ids.ids)}
-    singles = [pipeline.search(query, 4).hits for query in queries]
-    assert_same_ranking_where_clear(
-        [[ids[hit.id] for hit in hits] for hits in batch.hits],
-        [[hit.score for hit in hits] for hits in batch.hits],
-        [[ids[hit.id] for hit in hits] for hits in singles],
-        [[hit.score for hit in hits] for hits in singles],
-    )
+    for got, query in zip(batch.hits, queries, strict=True):
+        want = pipeline.search(query, 4).hits
+        assert_same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want], [h.score for h in want])
     with pytest.raises(ValueError, match=r"queries\[1\]"):
         pipeline.search_batch(["fine", "  "], 4)
 
 
-def test_pipeline_rflat_search_equals_faiss_with_a_k_factor_override(index_dirs: dict[str, Path]) -> None:
+def test_pipeline_rflat_search_equals_faiss_with_a_k_factor_override(
+    index_dirs: dict[str, Path], assert_same_ranking
+) -> None:
     pipeline = Pipeline.load(index_dirs["compressed"], search_params={"k_factor": 2})
     assert pipeline.stored.index.k_factor == 2
     vectors = pipeline.encode_queries(["vitamin bone", "tumor cells", "neurons"])
     want_scores, want = pipeline.stored.index.search(vectors, 7)
     scores, positions = pipeline.search_vectors(vectors, 7)
-    assert_same_ranking_where_clear(positions, scores, want, want_scores)
+    for row in range(len(vectors)):
+        assert_same_ranking(positions[row].tolist(), scores[row], want[row].tolist(), want_scores[row])
 
 
 def test_too_few_training_vectors_is_a_clear_error(tmp_path, beir_dir):

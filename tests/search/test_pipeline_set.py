@@ -52,9 +52,11 @@ def test_precision_comes_from_the_onnx_identity_or_config(tmp_path):
 
 def test_resolve_defaults_to_the_first_and_lists_the_loaded_on_error():
     pipelines = stub_set({"small": ["a"], "teacher": ["a"]})
-    assert pipelines.names == ["small", "teacher"] and pipelines.default == "small"
+    assert pipelines.names == ["small", "teacher"]
+    assert pipelines.default == "small"
     assert pipelines.reference == "teacher"  # teacher when loaded, whatever its position
-    assert pipelines.resolve(None) == "small" and pipelines.resolve("teacher") == "teacher"
+    assert pipelines.resolve(None) == "small"
+    assert pipelines.resolve("teacher") == "teacher"
     with pytest.raises(UnknownPipelineError, match="unknown pipeline 'x'; loaded: small, teacher"):
         pipelines.search("q", 3, "x")
 
@@ -62,7 +64,8 @@ def test_resolve_defaults_to_the_first_and_lists_the_loaded_on_error():
 def test_compare_searches_the_chosen_and_the_reference_and_measures_against_it():
     pipelines = stub_set({"small": ["b", "x", "a"], "teacher": ["a", "b", "c"], "far": ["y"]})
     result = pipelines.compare("q", 3, ["far"])
-    assert result.reference == "teacher" and list(result.pipelines) == ["teacher", "far"]  # loading order
+    assert result.reference == "teacher"
+    assert list(result.pipelines) == ["teacher", "far"]  # loading order
     assert result.pipelines["far"].missing == ["a", "b", "c"]
     everything = pipelines.compare("q", 3)
     assert list(everything.pipelines) == ["small", "teacher", "far"]
@@ -79,10 +82,13 @@ def test_search_and_batch_report_to_their_observers():
         batch_observer=lambda name, timings, size: batches.append((name, timings, size)),
     )
     name, result = pipelines.search("q", 1, "b")
-    assert name == "b" and [hit.id for hit in result.hits] == ["d3"]
+    assert name == "b"
+    assert [hit.id for hit in result.hits] == ["d3"]
     name, batch = pipelines.search_batch(["q1", "q2", "q3"], 2)
-    assert name == "a" and [[hit.id for hit in hits] for hits in batch.hits] == [["d1", "d2"]] * 3
-    assert seen == [("b", TIMINGS)] and batches == [("a", TIMINGS, 3)]
+    assert name == "a"
+    assert [[hit.id for hit in hits] for hits in batch.hits] == [["d1", "d2"]] * 3
+    assert seen == [("b", TIMINGS)]
+    assert batches == [("a", TIMINGS, 3)]
 
 
 def test_load_refuses_duplicate_names(tmp_path):
@@ -103,6 +109,9 @@ def test_loaded_onnx_pipelines_run_with_spinning_off_and_say_so(build_tiny_sente
     build_index_dir(load_beir(beir_dir), encoder, IndexSpec("SQ8"), tmp_path / "ix", show_progress=False)
     pipelines = PipelineSet.load([PipelineSource("compressed", tmp_path / "ix")], threads=1)
     loaded = pipelines.get("compressed").encoder
-    assert isinstance(loaded, OnnxEncoder) and loaded.session_setting(ALLOW_SPINNING) == "0"
+    assert isinstance(loaded, OnnxEncoder)
+    assert loaded.session_setting(ALLOW_SPINNING) == "0"
     described = pipelines.describe()["compressed"]
-    assert described["spinning"] is False and described["single_query_threads"] == 1 and described["threads"] == 1
+    assert described["spinning"] is False
+    assert described["single_query_threads"] == 1
+    assert described["threads"] == 1

@@ -48,7 +48,8 @@ def test_micro_batches_equal_one_shot(compressed_dir: Path, assert_same_ranking)
     for got, want in zip(micro.hits, one_shot.hits, strict=True):
         assert_same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want], [h.score for h in want])
     t = micro.timings
-    assert t.total_ms >= t.tokenize_ms + t.encode_ms + t.search_ms + t.rescore_ms - 1e-6 and t.rescore_ms > 0
+    assert t.total_ms >= t.tokenize_ms + t.encode_ms + t.search_ms + t.rescore_ms - 1e-6
+    assert t.rescore_ms > 0
 
 
 def test_a_checkpoint_runs_before_each_micro_batch_and_can_stop_the_work(compressed_dir: Path) -> None:
@@ -65,7 +66,8 @@ def test_a_checkpoint_runs_before_each_micro_batch_and_can_stop_the_work(compres
 
     with pytest.raises(Stop):
         pipeline.search_batch(QUERIES, 5, micro_batch=3, checkpoint=checkpoint)
-    assert seen == [0, 1, 2] and encoder.calls == [3, 3]  # stopped before the third micro-batch
+    assert seen == [0, 1, 2]
+    assert encoder.calls == [3, 3]  # stopped before the third micro-batch
     with pytest.raises(ValueError, match="micro_batch must be >= 1"):
         pipeline.search_batch(QUERIES, 5, micro_batch=0)
 
@@ -89,10 +91,12 @@ def test_a_k_per_query_gives_each_query_its_own_search(compressed_dir: Path, ass
 
 def test_counts_of_tokens_and_rescore_candidates(compressed_dir: Path, tmp_path: Path, beir_dir: Path) -> None:
     pipeline, encoder = with_encoder(compressed_dir)
-    assert pipeline.count_tokens(["vitamin bone", "a b c d"]) == [2, 4] and encoder.calls == []
+    assert pipeline.count_tokens(["vitamin bone", "a b c d"]) == [2, 4]
+    assert encoder.calls == []
     assert pipeline.k_factor == 4.0
     assert pipeline.rescore_candidates(10) == 40
     assert pipeline.rescore_candidates(1000) == 240  # k is cut to the 60 documents first
     build_index_dir(load_beir(beir_dir), FakeEncoder(dim=32), IndexSpec("Flat"), tmp_path / "flat", show_progress=False)
     flat = Pipeline.load(tmp_path / "flat")
-    assert flat.k_factor is None and flat.rescore_candidates(10) == 0
+    assert flat.k_factor is None
+    assert flat.rescore_candidates(10) == 0

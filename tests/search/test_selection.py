@@ -29,7 +29,8 @@ def test_pareto_on_hand_made_points():
     # (0.85, 12) loses to (0.9, 10); (0.7, 5) to (0.8, 5); (0.9, 11) to (0.9, 10); equal points are both kept
     assert pareto_mask(points) == [True, True, False, True, True, False, True, False]
     assert frontier(points) == [(0.5, 1.0), (0.8, 5.0), (0.8, 5.0), (0.9, 10.0), (0.95, 20.0)]
-    assert pareto_mask([]) == [] and frontier([]) == []
+    assert pareto_mask([]) == []
+    assert frontier([]) == []
     assert pareto_mask([(0.3, 2.0)]) == [True]
 
 
@@ -40,7 +41,8 @@ def test_pareto_rejects_nan(bad):
 
 
 def test_dominates_is_strict_on_one_side():
-    assert dominates((0.9, 1.0), (0.8, 1.0)) and dominates((0.8, 0.5), (0.8, 1.0))
+    assert dominates((0.9, 1.0), (0.8, 1.0))
+    assert dominates((0.8, 0.5), (0.8, 1.0))
     assert not dominates((0.8, 1.0), (0.8, 1.0))  # equal points do not dominate each other
     assert not dominates((0.9, 2.0), (0.8, 1.0))  # better quality but dearer: a trade-off
 
@@ -69,15 +71,18 @@ def test_budget_pick_best_within_budget_with_reason():
     rows = [row("slow-good", 0.95, 4.0), row("fit-best", 0.85, 1.9), row("fit-tie-slower", 0.85, 2.0),
             row("fast-worse", 0.70, 0.5), row("edge", 0.80, 2.0)]  # fmt: skip
     picked, reason = budget_pick(rows, teacher_encode_p50=30.0, budget_ratio=15)  # budget 2.0 ms, inclusive
-    assert picked["name"] == "fit-best" and picked is not rows[1]
+    assert picked["name"] == "fit-best"
+    assert picked is not rows[1]
     assert "runner-up fit-tie-slower (0.850 at 2 ms)" in reason
     assert "faster but lower: fast-worse (0.700 at 0.5 ms)" in reason
     assert "better but over budget: slow-good (0.950 at 4 ms)" in reason
-    assert "4 of 5 candidates" in reason and "2 ms = teacher 30 ms / 15" in reason
+    assert "4 of 5 candidates" in reason
+    assert "2 ms = teacher 30 ms / 15" in reason
     same = [row("first", 0.8, 1.0), row("second", 0.8, 1.0)]
     assert budget_pick(same, 30.0)[0]["name"] == "first"  # full tie: the earlier row
     one, reason = budget_pick([row("only", 0.5, 1.0)], 30.0)
-    assert one["name"] == "only" and "no runner-up" in reason
+    assert one["name"] == "only"
+    assert "no runner-up" in reason
     validation = [
         {"name": "v1", "val_r": 0.6, "encode_ms_p50": 1.0},
         {"name": "v2", "val_r": 0.7, "encode_ms_p50": 1.5},
@@ -123,7 +128,8 @@ def test_a_row_clearly_over_budget_is_never_picked():
     for factors in draws:
         rows = jittered([row("fits", 0.5, 0.9 * LIMIT), over], factors)
         picked, reason = budget_pick(rows, TEACHER_MS, RATIO)
-        assert picked["name"] == "fits" and "better but over budget: over" in reason
+        assert picked["name"] == "fits"
+        assert "better but over budget: over" in reason
     for noise in (0.0, 0.1, 0.2, 0.29):
         with pytest.raises(ValueError, match="no candidate fits the budget"):
             budget_pick([over], TEACHER_MS, RATIO, noise=noise)
@@ -138,7 +144,8 @@ def test_the_reason_names_the_noise_band_when_the_pick_or_runner_up_is_on_the_li
     assert picked["name"] == "faithful"
     assert ("faithful is within 10% noise of the budget line (5.61 ms vs 5.58 ms): counted as within budget, "
             "and it is the more faithful") in reason  # fmt: skip
-    assert "runner-up fast (0.800 at 2 ms)" in reason and "<= 6.14 ms) counted in" in reason
+    assert "runner-up fast (0.800 at 2 ms)" in reason
+    assert "<= 6.14 ms) counted in" in reason
     picked, reason = budget_pick([row("quick", 0.90, 1.0), row("close", 0.85, 5.5)], TEACHER_MS, RATIO)
     assert picked["name"] == "quick"
     assert "runner-up close is within 10% noise of the budget line (5.5 ms vs 5.58 ms)" in reason
@@ -146,7 +153,8 @@ def test_the_reason_names_the_noise_band_when_the_pick_or_runner_up_is_on_the_li
     _, reason = budget_pick([row("a", 0.9, 1.0), row("b", 0.8, 2.0)], TEACHER_MS, RATIO)
     assert "noise of the budget line" not in reason  # both clearly within: nothing to flag
     _, reason = budget_pick([row("fast", 0.80, 2.0), row("faithful", 0.90, 5.5)], TEACHER_MS, RATIO, noise=0.0)
-    assert "noise" not in reason and "counted in" not in reason  # noise 0: the strict line, as before
+    assert "noise" not in reason
+    assert "counted in" not in reason  # noise 0: the strict line, as before
 
 
 def test_a_lead_within_metric_noise_is_still_picked_and_said():

@@ -36,9 +36,12 @@ def test_a_stream_gets_every_chunk_in_order_and_gives_the_per_chunk_result(tmp_p
     assert handed == [[[9, 2, 7, 0], [4, 1, 8, 3], [6, 5]]]  # one call, the chunks in the caller's order
     np.testing.assert_allclose(streamed.vectors, rows_of(range(10)))
     np.testing.assert_allclose(streamed.vectors, per_chunk.vectors)
-    assert streamed.meta["m"] == 1 and streamed.meta["n"] == 10 and streamed.meta["dim"] == 3
+    assert streamed.meta["m"] == 1
+    assert streamed.meta["n"] == 10
+    assert streamed.meta["dim"] == 3
     again = RowCache(tmp_path / "a").compute("k", 10, compute_chunks=stream, show_progress=False)
-    assert again.from_cache and len(handed) == 1  # the same entry format: reused without streaming
+    assert again.from_cache
+    assert len(handed) == 1  # the same entry format: reused without streaming
 
 
 def test_a_stream_interrupted_mid_way_resumes_with_only_the_remaining_chunks(tmp_path: Path) -> None:
@@ -51,7 +54,8 @@ def test_a_stream_interrupted_mid_way_resumes_with_only_the_remaining_chunks(tmp
     cache = RowCache(tmp_path, checkpoint_seconds=-1.0)  # a checkpoint after every chunk
     with pytest.raises(KeyboardInterrupt):
         cache.compute("k", 10, order=ORDER, chunk_size=3, compute_chunks=dies_after_two, show_progress=False)
-    assert (tmp_path / "k.partial.npy").exists() and not (tmp_path / "k.npy").exists()
+    assert (tmp_path / "k.partial.npy").exists()
+    assert not (tmp_path / "k.npy").exists()
     handed: list[list[list[int]]] = []
 
     def stream(chunks: list[list[int]]) -> Iterator[np.ndarray]:
@@ -100,7 +104,8 @@ def test_a_stream_stopped_by_an_error_is_closed(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match=r"chunk 1: the producer gave rows of shape \(1, 3\) for 4 items"):
         RowCache(tmp_path).compute("k", 10, chunk_size=4, compute_chunks=stream, show_progress=False)
-    assert closed == [True] and not (tmp_path / "k.npy").exists()
+    assert closed == [True]
+    assert not (tmp_path / "k.npy").exists()
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,8 @@ def test_staged_folder_replaces_a_link_without_touching_its_target(tmp_path: Pat
     (tmp_path / "out").symlink_to(elsewhere)
     with staged_folder(tmp_path / "out") as stage:
         (stage / "new.txt").write_text("new")
-    assert not (tmp_path / "out").is_symlink() and (tmp_path / "out" / "new.txt").exists()
+    assert not (tmp_path / "out").is_symlink()
+    assert (tmp_path / "out" / "new.txt").exists()
     assert (elsewhere / "keep.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "out"]
 
@@ -114,12 +115,14 @@ def test_a_first_save_that_crashed_after_staging_is_restored_and_one_mid_write_i
 
     out = tmp_path / "out"
     _crash_during_swap(out, "ready")  # complete, but never moved in: nothing else to fall back on
-    assert not out.exists() and recover_folder(out) == "ready"
+    assert not out.exists()
+    assert recover_folder(out) == "ready"
     assert (out / "version.txt").read_text() == "new"
     (tmp_path / ".other.stage-0123456789abcdef").mkdir()  # another target's leftovers are not ours
     shutil.rmtree(out)
     _crash_during_swap(out, "staged")  # incomplete: deleted, never restored
-    assert recover_folder(out) is None and not out.exists()
+    assert recover_folder(out) is None
+    assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.stage-0123456789abcdef"]
 
 

@@ -29,6 +29,7 @@ def test_location_free_identities_hit_the_same_key() -> None:
 
 def test_cache_root_is_read_from_the_environment_at_call_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c1"))
-    assert cache_root() == tmp_path / "c1" and (tmp_path / "c1").is_dir()
+    assert cache_root() == tmp_path / "c1"
+    assert (tmp_path / "c1").is_dir()
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c2"))
     assert cache_root() == tmp_path / "c2"

@@ -53,7 +53,8 @@ def test_spec_validation_names_the_allowed_values(tmp_path: Path) -> None:
     ):
         with pytest.raises(ValueError, match=message):
             LatencySpec(tmp_path, **changes)
-    assert parse_threads("default,1") == (None, 1) and parse_flags("on,off") == (True, False)
+    assert parse_threads("default,1") == (None, 1)
+    assert parse_flags("on,off") == (True, False)
     with pytest.raises(ValueError, match="on and/or off"):
         parse_flags("yes")
 
@@ -69,7 +70,8 @@ def test_corpus_sentences_are_query_length_corpus_text_and_seeded() -> None:
     picked = corpus_sentences(dataset, 3, seed=0)
     want = {"This sentence has exactly seven words in it.", "Vitamin D supplements lower the risk of fractures!",
             "Fine, a sentence of six words."}  # fmt: skip
-    assert set(picked) == want and picked == corpus_sentences(dataset, 3, seed=0)
+    assert set(picked) == want
+    assert picked == corpus_sentences(dataset, 3, seed=0)
     with pytest.raises(ValueError, match="fewer than the 4"):
         corpus_sentences(dataset, 4, seed=0)
 
@@ -80,7 +82,9 @@ def test_tiled_encoder_keeps_cosines_and_reports_its_width(onnx_dir: Path) -> No
     texts = ["vitamin d and bones", "tumour cells", "heart failure"]
     vectors, tokenize_seconds = tiled.encode_timed(texts)
     plain = base.encode(texts)
-    assert vectors.shape == (3, 3 * base.dim) and tiled.identity()["dim"] == 3 * base.dim and tokenize_seconds > 0
+    assert vectors.shape == (3, 3 * base.dim)
+    assert tiled.identity()["dim"] == 3 * base.dim
+    assert tokenize_seconds > 0
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(vectors @ vectors.T, plain @ plain.T, atol=1e-5)
 
@@ -89,7 +93,8 @@ def test_thread_ring_runs_consecutive_calls_on_different_threads() -> None:
     ring = ThreadRing(3)
     try:
         names = [ring.run(lambda: threading.current_thread().name) for _ in range(6)]
-        assert len(set(names[:3])) == 3 and names[:3] == names[3:]
+        assert len(set(names[:3])) == 3
+        assert names[:3] == names[3:]
         assert threading.current_thread().name not in names
         with pytest.raises(ZeroDivisionError):
             ring.run(lambda: 1 / 0)
@@ -111,14 +116,20 @@ def test_one_block_times_every_configuration_and_the_stages_add_up(onnx_dir: Pat
     assert {r["query"] for r in records} == {3, 4, 5}
     for r in records:
         parts = r["tokenize"] + r["encode"] + r["search"] + r["hits"]
-        assert r["total"] == pytest.approx(parts) and r["encoder"] == pytest.approx(r["tokenize"] + r["encode"])
-        assert min(r["tokenize"], r["encode"], r["search"], r["respond"]) > 0 and r["wall"] >= r["total"]
-    assert batch["encode_s"] > 0 and {"search_Flat_faiss-default_s", "search_SQ8_faiss-1_s"} <= set(batch)
+        assert r["total"] == pytest.approx(parts)
+        assert r["encoder"] == pytest.approx(r["tokenize"] + r["encode"])
+        assert min(r["tokenize"], r["encode"], r["search"], r["respond"]) > 0
+        assert r["wall"] >= r["total"]
+    assert batch["encode_s"] > 0
+    assert {"search_Flat_faiss-default_s", "search_SQ8_faiss-1_s"} <= set(batch)
     described = bench.describe()
-    assert described["allow_spinning_read_back"] == "0" and described["sessions"] == 2 and described["docs"] == 60
+    assert described["allow_spinning_read_back"] == "0"
+    assert described["sessions"] == 2
+    assert described["docs"] == 60
     wide = Bench(tiny_spec(onnx_dir, beir_dir, dim=2 * described["dim"], factories=("Flat",), callers=("main",)), True)
     try:
-        assert wide.describe()["allow_spinning_read_back"] == "1" and wide.indexes["Flat"].d == 2 * described["dim"]
+        assert wide.describe()["allow_spinning_read_back"] == "1"
+        assert wide.indexes["Flat"].d == 2 * described["dim"]
         assert len(wide.run_block(0)) == 2 * 2 * 3
     finally:
         wide.ring.close()
@@ -133,9 +144,11 @@ def test_summary_percentiles_and_markdown() -> None:
         for i, t in enumerate(totals)
     ]  # fmt: skip
     (row,) = summarise(records)
-    assert row["n"] == 4 and row["total_ms_p50"] == pytest.approx(np.percentile(totals, 50))
+    assert row["n"] == 4
+    assert row["total_ms_p50"] == pytest.approx(np.percentile(totals, 50))
     assert row["total_ms_p95"] == pytest.approx(np.percentile(totals, 95))
-    assert row["total_minus_encoder_ms_p50"] == pytest.approx(0.3) and row["load_mean"] == 1.5
+    assert row["total_minus_encoder_ms_p50"] == pytest.approx(0.3)
+    assert row["load_mean"] == 1.5
     result = {
         "spec": {"k": 100, "queries": 4},
         "configs": [row],
@@ -143,7 +156,9 @@ def test_summary_percentiles_and_markdown() -> None:
         "machine": {"cpu": "cpu", "cores": 2, "loadavg_start": (1.0, 1.0, 1.0), "loadavg_end": (2.0, 2.0, 2.0)},
     }
     text = results_markdown(result)
-    assert "| off | Flat | 1 | 1 | main |" in text and "encode_s" in text and "load average 1.00" in text
+    assert "| off | Flat | 1 | 1 | main |" in text
+    assert "encode_s" in text
+    assert "load average 1.00" in text
 
 
 def test_before_after_pairs_the_old_defaults_with_the_new() -> None:
@@ -154,8 +169,10 @@ def test_before_after_pairs_the_old_defaults_with_the_new() -> None:
 
     configs = [row(True, None, 40.0), row(True, 1, 30.0), row(False, None, 8.0), row(False, 1, 7.0)]
     (change,) = before_after(configs)
-    assert change["old_total_ms_p50"] == 40.0 and change["new_total_ms_p50"] == 7.0
-    assert change["old_after_encode_ms_p50"] == 4.0 and change["new_search_ms_p50"] == 0.35
+    assert change["old_total_ms_p50"] == 40.0
+    assert change["new_total_ms_p50"] == 7.0
+    assert change["old_after_encode_ms_p50"] == 4.0
+    assert change["new_search_ms_p50"] == 0.35
     assert before_after(configs[1:]) == []  # no old-default row: nothing to compare
 
 
@@ -164,9 +181,12 @@ def test_the_two_processes_take_turns_and_write_results(onnx_dir: Path, beir_dir
     spec = tiny_spec(onnx_dir, beir_dir, factories=("SQ8",), pipelines=(1,), callers=("main", "pool"))
     result = run_latency_bench(spec, tmp_path / "out", write_records=True)
     assert {p["allow_spinning_read_back"] for p in result["processes"]} == {"0", "1"}
-    assert len(result["configs"]) == 2 * 2 * 2 and all(row["n"] == spec.queries for row in result["configs"])
+    assert len(result["configs"]) == 2 * 2 * 2
+    assert all(row["n"] == spec.queries for row in result["configs"])
     stored = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert stored["configs"] == result["configs"] and "records" not in stored
+    assert stored["configs"] == result["configs"]
+    assert "records" not in stored
     assert (tmp_path / "out" / "results.md").read_text().count("| SQ8 |") == 8 + 2  # configs, then old -> new
     lines = (tmp_path / "out" / "records.csv").read_text().splitlines()
-    assert len(lines) == 1 + 8 * spec.queries and lines[0].startswith("spinning,factory,single_query_threads")
+    assert len(lines) == 1 + 8 * spec.queries
+    assert lines[0].startswith("spinning,factory,single_query_threads")

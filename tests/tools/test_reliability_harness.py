@@ -40,11 +40,15 @@ def test_summary_counts_errors_and_takes_percentiles_of_every_answer():
     latencies = np.linspace(0.001, 0.1, 100)
     statuses = [200] * 95 + [503] * 3 + [0, 422]
     result = summarize("p", 4, 2.0, latencies, statuses)
-    assert result.requests == 100 and result.ok == 95 and result.errors == 5 and result.busy == 3
+    assert result.requests == 100
+    assert result.ok == 95
+    assert result.errors == 5
+    assert result.busy == 3
     assert result.req_per_s == pytest.approx(47.5)  # answered 200 only, over the measured seconds
     # numpy's linear interpolation, by hand: rank 0.99 * 99 = 98.01 between the 99th and 100th of 1..100 ms
     assert result.p99_ms == pytest.approx(99.0 + 0.01 * 1.0)
-    assert result.p50_ms == pytest.approx(50.5) and result.max_ms == pytest.approx(100.0)
+    assert result.p50_ms == pytest.approx(50.5)
+    assert result.max_ms == pytest.approx(100.0)
 
 
 def test_summary_of_no_answers_is_zero_not_an_error():
@@ -77,7 +81,8 @@ def test_rss_sampler_sees_memory_grow():
         block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
         time.sleep(0.05)
         assert block.sum() == 64 << 20
-    assert trace.peak_mb - trace.start_mb > 40 and len(trace.samples) >= 3
+    assert trace.peak_mb - trace.start_mb > 40
+    assert len(trace.samples) >= 3
     assert trace.as_dict()["rss_growth_mb"] == pytest.approx(trace.peak_mb - trace.start_mb, abs=0.1)
 
 
@@ -103,7 +108,10 @@ def test_a_case_without_an_answer_restarts_the_server():
     case = HostileCase("x", (422,), lambda pipeline: b"{}", path="/search")
     target = FakeTarget(healthy=True)
     [row] = run_hostile(dead, target, "teacher", timeout_s=2, cases=(case,))
-    assert row["status"] == "failed: ConnectError" and not row["ok"] and row["restarted"] and target.restarts == 1
+    assert row["status"] == "failed: ConnectError"
+    assert not row["ok"]
+    assert row["restarted"]
+    assert target.restarts == 1
 
 
 def test_schemathesis_summary_counts_failures():
@@ -111,7 +119,9 @@ def test_schemathesis_summary_counts_failures():
         "stuff\n=== SUMMARY ===\nTest cases:\n  147 generated, 143 passed, 4 failed\n===== 4 failures in 2.82s =====\n"
     )
     result = summarize_output(out)
-    assert result["failures"] == 4 and result["errors"] == 0 and result["summary"][-1] == "4 failures in 2.82s"
+    assert result["failures"] == 4
+    assert result["errors"] == 0
+    assert result["summary"][-1] == "4 failures in 2.82s"
     assert summarize_output("... 4 failures, 1 error in 42.89s ===")["errors"] == 1
     assert summarize_output("252 generated, 252 passed\n=== No issues found in 28.88s ===")["failures"] == 0
 
@@ -198,21 +208,26 @@ def test_the_latency_phase_sets_each_answer_against_the_same_pipeline_in_process
 def test_a_short_run_against_a_real_server(server, tmp_path):
     base_url = server.base_url
     level = run_load(base_url, "compressed", 4, 0.5, ["heart attack", "vitamin d"], warmup_s=0.1)
-    assert level.ok > 0 and level.errors == 0 and level.p50_ms <= level.p99_ms
+    assert level.ok > 0
+    assert level.errors == 0
+    assert level.p50_ms <= level.p99_ms
     hostile = run_hostile(base_url, server, "teacher", timeout_s=15)
     assert [h["case"] for h in hostile] == [case.name for case in CASES]
     wrong = [(h["case"], h["status"]) for h in hostile if h["status"] not in h["expected"]]
-    assert wrong == [] and not any(h["restarted"] for h in hostile)
+    assert wrong == []
+    assert not any(h["restarted"] for h in hostile)
     storm = run_storm(base_url, calls=10, timeout_s=60)
     assert set(storm["metrics_statuses"]) <= {"200", "202"}
-    assert storm["health_statuses"] == {"200": storm["health_polls"]} and storm["evaluation_seconds"] > 0
+    assert storm["health_statuses"] == {"200": storm["health_polls"]}
+    assert storm["evaluation_seconds"] > 0
     results = {
         "label": "t", "machine": {}, "duration_s": 0.5, "load": [{**level.as_dict(), "rss_start_mb": 1.0,
         "rss_peak_mb": 2.0, "rss_end_mb": 1.0}], "hostile": hostile, "storm": storm,
     }  # fmt: skip
     text = write_report(results, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["label"] == "t"
-    assert "| compressed | 4 |" in text and text == tables(results)
+    assert "| compressed | 4 |" in text
+    assert text == tables(results)
     refused = sum(1 for h in hostile if h["ok"])
     assert f"- hostile: {refused}/{len(CASES)} refused correctly" in text
 
@@ -238,7 +253,9 @@ def test_server_process_starts_restarts_and_stops_a_real_cli_server(tmp_path, be
         first = server.pid
         assert server.healthy()
         server.restart()
-        assert server.pid != first and server.healthy() and server.starts == 2
+        assert server.pid != first
+        assert server.healthy()
+        assert server.starts == 2
     assert not ServerProcess(spec).healthy(0.5)
 
 

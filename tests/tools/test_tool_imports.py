@@ -56,7 +56,8 @@ def test_the_command_line_starts(tool: str, capsys: pytest.CaptureFixture[str]) 
     main = importlib.import_module(tool).main
     with pytest.raises(SystemExit) as done:
         main(["--help"])
-    assert done.value.code == 0 and "usage: python -m " + tool.split(".")[0] in capsys.readouterr().out
+    assert done.value.code == 0
+    assert "usage: python -m " + tool.split(".")[0] in capsys.readouterr().out
 
 
 def test_the_import_check_reports_a_renamed_name_and_module(tmp_path: Path) -> None:

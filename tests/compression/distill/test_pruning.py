@@ -156,7 +156,8 @@ def test_ffn_pruning_keeps_the_top_neurons_and_equals_zeroing_the_rest(
         importance = np.linalg.norm(w_in, axis=1) * np.linalg.norm(w_out, axis=0)
         expected = sorted(np.argsort(-importance)[:keep].tolist())
         assert layer_kept == expected
-        assert layer.intermediate.dense.weight.shape == (keep, 32) and layer.output.dense.weight.shape == (32, keep)
+        assert layer.intermediate.dense.weight.shape == (keep, 32)
+        assert layer.output.dense.weight.shape == (32, keep)
         np.testing.assert_array_equal(layer.intermediate.dense.weight.detach().numpy(), w_in[expected])
         np.testing.assert_array_equal(layer.intermediate.dense.bias.detach().numpy(), b_in[expected])
         np.testing.assert_array_equal(layer.output.dense.weight.detach().numpy(), w_out[:, expected])
@@ -220,14 +221,16 @@ def test_head_pruning_drops_the_weakest_heads_and_still_runs(
     assert prune_heads(model, keep) == expected
     for layer, kept, ref_layer in zip(layers, expected, reference[0].auto_model.encoder.layer, strict=True):
         qkv, out = _attention_linears(layer)
-        assert all(lin.weight.shape == (keep * size, 32) for lin in qkv) and out.weight.shape == (32, keep * size)
+        assert all(lin.weight.shape == (keep * size, 32) for lin in qkv)
+        assert out.weight.shape == (32, keep * size)
         dropped = [i for h in range(heads) if h not in kept for i in range(h * size, (h + 1) * size)]
         with torch.no_grad():  # a head whose output columns are zero adds nothing, as a removed one
             _attention_linears(ref_layer)[1].weight[:, dropped] = 0.0
     if shared:
         assert hf_model.encoder.relative_attention_bias.weight.shape[1] == keep
     pruned = _encode(model, texts)
-    assert pruned.shape == (6, 32) and np.isfinite(pruned).all()
+    assert pruned.shape == (6, 32)
+    assert np.isfinite(pruned).all()
     np.testing.assert_allclose(pruned, _encode(reference, texts), atol=1e-5)
     with pytest.raises(ValueError, match=f"1 <= H <= {keep}"):
         prune_heads(model, keep + 1)
@@ -237,7 +240,8 @@ def test_build_student_prunes_the_ffn_of_the_kept_layers(tiny_four_layers: Path,
     config = DistillConfig(student="teacher-layers:1,3@ffn=16", teacher=str(tiny_four_layers), max_seq_length=32)
     student = build_student(config, teacher_dim=32)
     hf_model = student.model[0].auto_model
-    assert student.kept_layers == [1, 3] and hf_model.config.intermediate_size == 16
+    assert student.kept_layers == [1, 3]
+    assert hf_model.config.intermediate_size == 16
     assert [layer.intermediate.dense.out_features for layer in hf_model.encoder.layer] == [16, 16]
     unpruned = build_student(DistillConfig(student="teacher-layers:1,3", teacher=str(tiny_four_layers)), 32)
     assert unpruned.model[0].auto_model.config.intermediate_size == INTERMEDIATE
@@ -257,5 +261,7 @@ def test_slicing_by_hand_matches_transformers_prune_linear_layer(monkeypatch: py
     by_hand = [_slice_linear(linear, index, dim) for dim in (0, 1)]
     for ours, theirs in zip(by_hand, with_transformers, strict=True):
         assert ours.weight.shape == theirs.weight.shape
-        assert torch.equal(ours.weight, theirs.weight) and torch.equal(ours.bias, theirs.bias)
-    assert torch.equal(by_hand[0].weight, linear.weight[index]) and torch.equal(by_hand[1].bias, linear.bias)
+        assert torch.equal(ours.weight, theirs.weight)
+        assert torch.equal(ours.bias, theirs.bias)
+    assert torch.equal(by_hand[0].weight, linear.weight[index])
+    assert torch.equal(by_hand[1].bias, linear.bias)

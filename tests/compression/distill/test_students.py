@@ -40,8 +40,10 @@ def test_teacher_layers_student_is_pruned_and_saves_as_a_normal_model(
     config = DistillConfig(student="teacher-layers:2", teacher=str(tiny_four_layers), max_seq_length=32)
     original = SentenceTransformer(str(tiny_four_layers), device="cpu")
     student = build_student(config, teacher_dim=32)
-    assert student.kept_layers == [0, 3] and not student.projection_added
-    assert student.inference_max_seq_length == 64 and student.model.max_seq_length == 32
+    assert student.kept_layers == [0, 3]
+    assert not student.projection_added
+    assert student.inference_max_seq_length == 64
+    assert student.model.max_seq_length == 32
     layers = student.model[0].auto_model.encoder.layer
     old = original[0].auto_model.encoder.layer
     for new, index in zip(layers, [0, 3], strict=True):
@@ -71,7 +73,8 @@ def test_a_student_of_another_dim_needs_a_projection_unless_the_loss_ranks_or_is
         build_student(DistillConfig(student=str(tiny_student), projection="never", loss="mse"), teacher_dim=48)
     for loss in ("kl", "rank"):
         own_dim = build_student(DistillConfig(student=str(tiny_student), projection="never", loss=loss), 48)
-        assert own_dim.model.get_embedding_dimension() == 32 and not own_dim.projection_added
+        assert own_dim.model.get_embedding_dimension() == 32
+        assert not own_dim.projection_added
     with pytest.raises(ValueError, match="needs fit_texts"):
         build_student(DistillConfig(student=str(tiny_student), projection="auto", loss="mse"), teacher_dim=48)
 
@@ -85,7 +88,8 @@ def test_the_projection_is_the_least_squares_fit_to_the_teachers_vectors(tiny_st
     targets /= np.linalg.norm(targets, axis=1, keepdims=True)
     config = DistillConfig(student=str(tiny_student), projection="auto", loss="mse", max_seq_length=32)
     student = build_student(config, 48, texts, targets)
-    assert student.projection_added and student.model.get_embedding_dimension() == 48
+    assert student.projection_added
+    assert student.model.get_embedding_dimension() == 48
     vectors = student.model.encode(texts, convert_to_numpy=True)
     # 24 texts < 33 parameters per output dim: the (lightly ridged) fit all but interpolates the targets
     cosines = np.sum(vectors * targets, axis=1)

@@ -20,8 +20,10 @@ from compression.precision import resolve_precision
 def test_the_store_key_ignores_the_teachers_location_and_holds_length_and_precision() -> None:
     identity = {"type": "st", "name": "teacher", "fingerprint": "abc", "path": "/somewhere"}
     key = targets_cache_key(identity, 128, "fp32")
-    assert len(key) == 32 and targets_cache_key({**identity, "path": "/elsewhere"}, 128, "fp32") == key
-    assert targets_cache_key(identity, 64, "fp32") != key and targets_cache_key(identity, 128, "bf16") != key
+    assert len(key) == 32
+    assert targets_cache_key({**identity, "path": "/elsewhere"}, 128, "fp32") == key
+    assert targets_cache_key(identity, 64, "fp32") != key
+    assert targets_cache_key(identity, 128, "bf16") != key
     assert texts_fingerprint(["ab", "c"]) != texts_fingerprint(["a", "bc"])  # length-prefixed: no collision
 
 
@@ -29,20 +31,24 @@ def test_teacher_targets_are_the_teachers_unit_vectors_cached_per_text(make_sent
     teacher = FakeEncoder(dim=16)
     texts = make_sentences(10, 0)
     first, cached = compute_teacher_targets(teacher, texts, max_seq_length=64, show_progress=False)
-    assert not cached and sum(teacher.calls) == 10
+    assert not cached
+    assert sum(teacher.calls) == 10
     np.testing.assert_allclose(first, FakeEncoder(dim=16).encode(texts, kind="passage"), atol=1e-6)
     second, cached = compute_teacher_targets(teacher, texts, max_seq_length=64, show_progress=False)
-    assert cached and sum(teacher.calls) == 10  # the teacher was not called again
+    assert cached
+    assert sum(teacher.calls) == 10  # the teacher was not called again
     np.testing.assert_array_equal(first, second)  # the same rows, read back from disk
     # any other list of known texts (reordered, a subset, with repeats) is served from the store too
     picked = [texts[7], texts[2], texts[7], texts[0]]
     rows, cached = compute_teacher_targets(teacher, picked, max_seq_length=64, show_progress=False)
-    assert cached and sum(teacher.calls) == 10
+    assert cached
+    assert sum(teacher.calls) == 10
     np.testing.assert_array_equal(rows, first[[7, 2, 7, 0]])
     # only the new texts are encoded
     extra = make_sentences(3, 9)
     rows, cached = compute_teacher_targets(teacher, [texts[1], *extra], max_seq_length=64, show_progress=False)
-    assert not cached and teacher.calls[-1] == 3
+    assert not cached
+    assert teacher.calls[-1] == 3
     np.testing.assert_array_equal(rows[0], first[1])
     np.testing.assert_allclose(rows[1:], FakeEncoder(dim=16).encode(extra, kind="passage"), atol=1e-6)
     # another truncation or another teacher is another space
@@ -65,15 +71,18 @@ def test_an_unfinished_or_damaged_shard_is_ignored_and_its_texts_recomputed(
     first.write_bytes(b"garbage")  # a damaged shard
     teacher.calls.clear()
     rows, cached = compute_teacher_targets(teacher, texts, max_seq_length=32, show_progress=False)
-    assert not cached and teacher.calls == [6]
+    assert not cached
+    assert teacher.calls == [6]
     np.testing.assert_allclose(rows[:3], expected, atol=1e-6)
     teacher.calls.clear()
     _, cached = compute_teacher_targets(teacher, texts, max_seq_length=32, show_progress=False)
-    assert cached and not teacher.calls
+    assert cached
+    assert not teacher.calls
 
 
 def test_precision_resolves_to_an_allowed_value() -> None:
-    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    assert resolve_precision("fp32") == "fp32"
+    assert resolve_precision("bf16") == "bf16"
     assert resolve_precision("auto", device="cuda") == "bf16"
     assert resolve_precision("auto") in ("fp32", "bf16")
     with pytest.raises(ValueError, match="auto, fp32, bf16"):

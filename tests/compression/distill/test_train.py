@@ -41,9 +41,11 @@ def test_distillation_lowers_the_loss_and_brings_held_out_vectors_closer(distill
     from sentence_transformers import SentenceTransformer
 
     report, out, held_out = distilled
-    assert len(report.epoch_losses) == 6 and report.steps == 6 * 4
+    assert len(report.epoch_losses) == 6
+    assert report.steps == 6 * 4
     assert report.epoch_losses[-1] < report.epoch_losses[0]
-    assert report.projection_added and report.student_dim == report.teacher_dim == 48
+    assert report.projection_added
+    assert report.student_dim == report.teacher_dim == 48
     assert report.eval_cosine_after > report.eval_cosine_before + 0.002
     # check it independently, on the saved folder
     teacher = SentenceTransformer(str(tiny_teacher), device="cpu").encode(held_out, convert_to_numpy=True)
@@ -65,7 +67,8 @@ def test_saved_student_is_a_sentence_transformers_folder_with_the_teachers_dim(d
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert DistillConfig.from_dict(json.loads((out / CONFIG_FILE).read_text())) == report.config
     saved = json.loads((out / REPORT_FILE).read_text())
-    assert saved["epoch_losses"] == pytest.approx(report.epoch_losses) and saved["texts"] == 64
+    assert saved["epoch_losses"] == pytest.approx(report.epoch_losses)
+    assert saved["texts"] == 64
     assert saved["output_dir"] == str(out.resolve())
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
@@ -77,7 +80,8 @@ def test_training_is_seeded(tiny_teacher: Path, tiny_student: Path, tmp_path: Pa
     first = distill(texts, tmp_path / "a", config, threads=1, show_progress=False)
     second = distill(texts, tmp_path / "b", config, threads=1, show_progress=False)
     assert first.epoch_losses == second.epoch_losses  # the same computation, run twice
-    assert not first.targets_from_cache and second.targets_from_cache
+    assert not first.targets_from_cache
+    assert second.targets_from_cache
     other = distill(texts, tmp_path / "c", DistillConfig(**{**config.to_dict(), "seed": 4}), threads=1,
                     show_progress=False)  # fmt: skip
     assert other.epoch_losses != first.epoch_losses
@@ -98,7 +102,9 @@ def test_neighbour_batching_trains_in_the_students_own_dim(
         learning_rate=2e-3,
     )
     report = distill(make_sentences(48, 13), tmp_path / "s", config, threads=1, show_progress=False)
-    assert report.student_dim == 32 and not report.projection_added and report.steps == 12
+    assert report.student_dim == 32
+    assert not report.projection_added
+    assert report.steps == 12
     assert all(np.isfinite(report.epoch_losses))
 
 
@@ -117,7 +123,8 @@ def test_rank_distillation_against_a_frozen_document_tower(
     report = distill(texts, tmp_path / "s", config, teacher=teacher, eval_texts=held_out,
                      threads=1, show_progress=False, teacher_documents=teacher_docs,
                      student_documents=student_docs, positives=positives)  # fmt: skip
-    assert report.student_dim == 32 and not report.projection_added
+    assert report.student_dim == 32
+    assert not report.projection_added
     assert report.epoch_losses[-1] < report.epoch_losses[0]
     # the held-out top-10 overlap, recomputed from the saved student at the training truncation
     saved = SentenceTransformer(str(tmp_path / "s"), device="cpu", local_files_only=True)
@@ -154,7 +161,8 @@ def test_minilm_student_gets_a_projection_to_the_teachers_768_dims(tmp_path: Pat
     config = DistillConfig(student="minilm", loss="mse", projection="auto", learning_rate=1e-4, epochs=1,
                            batch_size=8, max_seq_length=32, projection_fit_texts=16)  # fmt: skip
     report = distill(make_sentences(16, 20), tmp_path / "minilm", config, teacher=FakeEncoder(dim=768), threads=1)
-    assert report.projection_added and report.student_dim == 768
+    assert report.projection_added
+    assert report.student_dim == 768
     model = SentenceTransformer(str(tmp_path / "minilm"), device="cpu", local_files_only=True)
     assert [type(m) for m in model] == [Transformer, Pooling, Dense, Normalize]
     vectors = model.encode(make_sentences(3, 21), convert_to_numpy=True)
@@ -240,8 +248,10 @@ def test_a_curriculum_trains_each_stage_for_every_epoch(tiny_teacher: Path, make
     targets, _ = compute_teacher_targets(teacher, texts, config.max_seq_length, show_progress=False)
     student = build_student(config, targets.shape[1])
     losses, steps, _ = train_student(student.model, texts, targets, config, show_progress=False, query_like=flags)
-    assert len(losses) == 2 * 2 and steps == 2 * 4 + 2 * 2  # corpus: 4 batches an epoch, then queries: 2
+    assert len(losses) == 2 * 2
+    assert steps == 2 * 4 + 2 * 2  # corpus: 4 batches an epoch, then queries: 2
     mixed = build_student(replace(config, curriculum="mixed"), targets.shape[1])
     losses, steps, _ = train_student(mixed.model, texts, targets, replace(config, curriculum="mixed"),
                                      show_progress=False)  # fmt: skip
-    assert len(losses) == 2 and steps == 2 * 5
+    assert len(losses) == 2
+    assert steps == 2 * 5

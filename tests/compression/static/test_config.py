@@ -9,7 +9,9 @@ from compression.static import StaticConfig
 
 def test_defaults_round_trip():
     config = StaticConfig()
-    assert config.epochs == 8 and config.max_seq_length == 32 and config.token_init == "teacher-tokens"
+    assert config.epochs == 8
+    assert config.max_seq_length == 32
+    assert config.token_init == "teacher-tokens"
     assert StaticConfig.from_dict(config.to_dict()) == config
 
 

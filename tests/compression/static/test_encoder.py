@@ -45,7 +45,8 @@ def test_encode_matches_a_numpy_reference(static_folder, tiny_teacher, random_ta
     encoder = StaticEncoder(static_folder)
     expected = reference_vectors(tiny_teacher, random_table, TEXTS)
     vectors = encoder.encode(TEXTS, batch_size=batch_size)
-    assert vectors.dtype == np.float32 and vectors.shape == (len(TEXTS), random_table.shape[1])
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(TEXTS), random_table.shape[1])
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
@@ -67,7 +68,8 @@ def test_truncation_keeps_the_first_tokens(static_folder):
 
 def test_encode_timed_splits_tokenising(static_folder):
     encoder = StaticEncoder(static_folder)
-    assert isinstance(encoder, Encoder) and isinstance(encoder, TimedEncoder)
+    assert isinstance(encoder, Encoder)
+    assert isinstance(encoder, TimedEncoder)
     for texts in (TEXTS, TEXTS[:1]):
         vectors, tokenize_seconds = encoder.encode_timed(texts, batch_size=2)
         np.testing.assert_allclose(vectors, encoder.encode(texts), atol=1e-6)
@@ -83,12 +85,16 @@ def test_identity_and_loading(static_folder, random_table):
     encoder = load_encoder(str(static_folder))
     assert isinstance(encoder, StaticEncoder)
     identity = encoder.identity()
-    assert identity["type"] == "static" and identity["precision"] == "fp32"
-    assert identity["dim"] == random_table.shape[1] and identity["max_seq_length"] == MAX_SEQ_LENGTH
-    assert identity["path"] == str(static_folder.resolve()) and len(identity["fingerprint"]) > 16
+    assert identity["type"] == "static"
+    assert identity["precision"] == "fp32"
+    assert identity["dim"] == random_table.shape[1]
+    assert identity["max_seq_length"] == MAX_SEQ_LENGTH
+    assert identity["path"] == str(static_folder.resolve())
+    assert len(identity["fingerprint"]) > 16
     assert isinstance(load_encoder(f"student:{static_folder}"), StaticEncoder)
     again = load_encoder_from_identity({**identity, "name": "mine"})
-    assert isinstance(again, StaticEncoder) and again.name == "mine"
+    assert isinstance(again, StaticEncoder)
+    assert again.name == "mine"
     np.testing.assert_allclose(again.encode(TEXTS), encoder.encode(TEXTS), atol=1e-6)
     assert encoder.model_bytes() > random_table.nbytes
 

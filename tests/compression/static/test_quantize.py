@@ -16,8 +16,12 @@ def test_rows_round_trip_within_half_a_step():
     table = rng.standard_normal((50, 24)).astype(np.float32) * rng.uniform(0.01, 10, (50, 1)).astype(np.float32)
     table[3] = 0.0
     quantized, scales = quantize_rows(table)
-    assert quantized.dtype == np.int8 and scales.dtype == np.float32 and scales.shape == (50,)
-    assert np.abs(quantized).max() <= 127 and scales[3] == 1.0 and not quantized[3].any()
+    assert quantized.dtype == np.int8
+    assert scales.dtype == np.float32
+    assert scales.shape == (50,)
+    assert np.abs(quantized).max() <= 127
+    assert scales[3] == 1.0
+    assert not quantized[3].any()
     np.testing.assert_allclose(np.abs(table).max(axis=1)[np.arange(50) != 3], 127 * scales[np.arange(50) != 3],
                                rtol=1e-6)  # fmt: skip
     error = np.abs(quantized * scales[:, None] - table)
@@ -29,7 +33,9 @@ def test_int8_folder_encodes_like_fp32(static_folder, tmp_path, make_sentences):
     config = quantize_static(static_folder, int8_dir)
     assert config.precision == "int8"
     fp32, int8 = StaticEncoder(static_folder), load_encoder(str(int8_dir))
-    assert isinstance(int8, StaticEncoder) and int8.precision == "int8" and int8.identity()["precision"] == "int8"
+    assert isinstance(int8, StaticEncoder)
+    assert int8.precision == "int8"
+    assert int8.identity()["precision"] == "int8"
     texts = TEXTS + make_sentences(100, 5)
     cosines = np.sum(fp32.encode(texts) * int8.encode(texts), axis=1)
     assert cosines.min() > 0.99

@@ -35,7 +35,8 @@ def reference_rows(teacher_dir, token_ids) -> np.ndarray:
 
 def test_rows_equal_an_independent_forward(tiny_teacher, vocab_size):
     table = token_vectors(tiny_teacher, batch_size=4096, autocast=False, show_progress=False)
-    assert table.shape == (vocab_size, 32) and table.dtype == np.float32
+    assert table.shape == (vocab_size, 32)
+    assert table.dtype == np.float32
     np.testing.assert_allclose(table[SAMPLE_IDS], reference_rows(tiny_teacher, SAMPLE_IDS), rtol=1e-4, atol=1e-5)
     subset = token_vectors(tiny_teacher, batch_size=3, autocast=False, show_progress=False, token_ids=SAMPLE_IDS)
     np.testing.assert_allclose(subset, table[SAMPLE_IDS], rtol=1e-4, atol=1e-5)

@@ -50,8 +50,10 @@ def test_training_approaches_reachable_targets(tiny_teacher, toy, optimizer):
     config = StaticConfig(**{**FIT.to_dict(), "optimizer": optimizer})
     fitted, report = train_static(start, tiny_teacher, texts, targets, config, held_out, held_out_targets,
                                   show_progress=False)  # fmt: skip
-    assert fitted.shape == start.shape and fitted.dtype == np.float32
-    assert len(report.epoch_losses) == config.epochs and report.steps == config.epochs * 10
+    assert fitted.shape == start.shape
+    assert fitted.dtype == np.float32
+    assert len(report.epoch_losses) == config.epochs
+    assert report.steps == config.epochs * 10
     assert report.epoch_losses[-1] < 0.2 * report.epoch_losses[0]
     assert report.eval_cosine_before < 0.5 < 0.9 < report.eval_cosine_after
     assert report.train_cosine_after > report.train_cosine_before
@@ -94,7 +96,8 @@ def test_linear_map_reaches_unseen_tokens(tiny_teacher, make_sentences, random_t
         config = StaticConfig(epochs=0, init_map=init_map)
         _, report = train_static(random_table, tiny_teacher, texts, targets, config, unseen, unseen_targets,
                                  show_progress=False)  # fmt: skip
-        assert report.eval_cosine_mapped == report.eval_cosine_after and report.steps == 0
+        assert report.eval_cosine_mapped == report.eval_cosine_after
+        assert report.steps == 0
         assert low < report.eval_cosine_mapped <= high + 1e-6, init_map
     centred = map_init(random_table, "center", np.zeros(0, np.int64), np.zeros(0, np.int64), targets, 10)
     np.testing.assert_allclose(centred.mean(axis=0), 0.0, atol=1e-5)
@@ -133,11 +136,16 @@ def test_build_publishes_a_loadable_encoder(tiny_teacher, make_sentences, tmp_pa
     config = StaticConfig(epochs=5, learning_rate=0.01, batch_size=32)
     report = build_static_encoder(tiny_teacher, texts, targets, tmp_path / "static", config, held_out,
                                   held_out_targets, show_progress=False)  # fmt: skip
-    assert report.dim == 32 and report.vocab_size == 30522 and report.init_seconds > 0
+    assert report.dim == 32
+    assert report.vocab_size == 30522
+    assert report.init_seconds > 0
     assert report.train.eval_cosine_after > report.train.eval_cosine_before
     encoder = StaticEncoder(tmp_path / "static")
     cosines = np.sum(encoder.encode(held_out) * held_out_targets, axis=1)
     assert abs(float(cosines.mean()) - report.train.eval_cosine_after) < 1e-4
     stored = json.loads((tmp_path / "static" / STATIC_REPORT_FILE).read_text())
-    assert stored["config"] == config.to_dict() and len(stored["train"]["epoch_losses"]) == 5
-    assert encoder.config.trained and encoder.config.max_tokens == 30 and encoder.model_bytes() == report.model_bytes
+    assert stored["config"] == config.to_dict()
+    assert len(stored["train"]["epoch_losses"]) == 5
+    assert encoder.config.trained
+    assert encoder.config.max_tokens == 30
+    assert encoder.model_bytes() == report.model_bytes

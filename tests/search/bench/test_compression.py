@@ -56,7 +56,8 @@ def test_compression_bench_layouts_on_fake_encoders(tmp_path, beir_dir):
     summary = run_compression_bench(spec, tmp_path / "out", show_progress=False)
     pipelines = json.loads((tmp_path / "out" / "pipelines.json").read_text())
     assert set(pipelines) == set(PIPELINES) - {"tower_int8"}
-    assert summary["tower_int8_ndcg@10"] is None and summary["tower_int8_recall@10_vs_teacher"] is None
+    assert summary["tower_int8_ndcg@10"] is None
+    assert summary["tower_int8_recall@10_vs_teacher"] is None
     for name in set(PIPELINES) - {"tower_int8"}:  # every headline figure comes from its own pipeline's report
         assert summary[f"{name}_ndcg@10"] == pipelines[name]["ndcg@10"], name
     for name in ("student_fp32", "student_int8", "asymmetric_int8"):
@@ -64,8 +65,10 @@ def test_compression_bench_layouts_on_fake_encoders(tmp_path, beir_dir):
         assert pipelines[name]["recall@10_vs_teacher"] == 1.0
     assert pipelines["minilm"]["recall@10_vs_teacher"] < 1.0  # another hash space
     assert pipelines["doc_tower_int8"]["ndcg@10"] == pytest.approx(pipelines["minilm"]["ndcg@10"])  # both fake:8
-    assert summary["throughput_docs"] == 10 and summary["spec"] == asdict(spec)
-    assert summary["machine"]["cores"] == psutil.cpu_count(logical=True) and summary["machine"]["threads"] == 1
+    assert summary["throughput_docs"] == 10
+    assert summary["spec"] == asdict(spec)
+    assert summary["machine"]["cores"] == psutil.cpu_count(logical=True)
+    assert summary["machine"]["threads"] == 1
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary))
     markdown = (tmp_path / "out" / "summary.md").read_text()
     assert [line.split(" | ")[0] for line in markdown.splitlines() if line.startswith("| ")][1:] == [
@@ -94,10 +97,12 @@ def test_compression_bench_on_tiny_models(build_tiny_sentence_model, tmp_path, b
     assert pipelines["teacher"]["recall@10_vs_teacher"] == 1.0  # the teacher agrees with its own exact search
     assert pipelines["asymmetric_int8"]["doc_encoder"] == "teacher"
     # the document-tower layout: student queries over the tower's documents (here the tiny teacher, 48-d)
-    assert pipelines["tower_int8"]["doc_encoder"] == "teacher" and pipelines["tower_int8"]["encoder"] == "int8"
+    assert pipelines["tower_int8"]["doc_encoder"] == "teacher"
+    assert pipelines["tower_int8"]["encoder"] == "int8"
     assert summary["teacher_model_bytes"] == model_bytes(teacher)
     assert summary["student_int8_model_bytes"] < model_bytes(student)  # int8 weights are smaller than fp32 ones
-    assert np.isfinite(summary["teacher_docs_per_s"]) and summary["student_int8_docs_per_s"] > 0
+    assert np.isfinite(summary["teacher_docs_per_s"])
+    assert summary["student_int8_docs_per_s"] > 0
     assert summary["student"]["fp32"]["path"] == str(student.resolve())
     assert summary["student"]["int8"]["precision"] == "int8"
     assert "| student_int8 |" in (tmp_path / "out" / "summary.md").read_text()

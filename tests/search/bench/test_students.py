@@ -101,7 +101,8 @@ def test_bench_rows_match_brute_force_and_files_are_written(tmp_path, beir_dir):
                                 loader=lambda spec, threads: encoders[spec], show_progress=False)  # fmt: skip
     rows = {row["name"]: row for row in results["rows"]}
     assert list(rows) == ["teacher", *students, "other", "minilm-int8"]
-    assert rows["teacher"]["recall@10_vs_teacher"] == 1.0 and rows["teacher"]["heldout_cosine"] == pytest.approx(1.0)
+    assert rows["teacher"]["recall@10_vs_teacher"] == 1.0
+    assert rows["teacher"]["heldout_cosine"] == pytest.approx(1.0)
     assert rows["teacher"]["heldout_recall@10_vs_teacher"] == 1.0
     layouts = {"teacher": (teacher, teacher), "other": (other, other), "minilm-int8": (naive, naive)}
     layouts |= {name: (encoder, teacher) for name, encoder in students.items()}
@@ -115,8 +116,10 @@ def test_bench_rows_match_brute_force_and_files_are_written(tmp_path, beir_dir):
         cosine = np.mean(np.sum(encoder.encode(heldout) * teacher.encode(heldout), axis=1))
         assert rows[name]["heldout_cosine"] == pytest.approx(float(cosine), abs=1e-5)
         assert (rows[name]["precision"], rows[name]["model_bytes"], rows[name]["docs"]) == ("int8", 1000, "teacher")
-    assert rows["other"]["heldout_cosine"] is None and rows["minilm-int8"]["heldout_cosine"] is None
-    assert rows["other"]["precision"] == "fp32" and rows["minilm-int8"]["docs"] == "own"
+    assert rows["other"]["heldout_cosine"] is None
+    assert rows["minilm-int8"]["heldout_cosine"] is None
+    assert rows["other"]["precision"] == "fp32"
+    assert rows["minilm-int8"]["docs"] == "own"
     floor = rows["minilm-int8"]["recall@10_vs_teacher"]
     assert all(row["beats_minilm_int8"] == (row["recall@10_vs_teacher"] >= floor) for row in rows.values())
     points = [(row["recall@10_vs_teacher"], row["encode_ms_p50"]) for row in rows.values()]
@@ -124,7 +127,8 @@ def test_bench_rows_match_brute_force_and_files_are_written(tmp_path, beir_dir):
         dominated = any(q2 >= q and c2 <= c and (q2 > q or c2 < c) for q2, c2 in points)
         assert row["pareto"] == (not dominated)
     corr = results["correlation"]  # over the three noisy students (teacher and references left out)
-    assert corr["rows"] == list(students) and corr["n"] == 3
+    assert corr["rows"] == list(students)
+    assert corr["n"] == 3
     xs = [rows[n]["heldout_cosine"] for n in students]
     ys = [rows[n]["recall@10_vs_teacher"] for n in students]
     assert corr["spearman"] == pytest.approx(reference_spearman(xs, ys))
@@ -135,7 +139,8 @@ def test_bench_rows_match_brute_force_and_files_are_written(tmp_path, beir_dir):
     assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")][1:] == [
         f"| {name}" for name in rows
     ]
-    assert "Pearson r = " in table and "Budget pick on held-out" in table
+    assert "Pearson r = " in table
+    assert "Budget pick on held-out" in table
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["budget_pick"]["metric"] == "heldout_recall@10_vs_teacher"
 
@@ -221,13 +226,19 @@ def test_cli_on_fake_encoders(tmp_path, beir_dir):
     results = json.loads(result.stdout)
     rows = {r["name"]: r for r in results["rows"]}
     assert list(rows) == ["teacher", "same", "small", "minilm-int8"]
-    assert rows["same"]["recall@10_vs_teacher"] == 1.0 and rows["same"]["heldout_cosine"] == pytest.approx(1.0)
-    assert rows["small"]["family"] == "static" and rows["small"]["docs"] == "own"
-    assert results["heldout_texts"] == 20 and results["budget_pick"]["metric"] == "heldout_recall@10_vs_teacher"
+    assert rows["same"]["recall@10_vs_teacher"] == 1.0
+    assert rows["same"]["heldout_cosine"] == pytest.approx(1.0)
+    assert rows["small"]["family"] == "static"
+    assert rows["small"]["docs"] == "own"
+    assert results["heldout_texts"] == 20
+    assert results["budget_pick"]["metric"] == "heldout_recall@10_vs_teacher"
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "table.md", "frontier.png"}
     table = runner.invoke(app, [*common, "--candidate", "same=fake:16", "--out", str(tmp_path / "o2")])
-    assert table.exit_code == 0 and "budget pick" in table.output
+    assert table.exit_code == 0
+    assert "budget pick" in table.output
     for args, message in ((["--candidate", "bad"], "NAME=PATH"), (["--candidate", "x=fake:8"], ":sym"),
                           (["--candidate", "a=fake:16", "--family", "zz=static"], "unknown candidates")):  # fmt: skip
         failed = runner.invoke(app, [*common, *args, "--out", str(tmp_path / "bad")])
-        assert failed.exit_code == 2 and message in failed.output and len(failed.output.strip().splitlines()) == 1
+        assert failed.exit_code == 2
+        assert message in failed.output
+        assert len(failed.output.strip().splitlines()) == 1

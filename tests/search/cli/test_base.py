@@ -68,7 +68,8 @@ def test_help_lists_every_command_in_the_documented_order() -> None:
     commands = ["index", "search", "eval", "distill", "quantize", "run", "bench-compression", "bench", "bench-scale",
                 "serve"]  # fmt: skip
     positions = [result.output.find(f"│ {name} ") for name in commands]
-    assert -1 not in positions and positions == sorted(positions), result.output
+    assert -1 not in positions, result.output
+    assert positions == sorted(positions), result.output
 
 
 def test_run_or_exit_turns_domain_errors_into_exit_2_and_lets_bugs_through() -> None:
@@ -105,7 +106,8 @@ def test_an_unexpected_key_error_keeps_its_traceback(tmp_path, beir_dir, monkeyp
 
     monkeypatch.setattr(datasets, "load_dataset", buggy)
     result = invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:8", "--out", str(tmp_path / "a"))
-    assert isinstance(result.exception, KeyError) and result.exit_code == 1
+    assert isinstance(result.exception, KeyError)
+    assert result.exit_code == 1
     assert "error:" not in result.output
 
 
@@ -125,7 +127,9 @@ def test_bad_user_input_is_one_line_and_exit_2(tmp_path, beir_dir, monkeypatch) 
         result = invoke(*args)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.exit_code == 2, (args, result.output)
-        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, result.stderr)
+        assert len(lines) == 1, (args, result.stderr)
+        assert lines[0].startswith("error: "), (args, result.stderr)
+        assert message in lines[0], (args, result.stderr)
     assert not (tmp_path / "out").exists()
 
 
@@ -145,7 +149,8 @@ def test_help_lists_the_choices_and_shows_every_bracket() -> None:
     import typer
 
     index_help = runner.invoke(app, ["index", "--help"], env={"COLUMNS": "300"})
-    assert "pip install -e '.[ray]'" in index_help.output and "<local|ray>" in index_help.output
+    assert "pip install -e '.[ray]'" in index_help.output
+    assert "<local|ray>" in index_help.output
     for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
         shown = " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "300"}).output.replace("│", " ").split())
         for param in command.params:
@@ -163,7 +168,8 @@ def test_bench_commands_write_under_runs_by_default() -> None:
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     for name in ("bench", "bench-compression", "bench-scale", "bench-students"):
         out = next(param for param in commands[name].params if param.name == "out")
-        assert Path(out.default).parts[0] == "runs" and "benchmarks" not in Path(out.default).parts, name
+        assert Path(out.default).parts[0] == "runs", name
+        assert "benchmarks" not in Path(out.default).parts, name
 
 
 def test_every_threads_option_defaults_to_every_core() -> None:
@@ -175,7 +181,8 @@ def test_every_threads_option_defaults_to_every_core() -> None:
     options = {name: param for name, command in commands.items() for param in command.params if param.name == "threads"}
     assert set(options) == set(commands) - {"prune-vocab"}
     for name, param in options.items():
-        assert param.default is None and THREADS_DEFAULT in param.help, name
+        assert param.default is None, name
+        assert THREADS_DEFAULT in param.help, name
 
 
 def test_print_mapping_as_json_and_as_a_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -188,4 +195,6 @@ def test_print_mapping_as_json_and_as_a_table(capsys: pytest.CaptureFixture[str]
     assert json.loads(capsys.readouterr().out) == {"ndcg@10": 0.123456, "out": "x", "n": 3}
     print_mapping("t", {"ndcg@10": 0.123456, "n": 3}, as_json=False)
     table = capsys.readouterr().out
-    assert "0.1235" in table and "0.123456" not in table and "ndcg@10" in table
+    assert "0.1235" in table
+    assert "0.123456" not in table
+    assert "ndcg@10" in table

@@ -31,9 +31,11 @@ def test_distill_command_on_tiny_models(build_tiny_sentence_model, tmp_path, bei
     report = json.loads(result.stdout)
     # 40 corpus texts + 12 pseudo-queries; the rank loss with train-query labels adds the train queries the sample
     # missed; corpus text first, then the query-like texts: 2 stages x 2 epochs
-    assert 52 <= report["texts"] <= 57 and len(report["epoch_losses"]) == 4
+    assert 52 <= report["texts"] <= 57
+    assert len(report["epoch_losses"]) == 4
     assert report["config"]["curriculum"] == "corpus-first"
-    assert report["config"]["loss"] == "rank" and report["eval_top10_overlap_after"] is not None
+    assert report["config"]["loss"] == "rank"
+    assert report["eval_top10_overlap_after"] is not None
     assert report["epoch_losses"][1] < report["epoch_losses"][0]  # the corpus stage learns
     vectors = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["a claim"], normalize_embeddings=True)
     assert vectors.shape == (1, 48)
@@ -58,10 +60,12 @@ def test_quantize_command_reports_sizes_latency_and_gate(build_tiny_sentence_mod
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["int8_model_bytes"] < report["fp32_model_bytes"]
-    assert report["gate_split"] == "train" and report["gate_queries"] == 5
+    assert report["gate_split"] == "train"
+    assert report["gate_queries"] == 5
     assert report["int8_model_bytes"] == (tmp_path / "q" / "int8" / "model.onnx").stat().st_size
     assert report["fp32_model_bytes"] == (tmp_path / "q" / "fp32" / "model.onnx").stat().st_size
-    assert report["mode"] == "dynamic" and report["latency_queries"] == "first 100 train queries, batch 1"
+    assert report["mode"] == "dynamic"
+    assert report["latency_queries"] == "first 100 train queries, batch 1"
 
 
 def test_quantize_gate_failure_warns_and_strict_exits_1(
@@ -77,9 +81,11 @@ def test_quantize_gate_failure_warns_and_strict_exits_1(
     model = build_tiny_sentence_model(tmp_path / "model", seed=3)
     args = ["quantize", "--model", str(model), "--out", str(tmp_path / "q"), "--dataset", str(beir_dir), "--json"]
     warned = invoke(*args)
-    assert warned.exit_code == 0 and "warning: int8 loses 0.3000 nDCG@10 on train queries" in warned.output
+    assert warned.exit_code == 0
+    assert "warning: int8 loses 0.3000 nDCG@10 on train queries" in warned.output
     strict = invoke(*args, "--strict")
-    assert strict.exit_code == 1 and "warning: int8 loses" in strict.output
+    assert strict.exit_code == 1
+    assert "warning: int8 loses" in strict.output
     bad = invoke("quantize", "--model", str(model), "--out", str(tmp_path / "q3"), "--mode", "int4")
     usage_error(bad, "'int4' is not one of 'dynamic', 'static'")
 
@@ -97,9 +103,11 @@ def test_distill_options_default_to_the_shipped_recipe(tmp_path, beir_dir, monke
 
     monkeypatch.setattr(distill_job, "distill_on_dataset", fake_distill)
     result = invoke("distill", "--dataset", str(beir_dir), "--out", str(tmp_path / "out"))
-    assert result.exit_code == 2 and "stop here" in result.output
+    assert result.exit_code == 2
+    assert "stop here" in result.output
     config, max_texts, eval_texts, seed = calls[0]
-    assert config == DistillConfig() and (max_texts, eval_texts, seed) == (MainJobSpec().distill_texts, 256, 0)
+    assert config == DistillConfig()
+    assert (max_texts, eval_texts, seed) == (MainJobSpec().distill_texts, 256, 0)
     shipped = {"student": "teacher-layers:0,11", "loss": "mse+rank", "projection": "auto", "learning_rate": 1e-4,
                "epochs": 2, "batch_size": 32, "max_seq_length": 32, "precision": "auto"}  # fmt: skip
     assert {name: getattr(config, name) for name in shipped} == shipped
@@ -122,7 +130,8 @@ def test_prune_vocab_keeps_the_corpus_tokens_and_their_vectors(build_tiny_senten
                     str(beir_dir), "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["model_bytes_after"] < report["model_bytes_before"] and report["token_occurrences_covered"] == 1.0
+    assert report["model_bytes_after"] < report["model_bytes_before"]
+    assert report["token_occurrences_covered"] == 1.0
     corpus = [doc.full_text() for doc in load_dataset(str(beir_dir)).corpus[:5]]
     full, pruned = OnnxEncoder(fp32, threads=1), OnnxEncoder(tmp_path / "pruned", threads=1)
     np.testing.assert_allclose(pruned.encode(corpus), full.encode(corpus), atol=1e-5)
@@ -132,4 +141,5 @@ def test_prune_vocab_keeps_the_corpus_tokens_and_their_vectors(build_tiny_senten
     assert json.loads(capped.stdout)["model_bytes_after"] < report["model_bytes_after"]
     bad = invoke("prune-vocab", "--model", str(fp32), "--out", str(tmp_path / "x"), "--max-tokens", "0",
                  "--dataset", str(beir_dir))  # fmt: skip
-    assert bad.exit_code == 2 and "max_tokens" in bad.output
+    assert bad.exit_code == 2
+    assert "max_tokens" in bad.output

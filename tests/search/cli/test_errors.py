@@ -151,7 +151,8 @@ def assert_one_line_error(result: Result, names: Path | str) -> str:
     """Exit status 2, and stderr is one line `error: ...` naming `names`, without a traceback."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
     assert str(names) in lines[0], lines[0]
     assert "Traceback" not in result.output
     return lines[0]
@@ -183,12 +184,14 @@ def test_the_cases_load_before_they_are_damaged(built, monkeypatch):
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(args))
     for index_dir in (built.fake, built.onnx):
         result = CliRunner().invoke(app, ["search", "--index-dir", str(index_dir), "vitamin", "--json"])
-        assert result.exit_code == 0 and len(json.loads(result.stdout)["hits"]) == 10, result.output
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.stdout)["hits"]) == 10, result.output
     port = str(free_port())
     result = CliRunner().invoke(
         app, ["serve", f"--pipeline=a={built.fake}", f"--pipeline=b={built.onnx}", "--port", port]
     )
-    assert result.exit_code == 0 and len(started) == 1, result.output
+    assert result.exit_code == 0, result.output
+    assert len(started) == 1, result.output
 
 
 def test_serve_refuses_a_bad_port_or_one_in_use(built, monkeypatch):
@@ -209,7 +212,8 @@ def test_verbose_adds_the_traceback(built):
     (built.fake / "meta.json").write_text("[1, 2, 3]")
     result = CliRunner().invoke(app, ["--verbose", "search", "--index-dir", str(built.fake), "vitamin"])
     assert result.exit_code == 2
-    assert "Traceback (most recent call last)" in result.stderr and "IndexDirError" in result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "IndexDirError" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {built.fake / 'meta.json'}")
 
 
@@ -272,7 +276,8 @@ def test_on_bad_record_skip_counts_the_skipped_records_in_meta(tmp_path, usage_e
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["skipped_records"] == 2
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["skipped_records"] == 2 and meta["ntotal"] == 2
+    assert meta["skipped_records"] == 2
+    assert meta["ntotal"] == 2
     usage_error(CliRunner().invoke(app, [*args, "--on-bad-record", "ignore"]), "'ignore' is not one of 'fail', 'skip'")
 
 
@@ -285,5 +290,6 @@ def test_the_real_command_prints_one_line_for_a_garbage_onnx_model(built):
     done = subprocess.run([*command, "vitamin"], capture_output=True, text=True, env=env, timeout=120, cwd=root)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in done.stderr and lines[-1].startswith(f"error: {built.model / 'model.onnx'}"), lines
+    assert "Traceback" not in done.stderr, lines
+    assert lines[-1].startswith(f"error: {built.model / 'model.onnx'}"), lines
     assert sum(line.startswith("error:") for line in lines) == 1

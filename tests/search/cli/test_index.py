@@ -33,7 +33,8 @@ def test_index_search_eval_round_trip(tmp_path, beir_dir):
     )
     assert built.exit_code == 0, built.output
     summary = json.loads(built.stdout)
-    assert summary["documents"] == 60 and summary["search_params"] == {"nprobe": 2}
+    assert summary["documents"] == 60
+    assert summary["search_params"] == {"nprobe": 2}
     assert summary["embeddings_from_cache"] is False
 
     again = invoke(
@@ -55,7 +56,9 @@ def test_index_search_eval_round_trip(tmp_path, beir_dir):
     assert [h["id"][:6] for h in json.loads(hits.stdout)["hits"]][0] == "cancer"
 
     table = invoke("search", "--index-dir", str(out), "cancerkey", "--k", "2")  # -k is its short form
-    assert table.exit_code == 0 and "top 2" in table.stdout and "encode" in table.stdout
+    assert table.exit_code == 0
+    assert "top 2" in table.stdout
+    assert "encode" in table.stdout
 
     evaluated = invoke("eval", "--dataset", str(beir_dir), "--index-dir", str(out), "--params", "nprobe=4", "--json")
     assert evaluated.exit_code == 0, evaluated.output
@@ -78,13 +81,15 @@ def test_index_search_eval_round_trip(tmp_path, beir_dir):
 def test_eval_without_qrels_split(tmp_path, beir_dir):
     invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:16", "--out", str(tmp_path / "ix"))
     result = invoke("eval", "--dataset", str(beir_dir), "--index-dir", str(tmp_path / "ix"), "--split", "dev")
-    assert result.exit_code == 2 and "no qrels for split 'dev'" in result.output
+    assert result.exit_code == 2
+    assert "no qrels for split 'dev'" in result.output
 
 
 def test_search_with_params_that_do_not_apply(tmp_path, beir_dir):
     invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:16", "--out", str(tmp_path / "ix"))
     result = invoke("search", "--index-dir", str(tmp_path / "ix"), "x", "--params", "nprobe=3")
-    assert result.exit_code == 2 and "does not apply to this index" in result.output
+    assert result.exit_code == 2
+    assert "does not apply to this index" in result.output
 
 
 def test_asymmetric_index_onnx_queries_over_torch_documents(build_tiny_sentence_model, tmp_path, beir_dir):
@@ -98,13 +103,17 @@ def test_asymmetric_index_onnx_queries_over_torch_documents(build_tiny_sentence_
                    str(model), "--out", str(out), "--threads", "1", "--json")  # fmt: skip
     assert built.exit_code == 0, built.output
     summary = json.loads(built.stdout)
-    assert summary["mode"] == "asymmetric" and summary["doc_encoder"] == "model"
+    assert summary["mode"] == "asymmetric"
+    assert summary["doc_encoder"] == "model"
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["encoder"]["type"] == "onnx" and meta["doc_encoder"]["type"] == "sentence-transformers"
+    assert meta["encoder"]["type"] == "onnx"
+    assert meta["doc_encoder"]["type"] == "sentence-transformers"
     report = json.loads(invoke("eval", "--dataset", str(beir_dir), "--index-dir", str(out), "--json").stdout)
-    assert report["recall@10_vs_exact"] == 1.0 and report["doc_encoder"] == "model"
+    assert report["recall@10_vs_exact"] == 1.0
+    assert report["doc_encoder"] == "model"
     # documents and queries from models of different widths cannot share an index
     other = build_tiny_sentence_model(tmp_path / "wide", seed=6, dense_dim=48)
     bad = invoke("index", "--dataset", str(beir_dir), "--encoder", str(model), "--doc-encoder", str(other),
                  "--out", str(tmp_path / "bad"))  # fmt: skip
-    assert bad.exit_code == 2 and "must share one embedding space" in bad.output
+    assert bad.exit_code == 2
+    assert "must share one embedding space" in bad.output

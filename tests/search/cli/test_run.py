@@ -30,10 +30,15 @@ def captured_spec(monkeypatch: pytest.MonkeyPatch) -> list[MainJobSpec]:
 
 def test_run_defaults_are_the_main_job_defaults(captured_spec: list[MainJobSpec]) -> None:
     result = CliRunner().invoke(app, ["run"])
-    assert result.exit_code == 2 and "stopped before the job" in result.output
+    assert result.exit_code == 2
+    assert "stopped before the job" in result.output
     spec = captured_spec[0]
-    assert spec == MainJobSpec() and spec.runs_dir == Path("runs") and spec.threads == available_cores()
-    assert spec.recipe == DistillConfig() and not spec.quick and spec.compressed_factory == "HNSW32,SQ8"
+    assert spec == MainJobSpec()
+    assert spec.runs_dir == Path("runs")
+    assert spec.threads == available_cores()
+    assert spec.recipe == DistillConfig()
+    assert not spec.quick
+    assert spec.compressed_factory == "HNSW32,SQ8"
 
 
 def test_run_overrides_apply_to_full_and_quick_runs(captured_spec: list[MainJobSpec], tmp_path: Path) -> None:
@@ -41,7 +46,8 @@ def test_run_overrides_apply_to_full_and_quick_runs(captured_spec: list[MainJobS
             "--runs-dir", str(tmp_path), "--threads", "1", "--dataset", "somewhere"]  # fmt: skip
     CliRunner().invoke(app, args)
     spec = captured_spec[0]
-    assert spec.quick and spec.compressed_index == spec.quick_compressed_index == spec.compressed_factory == "IVF4,PQ8"
+    assert spec.quick
+    assert spec.compressed_index == spec.quick_compressed_index == spec.compressed_factory == "IVF4,PQ8"
     assert spec.distill_texts == spec.quick_distill_texts == spec.texts_for_training == 50
     assert (spec.quantization, spec.runs_dir, spec.threads, spec.dataset) == ("static", tmp_path, 1, "somewhere")
 

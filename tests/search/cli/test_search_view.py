@@ -116,7 +116,9 @@ def test_compare_shows_snippets_for_a_corpus_without_titles(untitled, console_wi
 def test_one_line_flattens_and_cuts_with_an_ellipsis():
     assert one_line("a\n\tb   c", 10) == "a b c"
     cut = one_line("alpha beta gamma delta epsilon", 20)
-    assert len(cut) <= 20 and cut.endswith("…") and "alpha beta gamma".startswith(cut[:-1])
+    assert len(cut) <= 20
+    assert cut.endswith("…")
+    assert "alpha beta gamma".startswith(cut[:-1])
     assert one_line("", 5) == ""
 
 
@@ -130,12 +132,15 @@ def test_compare_json_matches_each_index_searched_alone(index_dirs):
 
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
-    assert body["reference"] == "teacher" and body["k"] == K and body["query"] == QUERY
+    assert body["reference"] == "teacher"
+    assert body["k"] == K
+    assert body["query"] == QUERY
     assert list(body["pipelines"]) == ["small", "teacher"]  # --index-dir first, as loaded
     teacher, small = body["pipelines"]["teacher"], body["pipelines"]["small"]
     assert [hit["id"] for hit in teacher["hits"]] == reference
     assert [hit["id"] for hit in small["hits"]] == other
-    assert teacher["recall@k_vs_teacher"] == 1.0 and teacher["missing"] == teacher["extra"] == []
+    assert teacher["recall@k_vs_teacher"] == 1.0
+    assert teacher["missing"] == teacher["extra"] == []
     assert small["recall@k_vs_teacher"] == pytest.approx(len(shared) / len(reference))
     assert small["missing"] == [doc for doc in reference if doc not in shared]
     assert small["extra"] == [doc for doc in other if doc not in shared]
@@ -186,17 +191,20 @@ def test_compare_text_marks_exactly_the_shared_hits(index_dirs, console_width, w
     assert f"recall@{K} vs teacher {len(shared) / len(reference):.2f}" in text
     for doc in reference:
         assert (f"missed {doc} (teacher rank {reference.index(doc) + 1})" in text) == (doc not in shared)
-    assert text.count("tokenize ") == 2 and text.count("total ") == 2  # each pipeline's stage timings
+    assert text.count("tokenize ") == 2
+    assert text.count("total ") == 2  # each pipeline's stage timings
 
 
 def test_compare_names_and_reference(index_dirs):
     args = ["search", QUERY, "--index-dir", str(index_dirs["teacher"]), "--compare", f"pq={index_dirs['compressed']}",
             "-k", str(K), "--json"]  # fmt: skip
     body = json.loads(invoke(*args).stdout)
-    assert list(body["pipelines"]) == ["teacher", "pq"] and body["reference"] == "teacher"  # teacher, by name
+    assert list(body["pipelines"]) == ["teacher", "pq"]
+    assert body["reference"] == "teacher"  # teacher, by name
 
     body = json.loads(invoke(*args, "--reference", "pq").stdout)
-    assert body["reference"] == "pq" and body["pipelines"]["pq"]["recall@k_vs_teacher"] == 1.0
+    assert body["reference"] == "pq"
+    assert body["pipelines"]["pq"]["recall@k_vs_teacher"] == 1.0
     assert [hit["reference_rank"] for hit in body["pipelines"]["pq"]["hits"]] == list(range(1, K + 1))
 
 
@@ -204,7 +212,8 @@ def test_reference_defaults_to_the_first_compared_without_a_teacher(index_dirs):
     args = ["search", QUERY, "--index-dir", str(index_dirs["compressed"]), "--compare", f"a={index_dirs['teacher']}",
             "--compare", f"b={index_dirs['compressed']}", "-k", "3", "--json"]  # fmt: skip
     body = json.loads(invoke(*args).stdout)
-    assert body["reference"] == "a" and list(body["pipelines"]) == ["small", "a", "b"]
+    assert body["reference"] == "a"
+    assert list(body["pipelines"]) == ["small", "a", "b"]
 
 
 @pytest.mark.parametrize(
@@ -231,7 +240,9 @@ def test_bad_compare_options_are_one_line_errors(index_dirs, tmp_path, extra, ne
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    assert needle in lines[0], result.stderr
 
 
 def test_indexes_of_different_corpora_are_refused(index_dirs, untitled):
@@ -242,4 +253,5 @@ def test_indexes_of_different_corpora_are_refused(index_dirs, untitled):
 
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "hold different corpora" in lines[0], result.stderr
+    assert len(lines) == 1, result.stderr
+    assert "hold different corpora" in lines[0], result.stderr

@@ -40,7 +40,8 @@ def test_serve_cli_validates_before_starting(tmp_path, index_dirs, monkeypatch):
     runner = CliRunner()
     for args, message in cases:
         result = runner.invoke(app, ["serve", *args])
-        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
     assert not started
     args = [f"--pipeline=teacher={index_dirs['teacher']}", f"--pipeline=compressed={index_dirs['compressed']}"]
     result = runner.invoke(app, ["serve", *args, "--workers-threads", "2", "--threads", "1"])

@@ -9,13 +9,17 @@ from search.data.records import DatasetError
 
 def test_load_beir_with_graded_qrels(beir_dir):
     ds = load_beir(beir_dir)
-    assert ds.name == "tiny" and ds.path == beir_dir
-    assert len(ds.corpus) == 60 and len(ds.queries) == 10
-    assert ds.corpus[0].id == "vitamin-0" and ds.corpus[0].title == "vitamin study 0"
+    assert ds.name == "tiny"
+    assert ds.path == beir_dir
+    assert len(ds.corpus) == 60
+    assert len(ds.queries) == 10
+    assert ds.corpus[0].id == "vitamin-0"
+    assert ds.corpus[0].title == "vitamin study 0"
     assert set(ds.qrels) == {"test", "train"}
     assert ds.qrels["test"]["q0"] == {"vitamin-0": 2, "vitamin-1": 1}
     ids, texts, _ = ds.split_queries("test")
-    assert ids == ["q0", "q1", "q2", "q3", "q4"] and texts[0] == "vitaminkey"
+    assert ids == ["q0", "q1", "q2", "q3", "q4"]
+    assert texts[0] == "vitaminkey"
     assert load_beir(beir_dir, name="other").name == "other"
 
 
@@ -24,7 +28,9 @@ def test_queries_and_qrels_are_optional(beir_dir):
     for split in ("test", "train"):
         (beir_dir / "qrels" / f"{split}.tsv").unlink()
     ds = load_beir(beir_dir)
-    assert len(ds.corpus) == 60 and ds.queries == {} and ds.qrels == {}
+    assert len(ds.corpus) == 60
+    assert ds.queries == {}
+    assert ds.qrels == {}
 
 
 def test_missing_corpus_names_the_layout(tmp_path):

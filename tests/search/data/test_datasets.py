@@ -11,11 +11,16 @@ SCIFACT = PROJECT_ROOT.parent / "shared" / "datasets" / "scifact"
 
 def test_a_beir_folder_a_corpus_file_and_a_text_folder_by_path(beir_dir, tmp_path):
     ds = load_dataset(str(beir_dir))
-    assert ds.name == "tiny" and len(ds.corpus) == 60 and set(ds.qrels) == {"test", "train"}
+    assert ds.name == "tiny"
+    assert len(ds.corpus) == 60
+    assert set(ds.qrels) == {"test", "train"}
     corpus_file = beir_dir / "corpus.jsonl"
     plain = load_dataset(str(corpus_file))
-    assert plain.name == "corpus" and plain.path == corpus_file and plain.corpus == ds.corpus
-    assert plain.queries == {} and plain.qrels == {}
+    assert plain.name == "corpus"
+    assert plain.path == corpus_file
+    assert plain.corpus == ds.corpus
+    assert plain.queries == {}
+    assert plain.qrels == {}
     (tmp_path / "txt").mkdir()
     (tmp_path / "txt" / "a.txt").write_text("apple")
     assert [d.id for d in load_dataset(str(tmp_path / "txt")).corpus] == ["a"]
@@ -27,7 +32,9 @@ def test_named_dataset_from_the_env_folder(tmp_path, monkeypatch, beir_dir):
     beir_dir.rename(root / "scifact")
     monkeypatch.setenv(registry.DATA_ENV, str(root))
     ds = load_dataset("scifact")
-    assert ds.path == root / "scifact" and ds.name == "scifact" and len(ds.corpus) == 60
+    assert ds.path == root / "scifact"
+    assert ds.name == "scifact"
+    assert len(ds.corpus) == 60
 
 
 def test_unknown_dataset_lists_options():
@@ -40,7 +47,11 @@ def test_real_scifact_from_the_project_root(monkeypatch):
     monkeypatch.delenv(registry.DATA_ENV, raising=False)
     monkeypatch.chdir(PROJECT_ROOT)
     ds = load_dataset("scifact", download=False)
-    assert ds.path is not None and ds.path.resolve() == SCIFACT.resolve()
-    assert len(ds.corpus) == 5183 and len(ds.queries) == 1109
-    assert len(ds.qrels["test"]) == 300 and sum(map(len, ds.qrels["test"].values())) == 339
-    assert len(ds.qrels["train"]) == 809 and sum(map(len, ds.qrels["train"].values())) == 919
+    assert ds.path is not None
+    assert ds.path.resolve() == SCIFACT.resolve()
+    assert len(ds.corpus) == 5183
+    assert len(ds.queries) == 1109
+    assert len(ds.qrels["test"]) == 300
+    assert sum(map(len, ds.qrels["test"].values())) == 339
+    assert len(ds.qrels["train"]) == 809
+    assert sum(map(len, ds.qrels["train"].values())) == 919

@@ -50,7 +50,8 @@ def test_same_seed_same_texts_other_seed_other_texts(beir_dir: Path) -> None:
     first = pseudo_queries(dataset, 60, seed=3)
     assert first == pseudo_queries(dataset, 60, seed=3)
     assert first != pseudo_queries(dataset, 60, seed=4)
-    assert len(first) == 60 and len({normalise_text(t) for t in first}) == 60
+    assert len(first) == 60
+    assert len({normalise_text(t) for t in first}) == 60
 
 
 def test_never_a_test_query_even_when_the_corpus_contains_it() -> None:
@@ -85,7 +86,8 @@ def test_mix_is_followed_and_spans_fill_what_a_kind_cannot_give() -> None:
     titles_only = PseudoQueryMix(span=0, clause=0, keywords=0, title=1, question=0)
     texts = pseudo_queries(dataset, 100, seed=0, mix=titles_only)  # 40 titles, the other 60 are spans
     titles = {doc.title for doc in dataset.corpus}
-    assert len(texts) == 100 and sum(text in titles for text in texts) == 40
+    assert len(texts) == 100
+    assert sum(text in titles for text in texts) == 40
     for kind in PSEUDO_KINDS:  # a single-kind mix gives exactly what was asked
         assert (
             len(pseudo_queries(dataset, 150, seed=1, mix=PseudoQueryMix(**{k: float(k == kind) for k in PSEUDO_KINDS})))
@@ -99,7 +101,8 @@ def test_kinds_have_query_shapes() -> None:
     for span in document_pseudo_queries(doc, "span", rng):
         words = span.split()
         assert SPAN_WORDS[0] <= len(words) <= SPAN_WORDS[1]
-        assert words[0].lower() not in STOP_WORDS and words[-1].lower() not in STOP_WORDS
+        assert words[0].lower() not in STOP_WORDS
+        assert words[-1].lower() not in STOP_WORDS
     assert (
         first_clause(ABSTRACT)
         == "Alterations of the architecture of cerebral white matter can affect cortical development"
@@ -119,8 +122,10 @@ def test_kinds_have_query_shapes() -> None:
 
 def test_quotas_sum_to_count_and_follow_weights() -> None:
     shares = quotas(1001, PseudoQueryMix(span=2, clause=1, keywords=1, title=0, question=0))
-    assert sum(shares.values()) == 1001 and shares["title"] == shares["question"] == 0
-    assert shares["span"] in (500, 501) and abs(shares["clause"] - 250) <= 1
+    assert sum(shares.values()) == 1001
+    assert shares["title"] == shares["question"] == 0
+    assert shares["span"] in (500, 501)
+    assert abs(shares["clause"] - 250) <= 1
 
 
 def test_mix_parsing_and_validation() -> None:

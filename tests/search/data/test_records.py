@@ -14,7 +14,9 @@ def test_split_queries_orders_numeric_ids_numerically_then_the_others():
     queries = {"10": "ten", "2": "two", "b": "bee", "a": "ay"}
     judged = {"b": {"d": 1}, "10": {"d": 1}, "a": {"d": 2}, "2": {"d": 1}}
     ids, texts, qrels = Dataset("x", corpus, queries, {"test": judged}).split_queries("test")
-    assert ids == ["2", "10", "a", "b"] and texts == ["two", "ten", "ay", "bee"] and qrels == judged
+    assert ids == ["2", "10", "a", "b"]
+    assert texts == ["two", "ten", "ay", "bee"]
+    assert qrels == judged
 
 
 def test_split_queries_errors_name_the_split_and_the_missing_queries():

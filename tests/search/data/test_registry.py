@@ -39,7 +39,8 @@ def installed(tmp_path, monkeypatch) -> Path:
 
 def test_manifest_is_package_data_with_an_archive_hash():
     entry = registry.load_manifest()["scifact"]
-    assert entry["url"].endswith("/scifact.zip") and entry["counts"]["corpus"] == 5183
+    assert entry["url"].endswith("/scifact.zip")
+    assert entry["counts"]["corpus"] == 5183
     assert re.fullmatch("[0-9a-f]{64}", entry["archive_sha256"])
 
 
@@ -49,7 +50,8 @@ def test_source_checkout_is_the_project_root_here_and_none_when_installed(tmp_pa
     site.mkdir(parents=True)
     shutil.copyfile(registry.__file__, site / "registry.py")
     spec = importlib.util.spec_from_file_location("installed_registry", site / "registry.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     installed_copy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(installed_copy)
     assert installed_copy.source_checkout() is None
@@ -128,11 +130,14 @@ def test_download_checks_the_hash_unpacks_and_publishes_whole(tmp_path, tiny_zip
     (root / "tiny").mkdir(parents=True)
     (root / "tiny" / "partial.tmp").write_text("left by an interrupted copy")
     target = download_beir("tiny", entry_for(tiny_zip[1]), root)
-    assert target == root / "tiny" and served == [URL]
+    assert target == root / "tiny"
+    assert served == [URL]
     assert sorted(p.name for p in target.iterdir()) == ["corpus.jsonl", "qrels", "queries.jsonl"]
     expected = load_beir(tmp_path / "zip-source" / "tiny")
     got = load_beir(target)
-    assert got.corpus == expected.corpus and got.queries == expected.queries and got.qrels == expected.qrels
+    assert got.corpus == expected.corpus
+    assert got.queries == expected.queries
+    assert got.qrels == expected.qrels
     assert [p.name for p in root.iterdir()] == ["tiny"]  # no download leftovers
 
 

@@ -109,9 +109,11 @@ def test_skip_leaves_bad_records_out_counts_them_and_logs_at_most_ten(tmp_path, 
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with caplog.at_level(logging.WARNING, logger="search.data.records"):
         dataset = load_dataset(str(path), on_bad_record="skip")
-    assert [d.id for d in dataset.corpus] == ["a", "ok2"] and dataset.skipped_records == 14
+    assert [d.id for d in dataset.corpus] == ["a", "ok2"]
+    assert dataset.skipped_records == 14
     one_by_one = [r for r in caplog.records if r.getMessage().startswith("skipped a bad record")]
-    assert len(one_by_one) == 10 and f"{path}:2: 'text' must be a string" in one_by_one[0].getMessage()
+    assert len(one_by_one) == 10
+    assert f"{path}:2: 'text' must be a string" in one_by_one[0].getMessage()
     assert f"skipped 14 bad records in all (14 in {path})" in caplog.text
 
 
@@ -138,7 +140,8 @@ def test_text_folder_files_are_records(tmp_path):
     with pytest.raises(DatasetError, match=r"b\.txt: document 'b' has an empty text"):
         load_corpus(folder)
     bad = BadRecords("skip")
-    assert [d.id for d in load_corpus(folder, bad=bad)] == ["a"] and bad.skipped == 2
+    assert [d.id for d in load_corpus(folder, bad=bad)] == ["a"]
+    assert bad.skipped == 2
 
 
 def test_beir_queries_and_qrels_are_read_as_strictly(beir_dir):
@@ -163,12 +166,16 @@ def test_beir_queries_and_qrels_are_read_as_strictly(beir_dir):
     with pytest.raises(DatasetError, match=r"corpus\.jsonl:61: 'text' must be a string, got an object"):
         load_beir(beir_dir)
     dataset = load_beir(beir_dir, on_bad_record="skip")
-    assert len(dataset.corpus) == 60 and dataset.skipped_records == 2  # the corpus line and the qrels line
+    assert len(dataset.corpus) == 60
+    assert dataset.skipped_records == 2  # the corpus line and the qrels line
     assert dataset.qrels["test"] == {"q0": {"vitamin-0": 1}}
 
 
 def test_policies_and_blank_texts():
     with pytest.raises(ValueError, match="unknown bad-record policy 'ignore': use one of fail, skip"):
         BadRecords("ignore")
-    assert is_blank("") and is_blank(" \t\n") and is_blank("\u200b\u200d\ufeff\u00a0\u2028")
-    assert not is_blank("\u200bx") and not is_blank("é")
+    assert is_blank("")
+    assert is_blank(" \t\n")
+    assert is_blank("\u200b\u200d\ufeff\u00a0\u2028")
+    assert not is_blank("\u200bx")
+    assert not is_blank("é")

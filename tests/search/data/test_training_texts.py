@@ -36,7 +36,9 @@ def test_corpus_text_identical_to_a_test_query_is_dropped() -> None:
         qrels={"test": {"q1": {"d1": 1}}, "train": {"q2": {"d1": 1}}},
     )
     texts = training_texts(dataset)
-    assert claim not in texts and other in texts and "a train query about vaccines" in texts
+    assert claim not in texts
+    assert other in texts
+    assert "a train query about vaccines" in texts
     assert f"{claim} {other}" in texts  # a window holding the claim is corpus text, not the query itself
 
 

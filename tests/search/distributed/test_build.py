@@ -102,12 +102,14 @@ def test_a_killed_build_resumes_from_its_shards(ray_local, tmp_path, vectors):
     ranges = shard_ranges(len(corpus), 4)
     written = [shard_name(i) for i, (a, b) in enumerate(ranges) if shard_is_complete(work / shard_name(i), a, b - a)]
     # the driver died after 2 shards; with 1 CPU, the one task already running may still finish after its death
-    assert written[:2] == [shard_name(0), shard_name(1)] and len(written) <= 3, written
+    assert written[:2] == [shard_name(0), shard_name(1)], written
+    assert len(written) <= 3, written
     stamps = {name: (work / name).stat().st_mtime_ns for name in written}
 
     builder = ShardedBuilder(work, ShardSpec(4), RaySpec(workers=2))
     built = builder(corpus, IndexSpec("IVF32,PQ8", seed=3))
-    assert builder.shards_reused >= len(written) and builder.shards_built >= 1
+    assert builder.shards_reused >= len(written)
+    assert builder.shards_built >= 1
     assert builder.shards_reused + builder.shards_built == 4
     assert {name: (work / name).stat().st_mtime_ns for name in written} == stamps  # reused, not rebuilt
     local = build_index(corpus, IndexSpec("IVF32,PQ8", seed=3)).index
@@ -123,7 +125,8 @@ def test_index_dir_built_on_ray_serves_like_the_local_one(ray_local, tmp_path, b
     report = build_index_dir_ray(dataset, FakeEncoder(dim=32), "fake:32", spec, tmp_path / "ray",
                                  RaySpec(workers=2), ShardSpec(3), show_progress=False)  # fmt: skip
     meta = report.meta
-    assert meta["engine"]["name"] == "ray" and meta["engine"]["merge"] == "ondisk"
+    assert meta["engine"]["name"] == "ray"
+    assert meta["engine"]["merge"] == "ondisk"
     assert meta["embedding_key"] == local.meta["embedding_key"]  # the same cache entry
     assert (tmp_path / "ray" / "lists.ivfdata").is_file()
     assert not list(tmp_path.glob(".ray.shards-*"))  # the work folder is gone
@@ -146,6 +149,7 @@ def test_cli_index_on_ray_and_bad_engine(ray_local, tmp_path, beir_dir, usage_er
     result = runner.invoke(cli, [*args, "--out", str(tmp_path / "ix"), "--engine", "ray", "--workers", "2"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["engine"] == "ray" and summary["documents"] == len(load_beir(beir_dir).corpus)
+    assert summary["engine"] == "ray"
+    assert summary["documents"] == len(load_beir(beir_dir).corpus)
     bad = runner.invoke(cli, [*args, "--out", str(tmp_path / "ix2"), "--engine", "spark"])
     usage_error(bad, "'spark' is not one of 'local', 'ray'")

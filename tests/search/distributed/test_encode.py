@@ -31,11 +31,14 @@ def direct_vectors(encoder: Any, corpus: tuple[Document, ...], batch_size: int =
 def test_fake_encoder_on_ray_gives_the_local_vectors_and_fills_the_local_cache(ray_local: Any, beir_dir: Path) -> None:
     corpus = corpus_of(beir_dir)
     on_ray = encode_corpus_ray("fake:32", corpus, RaySpec(batch_size=8), chunk_size=16, show_progress=False)
-    assert not on_ray.from_cache and on_ray.vectors.shape == (len(corpus), 32)
+    assert not on_ray.from_cache
+    assert on_ray.vectors.shape == (len(corpus), 32)
     np.testing.assert_allclose(on_ray.vectors, direct_vectors(FakeEncoder(dim=32), corpus), atol=1e-6)
     local_encoder = FakeEncoder(dim=32)
     local = encode_corpus(local_encoder, corpus, show_progress=False)
-    assert local.from_cache and local.key == on_ray.key and local_encoder.calls == []  # no encoding at all
+    assert local.from_cache
+    assert local.key == on_ray.key
+    assert local_encoder.calls == []  # no encoding at all
     np.testing.assert_array_equal(local.vectors, on_ray.vectors)  # the one stored entry, read back
 
 
@@ -50,11 +53,13 @@ def test_a_local_encoding_is_a_cache_hit_on_ray_without_starting_it(
 
     monkeypatch.setattr(encode_module, "ray_session", no_ray)
     on_ray = encode_corpus_ray("fake:32", corpus, RaySpec(workers=2), show_progress=False)
-    assert on_ray.from_cache and on_ray.key == local.key
+    assert on_ray.from_cache
+    assert on_ray.key == local.key
     np.testing.assert_array_equal(on_ray.vectors, local.vectors)
     monkeypatch.setattr(encode_module, "load_encoder", no_ray)
     given = encode_corpus_ray("fake:32", corpus, encoder=FakeEncoder(dim=32), show_progress=False)
-    assert given.from_cache and given.key == local.key  # the driver's own encoder names the entry: no second load
+    assert given.from_cache
+    assert given.key == local.key  # the driver's own encoder names the entry: no second load
 
 
 def test_two_workers_and_a_killed_actor_give_the_same_vectors(ray_local: Any, beir_dir: Path, tmp_path: Path) -> None:
@@ -67,7 +72,8 @@ def test_two_workers_and_a_killed_actor_give_the_same_vectors(ray_local: Any, be
     assert not psutil.pid_exists(killed)  # that actor's process is gone; Ray ran the batch again elsewhere
     np.testing.assert_allclose(on_ray.vectors, direct_vectors(FakeEncoder(dim=32), corpus), atol=1e-6)
     local = encode_corpus(FakeEncoder(dim=32), corpus, show_progress=False)
-    assert local.from_cache and local.key == on_ray.key
+    assert local.from_cache
+    assert local.key == on_ray.key
 
 
 def test_without_restarts_the_killed_actor_fails_the_encoding(
@@ -78,7 +84,8 @@ def test_without_restarts_the_killed_actor_fails_the_encoding(
     spec = RaySpec(workers=2, batch_size=4, max_restarts=0, max_task_retries=0)
     with pytest.raises(ray_local.exceptions.RayActorError):
         encode_corpus_ray("fake:32", corpus_of(beir_dir), spec, chunk_size=8, show_progress=False, fail_once=marker)
-    assert marker.exists() and not list(isolated_cache.glob("embeddings/*.npy"))  # nothing complete was stored
+    assert marker.exists()
+    assert not list(isolated_cache.glob("embeddings/*.npy"))  # nothing complete was stored
 
 
 def test_a_tiny_sentence_transformers_model_on_ray_matches_the_local_path(
@@ -92,7 +99,8 @@ def test_a_tiny_sentence_transformers_model_on_ray_matches_the_local_path(
     np.testing.assert_allclose(on_ray.vectors, direct_vectors(encoder, corpus, batch_size=5), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(on_ray.vectors, axis=1), 1.0, atol=1e-5)
     local = encode_corpus(encoder, corpus, show_progress=False)
-    assert local.from_cache and local.key == on_ray.key
+    assert local.from_cache
+    assert local.key == on_ray.key
 
 
 def test_ray_session_reuses_a_running_ray_and_leaves_it_running(ray_local: Any) -> None:
@@ -100,7 +108,9 @@ def test_ray_session_reuses_a_running_ray_and_leaves_it_running(ray_local: Any) 
         assert ray is ray_local
     assert ray_local.is_initialized()
     status = ray_status()
-    assert status.nodes == 1 and status.cpus == pytest.approx(2.0) and "2 CPUs" in status.describe()
+    assert status.nodes == 1
+    assert status.cpus == pytest.approx(2.0)
+    assert "2 CPUs" in status.describe()
 
 
 def test_a_spec_needing_more_cpus_than_ray_has_is_refused(ray_local: Any, beir_dir: Path) -> None:
@@ -133,7 +143,8 @@ def test_ray_spec_refuses_bad_settings(options: dict[str, Any], message: str) ->
 
 
 def test_ray_spec_reserves_workers_times_threads_cpus() -> None:
-    assert RaySpec(workers=3, threads_per_worker=2).cpus == 6 and RaySpec().cpus == 1
+    assert RaySpec(workers=3, threads_per_worker=2).cpus == 6
+    assert RaySpec().cpus == 1
 
 
 def test_the_order_is_longest_first_like_the_local_path() -> None:

@@ -24,7 +24,8 @@ def test_agreement_is_the_top_k_overlap_and_mean_cosine(unit_vectors) -> None:
     # blocked exact search vs one numpy product: a near-tie at rank 10 may swap (0.0025 of the mean each), no more
     assert result.recall_vs_teacher == pytest.approx(brute_force_overlap(student, teacher, docs, 10), abs=0.006)
     assert result.cosine == pytest.approx(float(np.mean(np.sum(student * teacher, axis=1))), abs=1e-5)
-    assert 0.0 < result.recall_vs_teacher < 1.0 and (result.texts, result.k) == (40, 10)
+    assert 0.0 < result.recall_vs_teacher < 1.0
+    assert (result.texts, result.k) == (40, 10)
     assert agreement(teacher, teacher, docs, k=10).recall_vs_teacher == 1.0
     with pytest.raises(ValueError, match="differ"):
         agreement(student[:3], teacher, docs)
@@ -34,10 +35,12 @@ def test_encode_latency_is_timed_per_text_for_every_encoder() -> None:
     encoders = {"a": FakeEncoder(dim=8), "b": FakeEncoder(dim=16)}
     texts = [f"text {i}" for i in range(7)]
     seconds = interleaved_encode_ms(encoders, texts)
-    assert set(seconds) == {"a", "b"} and all(len(s) == 7 and (s > 0).all() for s in seconds.values())
+    assert set(seconds) == {"a", "b"}
+    assert all(len(s) == 7 and (s > 0).all() for s in seconds.values())
     assert encoders["a"].calls.count(1) == 7 + 3  # every text alone, after three warm-up calls
     p50 = encode_p50_ms(encoders, texts)
-    assert set(p50) == {"a", "b"} and all(v > 0 for v in p50.values())
+    assert set(p50) == {"a", "b"}
+    assert all(v > 0 for v in p50.values())
     with pytest.raises(ValueError, match="at least one text"):
         encode_p50_ms(encoders, [])
 

@@ -46,13 +46,16 @@ def test_evaluate_flat_equals_metrics_of_an_independent_numpy_ranking(tmp_path: 
     report = evaluate(Pipeline.load(tmp_path / "ix"), dataset, split="test", show_progress=False)
     qids, texts, qrels = dataset.split_queries("test")
     ranking = numpy_ranking(FakeEncoder(dim=128), dataset, qids, texts, 100)
-    assert report["queries"] == len(qids) == 5 and report["search_k"] == 100
+    assert report["queries"] == len(qids) == 5
+    assert report["search_k"] == 100
     assert report["ndcg@10"] == pytest.approx(ndcg_at_k(ranking, qrels, 10), abs=1e-9)
     assert report["mrr@10"] == pytest.approx(mrr_at_k(ranking, qrels, 10), abs=1e-9)
     assert report["recall@100"] == pytest.approx(recall_at_k(ranking, qrels, 100), abs=1e-9) == 1.0
     assert report["recall@10_vs_exact"] == 1.0  # Flat is exact
-    assert report["bytes_per_vector"] == 128 * 4 and report["model_bytes"] == 0
-    assert report["encoder"] == report["doc_encoder"] == "fake" and report["index"] == "Flat"
+    assert report["bytes_per_vector"] == 128 * 4
+    assert report["model_bytes"] == 0
+    assert report["encoder"] == report["doc_encoder"] == "fake"
+    assert report["index"] == "Flat"
 
 
 def test_recall_vs_exact_of_an_approximate_index_equals_faiss_searched_directly(tmp_path: Path, beir_dir: Path) -> None:
@@ -77,13 +80,15 @@ def test_recall_vs_teacher_is_the_overlap_with_the_references_exact_top10(tmp_pa
     build_index_dir(dataset, FakeEncoder(dim=16), IndexSpec("Flat"), tmp_path / "small", show_progress=False)
     teacher = Pipeline.load(tmp_path / "teacher")
     same = evaluate(teacher, dataset, reference=teacher, show_progress=False)
-    assert same["recall@10_vs_teacher"] == 1.0 and same["teacher"] == "fake"
+    assert same["recall@10_vs_teacher"] == 1.0
+    assert same["teacher"] == "fake"
     other = evaluate(Pipeline.load(tmp_path / "small"), dataset, reference=teacher, show_progress=False)
     qids, texts, _ = dataset.split_queries("test")
     teacher_top = numpy_ranking(FakeEncoder(dim=128), dataset, qids, texts, 10)
     small_top = numpy_ranking(FakeEncoder(dim=16), dataset, qids, texts, 10)
     want = knn_recall([small_top[q] for q in qids], [teacher_top[q] for q in qids], 10)
-    assert other["recall@10_vs_teacher"] == pytest.approx(want, abs=1e-9) and want < 1.0
+    assert other["recall@10_vs_teacher"] == pytest.approx(want, abs=1e-9)
+    assert want < 1.0
 
 
 def test_run_queries_times_each_stage_and_ranks_like_the_batch_search(tmp_path: Path, beir_dir: Path) -> None:
@@ -95,7 +100,8 @@ def test_run_queries_times_each_stage_and_ranks_like_the_batch_search(tmp_path: 
     ids = [f"q{i}" for i in range(len(texts))]
     run = run_queries(pipeline, texts, ids, 5, show_progress=False)
     assert encoder.calls == [1] * (WARMUP_CALLS + len(texts))  # warm-up, then one query per call
-    assert run.query_ids == ids and run.encode_seconds.shape == run.search_seconds.shape == (len(texts),)
+    assert run.query_ids == ids
+    assert run.encode_seconds.shape == run.search_seconds.shape == (len(texts),)
     assert run.encode_seconds.min() >= SLEEP_S  # the encoder's own cost is inside the encode time
     assert (run.search_seconds > 0).all()
     np.testing.assert_allclose(run.total_seconds, run.encode_seconds + run.search_seconds)

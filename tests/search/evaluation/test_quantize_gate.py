@@ -20,9 +20,12 @@ class BrokenEncoder(FakeEncoder):
 def test_gate_passes_an_identical_model_and_fires_on_a_broken_one(beir_dir):
     dataset = load_beir(beir_dir)
     same = quality_gate(FakeEncoder(dim=256), FakeEncoder(dim=256), dataset, split="train", distractors=20)
-    assert same.passed and same.drop == 0.0 and same.queries == 5
+    assert same.passed
+    assert same.drop == 0.0
+    assert same.queries == 5
     broken = quality_gate(FakeEncoder(dim=256), BrokenEncoder(dim=256), dataset, split="train", distractors=20)
-    assert not broken.passed and broken.drop > 0.005
+    assert not broken.passed
+    assert broken.drop > 0.005
     assert broken.to_dict()["passed"] is False
 
 
@@ -35,7 +38,8 @@ def test_gate_subset_keeps_judged_documents(beir_dir):
     dataset = load_beir(beir_dir)
     docs = gate_subset(dataset, "train", distractors=7, seed=0)
     judged = {d for per in dataset.qrels["train"].values() for d in per}
-    assert judged <= {d.id for d in docs} and len(docs) == len(judged) + 7
+    assert judged <= {d.id for d in docs}
+    assert len(docs) == len(judged) + 7
 
 
 def test_gate_ndcg_equals_an_independent_numpy_ranking_of_the_subset(beir_dir):
@@ -53,7 +57,8 @@ def test_gate_ndcg_equals_an_independent_numpy_ranking_of_the_subset(beir_dir):
         expected.append(ndcg_at_k(ranking, qrels, 10))
     assert result.ndcg_reference == pytest.approx(expected[0], abs=1e-9)
     assert result.ndcg_candidate == pytest.approx(expected[1], abs=1e-9)
-    assert result.documents == len(docs) and result.drop == pytest.approx(expected[0] - expected[1])
+    assert result.documents == len(docs)
+    assert result.drop == pytest.approx(expected[0] - expected[1])
     assert result.passed == (expected[0] - expected[1] <= 0.01)
 
 
@@ -77,10 +82,14 @@ def test_agreement_gate_equals_an_independent_top10_overlap_and_fires_on_noise()
     assert good.fp32_recall == pytest.approx(overlap(fp32), abs=1e-9)
     assert good.int8_recall == pytest.approx(overlap(slightly_off), abs=1e-9)
     assert good.cosine_to_fp32 == pytest.approx(float(np.mean(np.sum(fp32 * slightly_off, axis=1))), abs=1e-5)
-    assert good.passed and good.texts == 40
+    assert good.passed
+    assert good.texts == 40
     bad = agreement_gate(fp32, broken, teacher, docs, tolerance=0.05)
-    assert not bad.passed and bad.drop > 0.5 and bad.cosine_to_fp32 < 0.5
-    assert bad.to_dict()["passed"] is False and bad.to_dict()["recall_drop"] == pytest.approx(bad.drop)
+    assert not bad.passed
+    assert bad.drop > 0.5
+    assert bad.cosine_to_fp32 < 0.5
+    assert bad.to_dict()["passed"] is False
+    assert bad.to_dict()["recall_drop"] == pytest.approx(bad.drop)
     with pytest.raises(ValueError, match="tolerance"):
         agreement_gate(fp32, broken, teacher, docs, tolerance=-0.1)
     with pytest.raises(ValueError, match="differ"):

@@ -52,9 +52,13 @@ def test_the_summary_matches_evaluate_run_separately(index_dirs, beir_dir):
     body = evaluate_side_by_side(
         loaded(index_dirs), "teacher", EvaluationSpec(), lambda stage, done, total: steps.append((stage, done, total))
     )
-    assert [done for _, done, _ in steps] == [0, 0, 1, 2, 3] and {total for _, _, total in steps} == {3}
-    assert body["dataset"] == "tiny" and body["split"] == "test" and body["queries"] == 5
-    assert body["reference"] == "teacher" and list(body["pipelines"]) == ["teacher", "compressed"]
+    assert [done for _, done, _ in steps] == [0, 0, 1, 2, 3]
+    assert {total for _, _, total in steps} == {3}
+    assert body["dataset"] == "tiny"
+    assert body["split"] == "test"
+    assert body["queries"] == 5
+    assert body["reference"] == "teacher"
+    assert list(body["pipelines"]) == ["teacher", "compressed"]
     dataset = load_beir(beir_dir)
     teacher = Pipeline.load(index_dirs["teacher"])
     for name, path in index_dirs.items():
@@ -69,7 +73,8 @@ def test_a_corpus_that_is_not_cached_is_never_re_encoded(index_dirs, monkeypatch
     monkeypatch.setenv("SEMSEARCH_CACHE", str(index_dirs["teacher"].parent / "empty-cache"))
     with pytest.raises(VectorsNotCached) as err:
         evaluate_side_by_side(pipelines, "teacher", EvaluationSpec())
-    assert "teacher, compressed" in str(err.value) and "semsearch eval" in str(err.value)
+    assert "teacher, compressed" in str(err.value)
+    assert "semsearch eval" in str(err.value)
 
 
 def test_a_dataset_that_cannot_serve_is_refused_saying_why(index_dirs, beir_dir, write_beir, tmp_path):

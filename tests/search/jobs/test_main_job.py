@@ -58,8 +58,10 @@ def test_main_job_builds_teacher_and_student_pipelines_side_by_side(
     others = [f"student:{s}" for s in spec.students if s != result.picked]
     assert names == ["teacher", "compressed", *others, f"{models[1]}-int8 (naive, symmetric)"]
     teacher, compressed = (row.report for row in result.rows[:2])
-    assert teacher["recall@10_vs_teacher"] == 1.0 and teacher["index"] == "Flat"
-    assert compressed["index"] == "SQ8" and compressed["model_bytes"] == model_bytes(result.shipped_dir)
+    assert teacher["recall@10_vs_teacher"] == 1.0
+    assert teacher["index"] == "Flat"
+    assert compressed["index"] == "SQ8"
+    assert compressed["model_bytes"] == model_bytes(result.shipped_dir)
     # every candidate's int8 model was gated against its fp32 one on the held-out texts
     gates = {row["name"]: row["int8_gate"] for row in result.selection}
     assert set(gates) == set(spec.students)
@@ -73,7 +75,8 @@ def test_main_job_builds_teacher_and_student_pipelines_side_by_side(
     assert naive.doc_encoder == naive.query_encoder  # the reference is symmetric
     # the pick is the validation best within the budget (here every student fits)
     best = max(result.selection, key=lambda r: (r["val_recall@10_vs_teacher"], -r["encode_ms_p50"]))
-    assert result.picked == best["name"] and set(result.students) == set(spec.students)
+    assert result.picked == best["name"]
+    assert set(result.students) == set(spec.students)
     assert result.training_texts == 40 + 24  # corpus texts + pseudo-queries
     # the teacher's nDCG@10 equals an independent exact search with its own vectors
     from sentence_transformers import SentenceTransformer
@@ -91,11 +94,14 @@ def test_main_job_builds_teacher_and_student_pipelines_side_by_side(
     want = knn_recall(found, [ranking[q] for q in qids], 10)
     assert compressed["recall@10_vs_teacher"] == pytest.approx(want, abs=1e-9)
     table = side_by_side(result)
-    assert f"compressed = {result.picked}" in table and "SUBSET" not in table and "validation" in table
+    assert f"compressed = {result.picked}" in table
+    assert "SUBSET" not in table
+    assert "validation" in table
     # the second run reuses every student and its int8 files
     again = run_main_job(spec, show_progress=False)
     assert all(student["from_cache"] for student in again.students.values())
-    assert again.int8_dir == result.int8_dir and again.rows[0].report["ndcg@10"] == teacher["ndcg@10"]
+    assert again.int8_dir == result.int8_dir
+    assert again.rows[0].report["ndcg@10"] == teacher["ndcg@10"]
 
 
 def test_a_student_whose_int8_fails_the_gate_ships_fp32(
@@ -111,7 +117,8 @@ def test_a_student_whose_int8_fails_the_gate_ships_fp32(
     result = run_main_job(spec_for(beir, models, tmp_path / "runs", students=("teacher-layers:1",)),
                           show_progress=False)  # fmt: skip
     student = result.students["teacher-layers:1"]
-    assert student["shipped"] == "fp32" and result.shipped_dir == Path(student["fp32_dir"]) != result.int8_dir
+    assert student["shipped"] == "fp32"
+    assert result.shipped_dir == Path(student["fp32_dir"]) != result.int8_dir
     compressed = result.rows[1]
     assert compressed.query_encoder == "teacher-layers:1-fp32"
     assert compressed.report["model_bytes"] == model_bytes(result.shipped_dir)
@@ -136,16 +143,21 @@ def test_quick_mode_runs_on_a_labelled_subset_with_every_judged_document(
     subset = quick_subset(dataset, "test", distractors=10, seed=0)
     judged = {doc for per_query in dataset.qrels["test"].values() for doc in per_query}
     ids = {doc.id for doc in subset.corpus}
-    assert judged <= ids and len(ids) == len(judged) + 10 and subset.name.endswith("-subset")
+    assert judged <= ids
+    assert len(ids) == len(judged) + 10
+    assert subset.name.endswith("-subset")
     spec = spec_for(beir, models, tmp_path / "runs", students=("static",), quick=True, quick_distractors=10,
                     quick_distill_texts=10, quick_pseudo_queries=6, quick_compressed_index="Flat",
                     reference=None)  # fmt: skip
     result = run_main_job(spec, show_progress=False)
-    assert result.subset and result.documents == len(ids) and result.training_texts == 10 + 6
+    assert result.subset
+    assert result.documents == len(ids)
+    assert result.training_texts == 10 + 6
     assert "SUBSET" in side_by_side(result)
     _, test_texts, _ = dataset.split_queries("test")
     assert [row.report["queries"] for row in result.rows] == [len(test_texts)] * 2
-    assert result.rows[1].report["index"] == "Flat" and result.rows[1].report["recall@10_vs_exact"] == 1.0
+    assert result.rows[1].report["index"] == "Flat"
+    assert result.rows[1].report["recall@10_vs_exact"] == 1.0
 
 
 def test_main_job_rejects_bad_settings(
@@ -170,10 +182,14 @@ def test_main_job_rejects_bad_settings(
 
 def test_the_default_recipe_is_the_shipped_one() -> None:
     spec = MainJobSpec()
-    assert spec.students == ("teacher-layers:0,11", "minilm", "static") and spec.budget_ratio == 15.0
-    assert spec.pseudo_queries > spec.distill_texts and spec.pseudo_validation + spec.validation_texts >= 1000
-    assert spec.recipe == DistillConfig() and spec.static_recipe == StaticConfig()
-    assert spec.large_epochs > spec.recipe.epochs and spec.texts_for_training == spec.distill_texts
+    assert spec.students == ("teacher-layers:0,11", "minilm", "static")
+    assert spec.budget_ratio == 15.0
+    assert spec.pseudo_queries > spec.distill_texts
+    assert spec.pseudo_validation + spec.validation_texts >= 1000
+    assert spec.recipe == DistillConfig()
+    assert spec.static_recipe == StaticConfig()
+    assert spec.large_epochs > spec.recipe.epochs
+    assert spec.texts_for_training == spec.distill_texts
     assert replace(spec, large=True).texts_for_training is None
 
 
@@ -182,7 +198,8 @@ def test_main_job_spec_applies_overrides_to_full_and_quick_runs() -> None:
     spec = main_job_spec(compressed_index="HNSW32", distill_texts=50, quick=True, threads=1)
     assert (spec.compressed_index, spec.quick_compressed_index, spec.compressed_factory) == ("HNSW32",) * 3
     assert (spec.distill_texts, spec.quick_distill_texts, spec.texts_for_training) == (50, 50, 50)
-    assert spec.quick and spec.threads == 1
+    assert spec.quick
+    assert spec.threads == 1
     spec = main_job_spec(pseudo_queries=7)
     assert (spec.pseudo_queries, spec.quick_pseudo_queries, spec.large_pseudo_queries) == (7, 7, 7)
     assert replace(spec, quick=True).pseudo_queries_for_training == 7
@@ -199,8 +216,10 @@ def test_training_texts_add_pseudo_queries_that_repeat_no_corpus_text_and_no_tes
     dataset = load_beir(write_beir(tmp_path / "tiny", n_docs_per_topic=20))
     spec = MainJobSpec(dataset="unused", distill_texts=30, validation_texts=10, pseudo_queries=40, pseudo_validation=20)
     data = split_training_texts(dataset, spec)
-    assert len(data.train) == 30 + 40 and len(data.held_out) == 10 + 20
-    assert not set(data.train) & set(data.held_out) and len(set(data.train)) == len(data.train)
+    assert len(data.train) == 30 + 40
+    assert len(data.held_out) == 10 + 20
+    assert not set(data.train) & set(data.held_out)
+    assert len(set(data.train)) == len(data.train)
     _, test_queries, _ = dataset.split_queries("test")
     assert not {normalise_text(q) for q in test_queries} & {normalise_text(t) for t in data.train + data.held_out}
     assert split_training_texts(dataset, spec) == data  # seeded

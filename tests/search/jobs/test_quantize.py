@@ -52,8 +52,10 @@ def test_report_matches_the_files_the_model_and_an_independent_gate(
     assert report["fp32_model_bytes"] == (fp32_dir / "model.onnx").stat().st_size
     assert report["int8_model_bytes"] == (int8_dir / "model.onnx").stat().st_size < report["fp32_model_bytes"]
     assert report["int8_folder_bytes"] == folder_bytes(int8_dir)
-    assert report["mode"] == "dynamic" and report["latency_queries"] == "first 4 train queries, batch 1"
-    assert report["fp32_encode_ms_p50"] > 0 and report["int8_encode_ms_p50"] > 0
+    assert report["mode"] == "dynamic"
+    assert report["latency_queries"] == "first 4 train queries, batch 1"
+    assert report["fp32_encode_ms_p50"] > 0
+    assert report["int8_encode_ms_p50"] > 0
 
     fp32, int8 = OnnxEncoder(fp32_dir, threads=1), OnnxEncoder(int8_dir, threads=1)
     torch_vectors = SentenceTransformer(str(tiny_model), device="cpu").encode(SENTENCES, normalize_embeddings=True)
@@ -65,7 +67,8 @@ def test_report_matches_the_files_the_model_and_an_independent_gate(
     docs = gate_subset(dataset, "train", distractors=20, seed=0)
     qids, texts, qrels = dataset.split_queries("train")
     reference, candidate = (subset_ndcg(encoder, docs, qids, texts, qrels) for encoder in (fp32, int8))
-    assert report["gate_split"] == "train" and report["gate_queries"] == len(qids) == 5
+    assert report["gate_split"] == "train"
+    assert report["gate_queries"] == len(qids) == 5
     assert report["gate_documents"] == len(docs)
     assert report["gate_ndcg_reference"] == pytest.approx(reference, abs=1e-9)
     assert report["gate_ndcg_candidate"] == pytest.approx(candidate, abs=1e-9)
@@ -76,7 +79,8 @@ def test_static_mode_calibrates_on_seeded_corpus_passages(tiny_model: Path, tmp_
     dataset = load_beir(beir_dir)
     sample = calibration_sample(dataset, 16, seed=0)
     passages = [doc.full_text() for doc in dataset.corpus]
-    assert len(sample) == len(set(sample)) == 16 and set(sample) <= set(passages)
+    assert len(sample) == len(set(sample)) == 16
+    assert set(sample) <= set(passages)
     assert [passages.index(text) for text in sample] == sorted(passages.index(text) for text in sample)
     assert calibration_sample(dataset, 16, seed=0) == sample != calibration_sample(dataset, 16, seed=1)
     assert len(calibration_sample(dataset, 10_000, seed=0)) == len(passages)

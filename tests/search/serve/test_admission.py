@@ -136,7 +136,8 @@ def test_a_ticket_stops_work_on_its_deadline_or_when_the_client_goes():
     now = [100.0]
     ticket = Ticket(2.0, clock=lambda: now[0])
     ticket.check()
-    assert ticket.remaining() == 2.0 and not ticket.stopped
+    assert ticket.remaining() == 2.0
+    assert not ticket.stopped
     now[0] = 102.5
     with pytest.raises(DeadlineExceeded, match="deadline of 2 s"):
         ticket.check()
@@ -165,7 +166,8 @@ def test_admission_refuses_past_the_queue_and_waits_for_slots_until_the_deadline
             with pytest.raises(DeadlineExceeded):  # waits for the slot, 0.1 s at most
                 async with admission.request(Ticket(0.1)):
                     pass
-            assert 0.05 < time.monotonic() - started < 2.0 and admission.queued == 0
+            assert 0.05 < time.monotonic() - started < 2.0
+            assert admission.queued == 0
             admission.admit(2)  # two waiting: the queue is full
             with pytest.raises(ServerBusy, match="max_queue=2") as err:
                 admission.admit()
@@ -236,7 +238,8 @@ def test_caps_are_refused_before_any_encoding(index_dirs, monkeypatch):
     assert messages["hits"]["loc"] == ["body", "k"]
     assert "120 candidates to re-rank is over max_rescore_candidates=100" in messages["rescore"]["msg"]
     assert "max_rescore_candidates=100" in messages["compare"]["msg"]
-    assert "3 queries hold 12 tokens" in messages["tokens"]["msg"] and messages["tokens"]["loc"] == ["body", "queries"]
+    assert "3 queries hold 12 tokens" in messages["tokens"]["msg"]
+    assert messages["tokens"]["loc"] == ["body", "queries"]
     assert "the query holds 11 tokens" in messages["one query's tokens"]["msg"]
     assert "max_batch_tokens=10" in messages["one query's tokens"]["msg"]
 
@@ -276,14 +279,17 @@ def test_a_full_queue_is_answered_503_with_retry_after_at_once(index_dirs, monke
     with TestClient(app, base_url=LOCAL) as client:
         got = in_loop(client, scenario)
     for key in ("refused", "refused batch"):
-        assert got[key].status_code == 503 and got[key].headers["retry-after"] == "7"
+        assert got[key].status_code == 503
+        assert got[key].headers["retry-after"] == "7"
         assert "max_queue=2" in got[key].json()["detail"]
     assert got["refused seconds"] < 2.0  # refused at once, not after waiting
     assert [got[key].status_code for key in ("running", "queued single", "queued batch")] == [200, 200, 200]
-    assert got["during"]["semsearch_in_flight"] == 1 and got["during"]["semsearch_queue_depth"] == 2
+    assert got["during"]["semsearch_in_flight"] == 1
+    assert got["during"]["semsearch_queue_depth"] == 2
     assert got["borrowed threads"] == 1  # only the running batch holds a worker thread; the queued hold none
     assert got["after"]["semsearch_rejected_total"] == 2
-    assert got["after"]["semsearch_queue_depth"] == 0 and got["after"]["semsearch_in_flight"] == 0
+    assert got["after"]["semsearch_queue_depth"] == 0
+    assert got["after"]["semsearch_in_flight"] == 0
 
 
 async def _equals(read: Callable[[], Awaitable[float]], value: float) -> bool:
@@ -335,7 +341,8 @@ def test_a_batch_past_its_deadline_stops_at_the_next_micro_batch(index_dirs, mon
         calls = len(gate.calls)
         time.sleep(0.4)
     assert response.status_code == 504
-    assert 2 <= calls <= 4 and len(gate.calls) == calls  # stopped, and nothing ran after the answer
+    assert 2 <= calls <= 4
+    assert len(gate.calls) == calls  # stopped, and nothing ran after the answer
 
 
 def test_work_stops_when_the_client_disconnects(index_dirs, monkeypatch):
@@ -386,9 +393,11 @@ def test_work_stops_when_the_client_disconnects(index_dirs, monkeypatch):
         messages = client.portal.call(call_and_leave, 0.25)
         calls = len(gate.calls)
         time.sleep(0.3)
-    assert messages[0]["type"] == "http.response.start" and messages[0]["status"] == 499
+    assert messages[0]["type"] == "http.response.start"
+    assert messages[0]["status"] == 499
     # 10 micro-batches asked for: some ran (at least one, more on an idle machine), the rest never did
-    assert 1 <= calls <= 5 and len(gate.calls) == calls
+    assert 1 <= calls <= 5
+    assert len(gate.calls) == calls
 
 
 def test_pipelines_shows_the_thread_budget(index_dirs):
@@ -398,7 +407,8 @@ def test_pipelines_shows_the_thread_budget(index_dirs):
     threads = body["threads"]
     assert set(threads) == {"cores", "encoder", "search", "single_query", "request_pool"}
     assert threads["request_pool"] == 2 + 4 == pool  # two slots of model work, and the headroom
-    assert threads["search"] == max(1, threads["cores"] // 2) and body["limits"]["max_concurrency"] == 2
+    assert threads["search"] == max(1, threads["cores"] // 2)
+    assert body["limits"]["max_concurrency"] == 2
     assert body["pipelines"]["compressed"]["batch_search_threads"] == threads["search"]
 
 

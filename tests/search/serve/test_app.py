@@ -54,19 +54,23 @@ def test_search_returns_k_hits_with_timings(hnsw_client):
     response = hnsw_client.post("/search", json={"query": "vitaminkey", "k": 5})
     assert response.status_code == 200
     body = response.json()
-    assert body["pipeline"] == "default" and len(body["hits"]) == 5
+    assert body["pipeline"] == "default"
+    assert len(body["hits"]) == 5
     assert body["hits"][0]["id"] in {"vitamin-0", "vitamin-1"}  # the two documents holding the rare query word
     assert set(body["hits"][0]) == {"id", "score", "title", "snippet"}
     assert body["hits"][0]["title"].startswith("vitamin study")
-    assert set(body["timings"]) == TIMING_KEYS and body["timings"]["rescore_ms"] == 0.0  # HNSW: no re-ranking
+    assert set(body["timings"]) == TIMING_KEYS
+    assert body["timings"]["rescore_ms"] == 0.0  # HNSW: no re-ranking
     assert len(hnsw_client.post("/search", json={"query": "heart"}).json()["hits"]) == 10  # default k
 
 
 def test_search_defaults_to_the_first_pipeline_and_serves_faiss_own_results(client, index_dirs):
     default = client.post("/search", json={"query": "vitaminkey", "k": 5}).json()
-    assert default["pipeline"] == "teacher" and default["timings"]["rescore_ms"] == 0.0  # Flat: no re-ranking
+    assert default["pipeline"] == "teacher"
+    assert default["timings"]["rescore_ms"] == 0.0  # Flat: no re-ranking
     compressed = client.post("/search", json={"query": "vitaminkey", "k": 5, "pipeline": "compressed"}).json()
-    assert compressed["pipeline"] == "compressed" and compressed["timings"]["rescore_ms"] > 0.0
+    assert compressed["pipeline"] == "compressed"
+    assert compressed["timings"]["rescore_ms"] > 0.0
     t = compressed["timings"]
     assert t["total_ms"] >= t["tokenize_ms"] + t["encode_ms"] + t["search_ms"] + t["rescore_ms"] - 1e-6
     pipeline = Pipeline.load(index_dirs["compressed"])  # FAISS's own refine search of the stored index
@@ -96,7 +100,8 @@ def test_bad_search_is_422_with_a_message(hnsw_client, payload, message):
 @pytest.mark.parametrize("route", ["/search", "/search/batch", "/compare"])
 def test_bad_json_blank_query_and_k_are_422(client, route):
     bad_json = client.post(route, content=b'{"query": ', headers={"content-type": "application/json"})
-    assert bad_json.status_code == 422 and "json" in str(bad_json.json()["detail"]).lower()
+    assert bad_json.status_code == 422
+    assert "json" in str(bad_json.json()["detail"]).lower()
     body = {"queries": [" "]} if route.endswith("batch") else {"query": " "}
     assert "empty or whitespace-only" in str(client.post(route, json=body).json()["detail"])
     body = {"queries": ["x"], "k": 0} if route.endswith("batch") else {"query": "x", "k": 0}
@@ -106,10 +111,12 @@ def test_bad_json_blank_query_and_k_are_422(client, route):
 def test_only_json_bodies_are_read(hnsw_client):
     body = b'{"query": "heartkey", "k": 3}'
     response = hnsw_client.post("/search", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
-    assert response.status_code == 415 and "Content-Type: application/json" in response.json()["detail"]
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["detail"]
     assert hnsw_client.post("/search", content=body).status_code == 415  # no content type at all
     response = hnsw_client.post("/search", content=body, headers={"content-type": "application/json; charset=utf-8"})
-    assert response.status_code == 200 and len(response.json()["hits"]) == 3
+    assert response.status_code == 200
+    assert len(response.json()["hits"]) == 3
 
 
 @pytest.mark.parametrize("route", ["/search", "/search/batch"])
@@ -129,7 +136,8 @@ def test_unknown_pipeline_is_422_listing_the_loaded_ones(client, route):
 def test_batch_matches_single_searches(client):
     queries = ["vitaminkey", "heart artery", "brain memory synapse"]
     body = client.post("/search/batch", json={"queries": queries, "k": 4, "pipeline": "compressed"}).json()
-    assert body["pipeline"] == "compressed" and set(body["timings"]) == TIMING_KEYS
+    assert body["pipeline"] == "compressed"
+    assert set(body["timings"]) == TIMING_KEYS
     assert [item["query"] for item in body["results"]] == queries
     for item in body["results"]:
         single = client.post("/search", json={"query": item["query"], "k": 4, "pipeline": "compressed"}).json()
@@ -155,7 +163,8 @@ def test_bad_batch_is_422(client, payload, message):
 
 def test_full_batch_of_256_is_accepted(client):
     response = client.post("/search/batch", json={"queries": [f"heart {i}" for i in range(MAX_BATCH)], "k": 1})
-    assert response.status_code == 200 and len(response.json()["results"]) == MAX_BATCH
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == MAX_BATCH
 
 
 def test_compare_overlap_equals_a_hand_computation(client):
@@ -166,10 +175,14 @@ def test_compare_overlap_equals_a_hand_computation(client):
     }
     reference, other = search["teacher"], search["compressed"]
     body = client.post("/compare", json={"query": "heart artery", "k": k}).json()
-    assert body["reference"] == "teacher" and body["k"] == k and body["query"] == "heart artery"
+    assert body["reference"] == "teacher"
+    assert body["k"] == k
+    assert body["query"] == "heart artery"
     teacher, compressed = body["pipelines"]["teacher"], body["pipelines"]["compressed"]
-    assert ids(teacher["hits"]) == reference and ids(compressed["hits"]) == other
-    assert teacher["recall@k_vs_teacher"] == 1.0 and teacher["missing"] == teacher["extra"] == []
+    assert ids(teacher["hits"]) == reference
+    assert ids(compressed["hits"]) == other
+    assert teacher["recall@k_vs_teacher"] == 1.0
+    assert teacher["missing"] == teacher["extra"] == []
     assert compressed["recall@k_vs_teacher"] == pytest.approx(len(set(reference) & set(other)) / k)
     assert compressed["missing"] == [d for d in reference if d not in other]
     assert compressed["extra"] == [d for d in other if d not in reference]
@@ -195,30 +208,40 @@ def test_compare_a_chosen_subset_always_answers_the_reference(client):
         ([], "at least 1"),
     ):
         answer = client.post("/compare", json={"query": "heart artery", "k": 5, "pipelines": bad})
-        assert answer.status_code == 422 and words in answer.text, answer.text
+        assert answer.status_code == 422, answer.text
+        assert words in answer.text, answer.text
 
 
 def test_reference_option_changes_what_compare_measures_against(index_dirs, beir_dir):
     with TestClient(create_app(make_config(index_dirs, beir_dir, reference="compressed")), base_url=LOCAL) as client:
         body = client.post("/compare", json={"query": "viral vaccine", "k": 5}).json()
-        assert body["reference"] == "compressed" and body["pipelines"]["compressed"]["recall@k_vs_teacher"] == 1.0
+        assert body["reference"] == "compressed"
+        assert body["pipelines"]["compressed"]["recall@k_vs_teacher"] == 1.0
         assert client.get("/pipelines").json()["reference"] == "compressed"
 
 
 def test_pipelines_describes_each(client, index_dirs):
     body = client.get("/pipelines").json()
-    assert body["default"] == "teacher" and body["reference"] == "teacher"
+    assert body["default"] == "teacher"
+    assert body["reference"] == "teacher"
     assert list(body["pipelines"]) == ["teacher", "compressed"]
     small = body["pipelines"]["compressed"]
-    assert small["factory"] == "PQ4x4,RFlat" and small["search_params"] == {"k_factor": 4}
+    assert small["factory"] == "PQ4x4,RFlat"
+    assert small["search_params"] == {"k_factor": 4}
     memory = small["index_memory"]  # read whole (no --mmap): resident = the file
     assert (
         memory["on_disk_bytes"] == memory["resident_bytes"] == (index_dirs["compressed"] / "index.faiss").stat().st_size
     )
-    assert memory["memory_mapped"] is False and small["engine"] == {"name": "local"}
-    assert small["precision"] == "fp32" and small["mode"] == "symmetric" and small["encoder"] == "fake"
-    assert small["ntotal"] == 60 and small["dim"] == 32 and small["bytes_per_vector"] == pytest.approx(2 + 32 * 4)
-    assert small["is_reference"] is False and body["pipelines"]["teacher"]["is_reference"] is True
+    assert memory["memory_mapped"] is False
+    assert small["engine"] == {"name": "local"}
+    assert small["precision"] == "fp32"
+    assert small["mode"] == "symmetric"
+    assert small["encoder"] == "fake"
+    assert small["ntotal"] == 60
+    assert small["dim"] == 32
+    assert small["bytes_per_vector"] == pytest.approx(2 + 32 * 4)
+    assert small["is_reference"] is False
+    assert body["pipelines"]["teacher"]["is_reference"] is True
     for key in ("doc_encoder", "model_bytes", "build", "index_dir"):
         assert key in small
 
@@ -227,20 +250,25 @@ def test_health_is_one_short_line_and_ready_follows_the_pipelines(index_dirs):
     app = create_app(ServerConfig(index_dir=index_dirs["teacher"]))
     with TestClient(app, base_url=LOCAL) as client:
         health = client.get("/health")
-        assert health.status_code == 200 and health.json() == {"status": "ok"} and len(health.content) < 40
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok"}
+        assert len(health.content) < 40
         ready = client.get("/ready")
-        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready"}
     outside = TestClient(app, base_url=LOCAL)  # no lifespan: nothing loaded
     assert outside.get("/health").json() == {"status": "ok"}
     not_ready = outside.get("/ready")
-    assert not_ready.status_code == 503 and "not loaded" in not_ready.json()["detail"]
+    assert not_ready.status_code == 503
+    assert "not loaded" in not_ready.json()["detail"]
 
 
 def test_openapi_and_docs(hnsw_client):
     assert hnsw_client.get("/docs").status_code == 200
     paths = hnsw_client.get("/openapi.json").json()["paths"]
     assert {"/search", "/evaluation", "/metrics", "/health", "/ready"} <= set(paths)
-    assert "/metrics/prometheus" not in paths and "/metrics/refresh" not in paths
+    assert "/metrics/prometheus" not in paths
+    assert "/metrics/refresh" not in paths
 
 
 def test_metrics_is_prometheus_text(client):
@@ -263,7 +291,8 @@ def finished_evaluation(client: TestClient, timeout_s: float = 60.0):
         if response.status_code != 202:
             return response
         body = response.json()
-        assert body["status"] == "running" and body["progress"]["done"] <= body["progress"]["total"]
+        assert body["status"] == "running"
+        assert body["progress"]["done"] <= body["progress"]["total"]
         assert response.headers["location"] == "/evaluation"
         assert time.monotonic() < deadline, "the evaluation job did not finish"
         time.sleep(0.05)
@@ -277,24 +306,32 @@ def test_a_get_never_starts_the_evaluation_a_post_does(client, monkeypatch):
         for path in ("/evaluation", "/metrics", "/health", "/ready", "/pipelines"):
             client.get(path)
     never = client.get("/evaluation")
-    assert never.status_code == 404 and "POST /evaluation" in never.json()["detail"] and runs == []
+    assert never.status_code == 404
+    assert "POST /evaluation" in never.json()["detail"]
+    assert runs == []
     started = client.post("/evaluation", json={})
-    assert started.status_code == 202 and started.json()["status"] == "running"
+    assert started.status_code == 202
+    assert started.json()["status"] == "running"
     assert started.headers["location"] == "/evaluation"
     done = finished_evaluation(client)
     assert done.status_code == 200, done.text
     body = done.json()
-    assert body["reference"] == "teacher" and body["split"] == "test" and runs == [1]
-    assert set(body["pipelines"]) == {"teacher", "compressed"} and body["compute_seconds"] > 0
+    assert body["reference"] == "teacher"
+    assert body["split"] == "test"
+    assert runs == [1]
+    assert set(body["pipelines"]) == {"teacher", "compressed"}
+    assert body["compute_seconds"] > 0
     for name in ("teacher", "compressed"):
         got = body["pipelines"][name]
         for stage in ("encode", "search", "total"):
             assert got[f"{stage}_ms_p50"] <= got[f"{stage}_ms_p95"] <= got[f"{stage}_ms_p99"]
     second = client.get("/evaluation").json()
-    assert second["computed_at"] == body["computed_at"] and second["pipelines"] == body["pipelines"]
+    assert second["computed_at"] == body["computed_at"]
+    assert second["pipelines"] == body["pipelines"]
     assert runs == [1]
     assert client.post("/evaluation", json={}).status_code == 202  # a new run
-    assert finished_evaluation(client).json()["pipelines"].keys() == body["pipelines"].keys() and runs == [1, 1]
+    assert finished_evaluation(client).json()["pipelines"].keys() == body["pipelines"].keys()
+    assert runs == [1, 1]
 
 
 def test_evaluation_on_startup_starts_the_job_before_any_call(index_dirs, beir_dir, monkeypatch):
@@ -339,7 +376,8 @@ def test_evaluation_unavailable_says_why(write_beir, index_dirs, beir_dir, tmp_p
         with TestClient(create_app(config), base_url=LOCAL) as client:
             assert client.post("/evaluation", json={}).status_code == 202
             response = finished_evaluation(client)
-            assert response.status_code == status and message in response.json()["detail"], response.text
+            assert response.status_code == status, response.text
+            assert message in response.json()["detail"], response.text
             assert hint in response.json()["detail"]
             assert client.post("/search", json={"query": "x"}).status_code == 200  # the server still serves
 
@@ -403,9 +441,11 @@ def test_no_server_paths_in_pipelines(client, index_dirs, tmp_path):
     for route in ("/pipelines",):
         body = client.get(route).json()
         for path, value in leaves(body):
-            assert "path" not in path and "dataset_path" not in path, (route, path)
+            assert "path" not in path, (route, path)
+            assert "dataset_path" not in path, (route, path)
             if isinstance(value, str):
-                assert not value.startswith(("/", "~")) and str(tmp_path) not in value, (route, path, value)
+                assert not value.startswith(("/", "~")), (route, path, value)
+                assert str(tmp_path) not in value, (route, path, value)
         assert str(tmp_path) not in json.dumps(body)
     described = client.get("/pipelines").json()["pipelines"]
     assert {name: item["index_dir"] for name, item in described.items()} == {

@@ -65,7 +65,8 @@ def test_concurrent_queries_share_one_encoder_call_and_equal_sequential_searches
     pipelines = pipelines_with_counting_encoders(index_dirs)
     answers, observed = anyio.run(lambda: coalesce(pipelines, name, QUERIES, KS, coalesce_max=32))
     # the first finds the pipeline idle and runs at once; the nineteen that arrive meanwhile share one encoder call
-    assert pipelines[name].encoder.calls == [1, 19] and observed == [1, 19]
+    assert pipelines[name].encoder.calls == [1, 19]
+    assert observed == [1, 19]
     assert [answer.batch_size for answer in answers] == [1] + [19] * 19
     sequential = Pipeline(FakeEncoder(dim=pipelines[name].encoder.dim), pipelines[name].stored)
     for query, k, answer in zip(QUERIES, KS, answers, strict=True):
@@ -134,7 +135,8 @@ def test_the_api_coalesces_and_prometheus_shows_the_batch_sizes(index_dirs, beir
     for query, k, body in zip(QUERIES, KS, bodies, strict=True):
         want = sequential.get("compressed").search(query, k).hits
         assert_same_ranking(*hits_of(body["hits"]), *hits_of(want))
-        assert 1 <= body["batch_size"] <= 20 and set(body["timings"]) >= {"encode_ms", "total_ms"}
+        assert 1 <= body["batch_size"] <= 20
+        assert set(body["timings"]) >= {"encode_ms", "total_ms"}
     want_compare = sequential.compare("heart artery", 5)
     for name, comparison in want_compare.pipelines.items():
         assert_same_ranking(*hits_of(compare["pipelines"][name]["hits"]), *hits_of(comparison.hits))
@@ -179,16 +181,19 @@ def test_an_idle_pipeline_runs_a_lone_query_at_once_cheap_ones_in_the_event_loop
 
     answers, loop_thread, batcher = anyio.run(scenario, ServerLimits(inline_max_ms=1e6))
     assert all(answer is not None and answer.batch_size == 1 for answer in answers)
-    assert batcher.query_ms is not None and batcher.admission.in_flight == 0  # slots given back
+    assert batcher.query_ms is not None
+    assert batcher.admission.in_flight == 0  # slots given back
     # the first (no timing known yet) ran in a worker thread, the next two (known cheap) in the event loop
-    assert encoder.threads[0] != loop_thread and encoder.threads[1:] == [loop_thread, loop_thread]
+    assert encoder.threads[0] != loop_thread
+    assert encoder.threads[1:] == [loop_thread, loop_thread]
     for answer, query in zip(answers, ["heart 0", "heart 1", "heart 2"], strict=True):
         assert answer is not None
         assert [h.id for h in answer.result.hits] == [h.id for h in pipeline.search(query, 3).hits]
 
     encoder.threads.clear()
     answers, loop_thread, _ = anyio.run(scenario, ServerLimits(inline_max_ms=0))
-    assert all(answer is not None for answer in answers) and loop_thread not in encoder.threads
+    assert all(answer is not None for answer in answers)
+    assert loop_thread not in encoder.threads
     answers, _, _ = anyio.run(scenario, ServerLimits(coalesce_wait_ms=5))  # asked to wait for company: never at once
     assert answers == [None, None, None]
 
@@ -212,4 +217,7 @@ def test_at_once_only_when_the_pipeline_is_idle_and_a_slot_is_free(index_dirs):
         return results
 
     busy_slots, busy_pipeline, idle = anyio.run(scenario)
-    assert busy_slots is None and busy_pipeline is None and idle is not None and idle.batch_size == 1
+    assert busy_slots is None
+    assert busy_pipeline is None
+    assert idle is not None
+    assert idle.batch_size == 1

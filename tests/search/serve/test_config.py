@@ -10,7 +10,8 @@ from search.serve.config import Security, ServerLimits, is_loopback, parse_limit
 def test_limits_parse_by_name_and_keep_the_other_defaults():
     limits = parse_limits(["max_k=5", "coalesce_wait_ms=1.5", " max_queue = 7"])
     assert (limits.max_k, limits.coalesce_wait_ms, limits.max_queue) == (5, 1.5, 7)
-    assert limits.max_batch == ServerLimits().max_batch and limits.describe()["max_k"] == 5
+    assert limits.max_batch == ServerLimits().max_batch
+    assert limits.describe()["max_k"] == 5
 
 
 @pytest.mark.parametrize(
@@ -29,7 +30,10 @@ def test_bad_limits_are_named(item, message):
 
 
 def test_security_needs_a_key_off_loopback_and_answers_loopback_names():
-    assert is_loopback("127.0.0.5") and is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
+    assert is_loopback("127.0.0.5")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
     with pytest.raises(ValueError, match="needs an API key"):
         Security(host="0.0.0.0")
     assert Security(host="0.0.0.0", api_key="k").host_names() == ("0.0.0.0",)

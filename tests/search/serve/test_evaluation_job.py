@@ -44,11 +44,17 @@ def test_one_run_at_a_time_with_progress_then_the_summary():
     assert job.state().progress() == {"stage": "evaluating", "done": 1, "total": 3}
     gate.set()
     done = job.wait(10)
-    assert done.status == "done" and done.summary == {"pipelines": {"a": {"ndcg@10": 0.5}}} and len(calls) == 1
-    assert changes == [True, False] and done.compute_seconds is not None
-    assert job.state().status == "done" and len(calls) == 1  # no second run without a start
+    assert done.status == "done"
+    assert done.summary == {"pipelines": {"a": {"ndcg@10": 0.5}}}
+    assert len(calls) == 1
+    assert changes == [True, False]
+    assert done.compute_seconds is not None
+    assert job.state().status == "done"
+    assert len(calls) == 1  # no second run without a start
     job.start()
-    assert job.wait(10).status == "done" and len(calls) == 2 and job.state().runs == 2
+    assert job.wait(10).status == "done"
+    assert len(calls) == 2
+    assert job.state().runs == 2
 
 
 def test_a_failure_is_kept_until_the_next_refresh():
@@ -61,8 +67,10 @@ def test_a_failure_is_kept_until_the_next_refresh():
     job = EvaluationJob(failing)
     job.start()
     state = job.wait(10)
-    assert state.status == "failed" and isinstance(state.failure, DatasetUnavailable)
-    assert str(state.failure) == "cannot load dataset 'x'" and state.failure.__traceback__ is None
+    assert state.status == "failed"
+    assert isinstance(state.failure, DatasetUnavailable)
+    assert str(state.failure) == "cannot load dataset 'x'"
+    assert state.failure.__traceback__ is None
     for _ in range(10):
         assert job.state().status == "failed"
     assert len(calls) == 1
@@ -75,7 +83,8 @@ def test_an_unexpected_error_is_reported_not_raised():
     job = EvaluationJob(lambda progress: 1 / 0)
     job.start()
     state = job.wait(10)
-    assert state.status == "failed" and isinstance(state.failure, ZeroDivisionError)
+    assert state.status == "failed"
+    assert isinstance(state.failure, ZeroDivisionError)
 
 
 def test_failed_summaries_do_not_reload_the_dataset(index_dirs, tmp_path, monkeypatch):
@@ -98,7 +107,8 @@ def test_failed_summaries_do_not_reload_the_dataset(index_dirs, tmp_path, monkey
             if response.status_code != 202:
                 answers.append((response.status_code, "cannot load dataset" in response.json()["detail"]))
             assert time.monotonic() < deadline
-        assert set(answers) == {(404, True)} and len(loads) == 1
+        assert set(answers) == {(404, True)}
+        assert len(loads) == 1
         assert client.post("/evaluation", json={}).status_code == 202
         deadline = time.monotonic() + 30
         while client.get("/evaluation").status_code == 202:
@@ -123,7 +133,8 @@ def test_searches_and_health_answer_while_the_job_runs(index_dirs, beir_dir, mon
         create_app(ServerConfig(pipelines=sources, evaluation_dataset=str(beir_dir))), base_url=LOCAL
     ) as client:
         starts = [client.post("/evaluation", json={}) for _ in range(5)]
-        assert {r.status_code for r in starts} == {202} and len({r.json()["started_at"] for r in starts}) == 1
+        assert {r.status_code for r in starts} == {202}
+        assert len({r.json()["started_at"] for r in starts}) == 1
         with ThreadPoolExecutor(16) as pool:
             storm = [pool.submit(client.get, "/evaluation") for _ in range(50)]
             health = [pool.submit(client.get, "/health") for _ in range(20)]
@@ -138,5 +149,6 @@ def test_searches_and_health_answer_while_the_job_runs(index_dirs, beir_dir, mon
         while (response := client.get("/evaluation")).status_code == 202:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert response.status_code == 200 and set(response.json()["pipelines"]) == {"teacher", "compressed"}
+        assert response.status_code == 200
+        assert set(response.json()["pipelines"]) == {"teacher", "compressed"}
         assert len(calls) == 1  # five POSTs while it ran, one run

@@ -80,8 +80,11 @@ def test_a_content_length_over_the_limit_is_413_before_reading_the_body():
     inner = Inner()
     guard = RequestGuard(inner, max_body_bytes=1000)
     status, body, pulled = run_asgi(guard, {**JSON, "content-length": "1001"}, [b"this is not JSON {"] * 100)
-    assert status == 413 and pulled == 0 and inner.calls == 0
-    assert "1000-byte limit" in body["detail"] and "max_body_bytes" in body["detail"]
+    assert status == 413
+    assert pulled == 0
+    assert inner.calls == 0
+    assert "1000-byte limit" in body["detail"]
+    assert "max_body_bytes" in body["detail"]
     assert "not JSON" not in json.dumps(body)
 
 
@@ -90,19 +93,26 @@ def test_a_streamed_body_is_refused_as_soon_as_it_passes_the_limit(method):
     inner = Inner()
     guard = RequestGuard(inner, max_body_bytes=250)
     status, body, pulled = run_asgi(guard, JSON, [b"x" * 100] * 10, method=method)  # chunked: no Content-Length
-    assert status == 413 and pulled == 3 and inner.calls == 0 and "250-byte limit" in body["detail"]
+    assert status == 413
+    assert pulled == 3
+    assert inner.calls == 0
+    assert "250-byte limit" in body["detail"]
 
 
 def test_a_bad_content_length_is_400():
     status, body, pulled = run_asgi(RequestGuard(Inner(), 100), {**JSON, "content-length": "-5"}, [b"{}"])
-    assert status == 400 and "Content-Length" in body["detail"] and pulled == 0
+    assert status == 400
+    assert "Content-Length" in body["detail"]
+    assert pulled == 0
 
 
 def test_a_body_within_the_limit_is_replayed_whole_then_the_server_messages_pass_through():
     inner = Inner()
     guard = RequestGuard(inner, max_body_bytes=250)
     status, _, pulled = run_asgi(guard, JSON, [b"a" * 100, b"b" * 100, b"c" * 50])
-    assert status == 200 and pulled == 3 and inner.calls == 1
+    assert status == 200
+    assert pulled == 3
+    assert inner.calls == 1
     assert inner.body == b"a" * 100 + b"b" * 100 + b"c" * 50
     assert inner.after_body == {"type": "http.disconnect"}  # what the server sends next (the client left)
 
@@ -148,7 +158,8 @@ def test_an_undeclared_method_is_405_with_every_declared_method_in_allow(index_d
             ("PUT", "/metrics", "GET"),
         ):
             response = client.request(method, path)
-            assert response.status_code == 405 and response.headers["allow"] == allow, (method, path)
+            assert response.status_code == 405, (method, path)
+            assert response.headers["allow"] == allow, (method, path)
         assert client.get("/no-such-route").status_code == 404  # other HTTP errors keep their answers
 
 
@@ -182,7 +193,8 @@ def test_the_host_check_answers_its_names_only(index_dirs):
     assert status("corp.example.evil", Security(allowed_hosts=("*.corp.example",))) == 400
     assert status("anything", Security(allowed_hosts=("*",))) == 200
     public = Security(host="10.1.2.3", api_key=KEY)
-    assert status("10.1.2.3:8000", public) == 200 and status("localhost", public) == 400
+    assert status("10.1.2.3:8000", public) == 200
+    assert status("localhost", public) == 400
 
 
 # --- through the app ------------------------------------------------------------------------------------------------
@@ -193,7 +205,8 @@ def test_cross_site_simple_posts_are_415_and_counted(index_dirs):
     with serve(index_dirs) as client:
         for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=b"):
             response = client.post("/search", content=body, headers={"content-type": content_type})
-            assert response.status_code == 415 and "Content-Type: application/json" in response.json()["detail"]
+            assert response.status_code == 415
+            assert "Content-Type: application/json" in response.json()["detail"]
         response = client.post("/search/batch", data={"queries": "heart"})  # a real HTML form post
         assert response.status_code == 415
         assert client.post("/search", content=body, headers={"content-type": "application/json"}).status_code == 200
@@ -206,7 +219,8 @@ def test_oversized_bodies_are_413_and_name_the_limit(index_dirs):
         response = client.post(
             "/search", content=b"[" + b"1," * 500 + b"1]", headers={"content-type": "application/json"}
         )
-        assert response.status_code == 413 and "200-byte limit" in response.json()["detail"]
+        assert response.status_code == 413
+        assert "200-byte limit" in response.json()["detail"]
         assert "1,1" not in response.text
         response = client.post(
             "/search", content=b"\xff not json at all" * 50, headers={"content-type": "application/json"}
@@ -218,9 +232,11 @@ def test_oversized_bodies_are_413_and_name_the_limit(index_dirs):
 def test_wrong_host_is_400_unless_allowed(index_dirs):
     with serve(index_dirs, base_url="http://evil.example:8000") as client:
         response = client.get("/health")
-        assert response.status_code == 400 and response.text == "Invalid host header"
+        assert response.status_code == 400
+        assert response.text == "Invalid host header"
         assert client.post("/search", json={"query": "heart"}).status_code == 400
-        assert client.get("/").status_code == 400 and client.get("/static/common.js").status_code == 400
+        assert client.get("/").status_code == 400
+        assert client.get("/static/common.js").status_code == 400
     with serve(
         index_dirs, base_url="http://evil.example:8000", security=Security(allowed_hosts=("evil.example",))
     ) as client:
@@ -242,12 +258,14 @@ def test_api_key_guards_every_api_route(index_dirs):
             ):
                 response = client.get(path, headers=headers)
                 assert response.status_code == 401, (path, headers)
-                assert response.headers["www-authenticate"] == "Bearer" and "Authorization: Bearer" in response.text
+                assert response.headers["www-authenticate"] == "Bearer"
+                assert "Authorization: Bearer" in response.text
             expected = 404 if path in ("/evaluation", "/bench/results") else 200  # none run, no bench folder
             assert client.get(path, headers={"authorization": f"Bearer {KEY}"}).status_code == expected, path
         for route in ("/search", "/compare", "/evaluation"):
             refused = client.post(route, json={"query": "heart"})
-            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", route
+            assert refused.status_code == 401, route
+            assert refused.headers["www-authenticate"] == "Bearer", route
         ok = client.post("/search", json={"query": "heart"}, headers={"authorization": f"bearer {KEY}"})
         assert ok.status_code == 200
         metrics = client.get("/metrics", headers={"authorization": f"Bearer {KEY}"}).text
@@ -282,7 +300,8 @@ def test_cors_is_off_by_default_and_exact_when_configured(index_dirs):
     preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
     with serve(index_dirs) as client:
         response = client.get("/health", headers={"origin": "https://app.example"})
-        assert response.status_code == 200 and not any(h.startswith("access-control") for h in response.headers)
+        assert response.status_code == 200
+        assert not any(h.startswith("access-control") for h in response.headers)
         response = client.options("/search", headers=preflight)
         assert not any(h.startswith("access-control") for h in response.headers)
     with serve(index_dirs, security=Security(cors_origins=("https://app.example",), api_key=KEY)) as client:

@@ -35,7 +35,8 @@ def assert_safe_422(response, *absent: str) -> list[dict]:
     """A 422 whose body is JSON with {type, loc, msg} items, no input echoed, none of `absent` in its text."""
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
-    assert detail and all(set(item) == {"type", "loc", "msg"} for item in detail)
+    assert detail
+    assert all(set(item) == {"type", "loc", "msg"} for item in detail)
     for text in absent:
         assert text not in response.text
     return detail
@@ -45,7 +46,8 @@ def assert_safe_422(response, *absent: str) -> list[dict]:
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "3.5", "true", '"3"'])
 def test_non_integers_as_k_are_422_without_echo(client, route, token):
     detail = assert_safe_422(client.post(route, content=raw_body(route, k=token), headers=JSON), token)
-    assert detail[0]["loc"] == ["body", "k"] and detail[0]["type"] == "int_type"
+    assert detail[0]["loc"] == ["body", "k"]
+    assert detail[0]["type"] == "int_type"
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -73,8 +75,11 @@ def test_queries_of_invisible_characters_are_blank(client, route, query):
 
 
 def test_blank_is_about_visible_characters():
-    assert is_blank("") and is_blank("\u200b \t\u2060\ufeff\u00ad")
-    assert not is_blank("\u200ba") and not is_blank("é") and not is_blank("日本")
+    assert is_blank("")
+    assert is_blank("\u200b \t\u2060\ufeff\u00ad")
+    assert not is_blank("\u200ba")
+    assert not is_blank("é")
+    assert not is_blank("日本")
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -82,7 +87,8 @@ def test_blank_is_about_visible_characters():
 def test_k_must_be_a_strict_integer(client, route, k):
     body = {"queries": ["heart"], "k": k} if route.endswith("batch") else {"query": "heart", "k": k}
     detail = assert_safe_422(client.post(route, json=body))
-    assert detail[0]["loc"] == ["body", "k"] and "valid integer" in detail[0]["msg"]
+    assert detail[0]["loc"] == ["body", "k"]
+    assert "valid integer" in detail[0]["msg"]
     body["k"] = 3
     assert client.post(route, json=body).status_code == 200
 
@@ -105,13 +111,15 @@ def test_openapi_lists_the_loaded_pipelines(client):
         assert schema[model]["properties"]["pipeline"]["enum"][:-1] == ["teacher", "compressed"]
     assert schema["CompareRequest"]["properties"]["pipelines"]["uniqueItems"] is True  # what the server refuses
     repeated = client.post("/compare", json={"query": "heart", "pipelines": ["compressed", "compressed"]})
-    assert repeated.status_code == 422 and "must not repeat a name" in repeated.text
+    assert repeated.status_code == 422
+    assert "must not repeat a name" in repeated.text
 
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_malformed_json_is_4xx_without_echo(client, route):
     detail = assert_safe_422(client.post(route, content=b'{"query": "secret-text', headers=JSON), "secret-text")
-    assert detail[0]["type"] == "json_invalid" and "JSON decode error" in detail[0]["msg"]
+    assert detail[0]["type"] == "json_invalid"
+    assert "JSON decode error" in detail[0]["msg"]
     unparsable = [
         b'{"query": "\xff\xfe"}',
         b"[" * 100_000 + b"]" * 100_000,
@@ -119,7 +127,8 @@ def test_malformed_json_is_4xx_without_echo(client, route):
     ]
     for body in unparsable:  # not UTF-8, nested past the parser's depth, an integer past Python's digit limit
         response = client.post(route, content=body, headers=JSON)
-        assert response.status_code == 400 and "parsing the body" in response.json()["detail"]
+        assert response.status_code == 400
+        assert "parsing the body" in response.json()["detail"]
 
 
 def test_validation_errors_never_echo_the_input(client):
@@ -138,11 +147,14 @@ def test_limits_in_force_shape_validation_and_the_schema(index_dirs):
         assert client.post("/search/batch", json={"queries": ["x"] * 4}).status_code == 422
         assert client.post("/search", json={"query": "x" * 20, "k": 7}).status_code == 200
         over = client.post("/search/batch", json={"queries": ["a b c d e f g h i j"] * 3})
-        assert over.status_code == 422 and "max_batch_tokens=9" in over.text
+        assert over.status_code == 422
+        assert "max_batch_tokens=9" in over.text
         spec = client.get("/openapi.json").json()
         schemas = spec["components"]["schemas"]
     batch = spec["paths"]["/search/batch"]["post"]["description"]  # the bounds of one batch's cost, as in force
-    assert "at most 9 tokens" in batch and "4.5 s (request_timeout_s)" in batch and "Up to 3 queries" in batch
+    assert "at most 9 tokens" in batch
+    assert "4.5 s (request_timeout_s)" in batch
+    assert "Up to 3 queries" in batch
     assert schemas["SearchRequest"]["properties"]["k"]["maximum"] == 7
     assert schemas["SearchRequest"]["properties"]["query"]["maxLength"] == 20
     assert schemas["BatchSearchRequest"]["properties"]["queries"]["maxItems"] == 3
@@ -153,10 +165,12 @@ def test_openapi_documents_rules_errors_and_content_types(client):
     schemas = spec["components"]["schemas"]
     for model in ("SearchRequest", "CompareRequest"):
         query = schemas[model]["properties"]["query"]
-        assert query["minLength"] == 1 and "visible character" in query["description"]
+        assert query["minLength"] == 1
+        assert "visible character" in query["description"]
         assert "invisible" in query["description"]
     queries = schemas["BatchSearchRequest"]["properties"]["queries"]
-    assert queries["items"]["minLength"] == 1 and "visible character" in queries["description"]
+    assert queries["items"]["minLength"] == 1
+    assert "visible character" in queries["description"]
     assert schemas["SearchRequest"]["properties"]["k"]["type"] == "integer"
     error_ref = {"$ref": "#/components/schemas/ErrorOut"}
     assert schemas["ErrorOut"]["properties"]["detail"]["type"] == "string"

@@ -63,14 +63,17 @@ def test_pages_and_files_are_served_with_a_strict_policy(index_dirs):
     with make_app(index_dirs) as client:
         for path, marker in (("/", 'id="search-form"'), ("/bench", 'id="frontier"')):
             page = client.get(path)
-            assert page.status_code == 200 and marker in page.text
+            assert page.status_code == 200
+            assert marker in page.text
             assert page.headers["content-type"].startswith("text/html")
             assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-            assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
+            assert "script-src 'self'" in CONTENT_SECURITY_POLICY
+            assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
             assert page.headers["x-content-type-options"] == "nosniff"
         for name in ("common.js", "search.js", "bench.js", "app.css"):
             asset = client.get(f"/static/{name}")
-            assert asset.status_code == 200 and asset.text == (STATIC_DIR / name).read_text(encoding="utf-8")
+            assert asset.status_code == 200
+            assert asset.text == (STATIC_DIR / name).read_text(encoding="utf-8")
         assert "javascript" in client.get("/static/search.js").headers["content-type"]
         assert client.get("/static/../app.py").status_code == 404
         assert client.get("/static/%2e%2e/app.py").status_code == 404
@@ -85,7 +88,9 @@ def test_pages_never_parse_text_as_html():
             assert sink not in code, f"{script.name} uses {sink}"
     for page in STATIC_DIR.glob("*.html"):
         text = page.read_text(encoding="utf-8")
-        assert "<script>" not in text and "style=" not in text and "http" not in text.replace("http-equiv", "")
+        assert "<script>" not in text
+        assert "style=" not in text
+        assert "http" not in text.replace("http-equiv", "")
 
 
 def test_the_page_needs_no_key_but_the_api_does(index_dirs):
@@ -104,11 +109,13 @@ def test_bench_results_are_served_public_with_the_budget_pick(index_dirs, tmp_pa
     bench = write_bench(tmp_path / "bench", best=ROWS[2])
     with make_app(index_dirs, bench_dir=bench) as client:
         body = client.get("/bench/results").json()
-    assert body["x"] == "total_ms_p50" and body["y"] == "recall@10_vs_teacher"
+    assert body["x"] == "total_ms_p50"
+    assert body["y"] == "recall@10_vs_teacher"
     assert [r["budget_pick"] for r in body["rows"]] == [False, False, True, False]
     assert [r["pareto"] for r in body["rows"]] == [r["pareto"] for r in ROWS]
     assert [r["recall@10_vs_teacher"] for r in body["rows"]] == [r["recall@10_vs_teacher"] for r in ROWS]
-    assert body["budget"]["message"] == "best under 5 ms" and body["dataset"] == "tiny"
+    assert body["budget"]["message"] == "best under 5 ms"
+    assert body["dataset"] == "tiny"
     assert "/root" not in json.dumps(body)  # server paths dropped (base names only)
     assert body["rows"][0]["encoder_spec"] == "int8-dynamic"
 
@@ -116,7 +123,8 @@ def test_bench_results_are_served_public_with_the_budget_pick(index_dirs, tmp_pa
 def test_bench_results_without_a_folder_say_how_to_get_one(index_dirs):
     with make_app(index_dirs) as client:
         answer = client.get("/bench/results")
-    assert answer.status_code == 404 and "--bench-dir" in answer.json()["detail"]
+    assert answer.status_code == 404
+    assert "--bench-dir" in answer.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -148,4 +156,6 @@ def test_serve_refuses_a_bad_bench_folder_in_one_line(index_dirs, tmp_path):
     missing = CliRunner().invoke(cli, [*args, "--bench-dir", str(tmp_path / "nope")])
     assert missing.exit_code == 2
     lines = missing.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "is not a directory" in lines[0]
+    assert len(lines) == 1
+    assert lines[0].startswith("error:")
+    assert "is not a directory" in lines[0]

@@ -15,7 +15,8 @@ def test_encode_queries_timed_encodes_each_query_alone_then_in_batches(monkeypat
     encoded = encode_queries_timed(encoder, texts, batch=4)
     assert encoder.calls == [1] * (WARMUP_CALLS + len(texts)) + [4, 4, 2]  # warm-up, one at a time, batches of 4
     np.testing.assert_allclose(encoded.vectors, FakeEncoder(dim=16).encode(texts), atol=1e-6)
-    assert encoded.vectors.dtype == np.float32 and encoded.vectors.shape == (10, 16)
+    assert encoded.vectors.dtype == np.float32
+    assert encoded.vectors.shape == (10, 16)
     np.testing.assert_allclose(encoded.seconds, [0.5] * len(texts))
     assert encoded.batch_seconds == pytest.approx(0.5)
 

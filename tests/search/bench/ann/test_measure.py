@@ -65,7 +65,8 @@ def test_single_searches_on_flat_find_the_exact_top_k(unit_vectors, assert_same_
     docs, queries = unit_vectors(500, 16, seed=0), unit_vectors(30, 16, seed=1)
     index = build_index(docs, IndexSpec("Flat")).index
     seconds, top = time_single_searches(index, queries, k=10, repeats=2)
-    assert seconds.shape == (30,) and (seconds > 0).all()
+    assert seconds.shape == (30,)
+    assert (seconds > 0).all()
     exact_scores = queries @ docs.T
     found_scores = np.take_along_axis(exact_scores, top, axis=1)
     assert_same_top_k(top, found_scores, exact_scores, eps=1e-5)
@@ -103,7 +104,8 @@ def test_bench_index_rows_score_against_exact_search(unit_vectors):
     assert rows[0]["recall@10_vs_exact"] <= full["recall@10_vs_exact"]
     for row in rows:
         assert row["encode_ms_p50"] == pytest.approx(2.0)
-        assert row["total_ms_p50"] > row["encode_ms_p50"] and row["total_ms_p95"] >= row["total_ms_p50"]
+        assert row["total_ms_p50"] > row["encode_ms_p50"]
+        assert row["total_ms_p95"] >= row["total_ms_p50"]
         assert row["bytes_per_vector"] == pytest.approx(16 * 4 + 8, abs=1)  # a float32 vector and its int64 id
         assert (row["model_bytes"], row["dim"], row["queries"], row["precision"]) == (1234, 16, 20, "fp32")
         assert row["default_params"] == (row["params"] == {"nprobe": 1})

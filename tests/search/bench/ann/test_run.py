@@ -81,13 +81,15 @@ def test_run_bench_rows_recalls_and_outputs(tmp_path, beir_dir, with_int8_fake, 
     omp_before = faiss.omp_get_max_threads()
     out = tmp_path / "out"
     rows = run_bench(spec, out)
-    assert omp_threads == [1] * 12 and faiss.omp_get_max_threads() == omp_before  # limited, then restored
+    assert omp_threads == [1] * 12
+    assert faiss.omp_get_max_threads() == omp_before  # limited, then restored
     assert len(rows) == 3 * (1 + 4 + 3 + 1)
     for row in rows:
         assert set(ROW_KEYS) <= set(row)
         assert 0 < row["encode_ms_p50"] < row["total_ms_p50"] <= row["total_ms_p95"]
     flat = {row["encoder"]: row for row in rows if row["index"] == "Flat"}
-    assert flat["small-int8"]["precision"] == "int8" and flat["small"]["precision"] == "fp32"
+    assert flat["small-int8"]["precision"] == "int8"
+    assert flat["small"]["precision"] == "fp32"
 
     # recalls and nDCG agree with an independent exact search (no near-ties at rank 10 in this data)
     _, texts, qrels = load_dataset(str(beir_dir)).split_queries("test")
@@ -111,7 +113,8 @@ def test_run_bench_rows_recalls_and_outputs(tmp_path, beir_dir, with_int8_fake, 
                      key=lambda r: r["params"]["nprobe"])  # fmt: skip
         recalls = [r["recall@10_vs_exact"] for r in ivf]
         assert [r["params"]["nprobe"] for r in ivf] == [1, 2, 3, 4]
-        assert recalls == sorted(recalls) and recalls[-1] == 1.0
+        assert recalls == sorted(recalls)
+        assert recalls[-1] == 1.0
         assert [r["default_params"] for r in ivf] == [True, False, False, False]
 
     # the Pareto flags are the frontier of (recall vs teacher, total p50), by the O(n^2) definition
@@ -126,7 +129,8 @@ def test_run_bench_rows_recalls_and_outputs(tmp_path, beir_dir, with_int8_fake, 
     with (out / "results.csv").open() as handle:
         assert [r["encoder"] for r in csv.DictReader(handle)] == [r["encoder"] for r in rows]
     machine = json.loads((out / "machine.json").read_text())
-    assert machine["cores"] == psutil.cpu_count(logical=True) and machine["threads"] == 1
+    assert machine["cores"] == psutil.cpu_count(logical=True)
+    assert machine["threads"] == 1
     assert machine["faiss_omp_threads"] == 1  # recorded inside the thread limit
     assert machine["versions"]["faiss-cpu"] is not None
 
@@ -137,7 +141,8 @@ def test_run_bench_rows_recalls_and_outputs(tmp_path, beir_dir, with_int8_fake, 
     assert best["index"] == "SQ8"  # 32 bytes for 32 dims; every other index stores more
     assert len(summary["pareto"]) == sum(r["pareto"] for r in rows)
     markdown = (out / "results.md").read_text()
-    assert "## Where the recall goes" in markdown and "best under" in markdown
+    assert "## Where the recall goes" in markdown
+    assert "best under" in markdown
 
     losses = {item["encoder"]: item for item in json.loads((out / "loss_split.json").read_text())["encoders"]}
     assert losses["small"]["student_vs_teacher"]["loss"] == pytest.approx(1 - flat["small"]["recall@10_vs_teacher"])
@@ -147,7 +152,8 @@ def test_run_bench_rows_recalls_and_outputs(tmp_path, beir_dir, with_int8_fake, 
         flat["small"]["recall@10_vs_teacher"] - flat["small-int8"]["recall@10_vs_teacher"]
     )
     overlap = knn_recall(int8_ids, small_ids, 10)
-    assert int8["int8_vs_fp32"]["top10_overlap_with_fp32"] == pytest.approx(overlap) and overlap < 1.0  # noise
+    assert int8["int8_vs_fp32"]["top10_overlap_with_fp32"] == pytest.approx(overlap)
+    assert overlap < 1.0  # noise
     ivf_default = next(r for r in rows if r["encoder"] == "small" and r["index"] == "IVF4,Flat" and r["default_params"])
     assert losses["small"]["ann_vs_exact"]["IVF4,Flat"]["loss"] == pytest.approx(1 - ivf_default["recall@10_vs_exact"])
     assert losses["teacher"]["int8_vs_fp32"] is None
@@ -167,7 +173,8 @@ def test_untrainable_index_is_skipped_and_reported(tmp_path, beir_dir):
     rows = run_bench(spec, tmp_path / "out")
     assert [r["index"] for r in rows] == ["Flat"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["skipped"][0]["index"] == "IVF256,Flat" and "256" in summary["skipped"][0]["reason"]
+    assert summary["skipped"][0]["index"] == "IVF256,Flat"
+    assert "256" in summary["skipped"][0]["reason"]
     assert summary["budget"] is None
     with pytest.raises(ValueError, match="no configuration could be built"):
         run_bench(make_bench_spec(["fake:8"], ["IVF256,Flat"], dataset=str(beir_dir), teacher="fake:8",
@@ -188,8 +195,10 @@ def test_cli_bench_runs_and_prints_the_budget_pick(tmp_path, beir_dir):
     as_json = runner.invoke(app, [*args, "--budget-bytes", "1000", "--json"])
     assert as_json.exit_code == 0, as_json.output
     payload = json.loads(as_json.stdout)  # progress goes to stderr
-    assert len(payload["rows"]) == 2 * 3 and payload["budget"]["best"]["recall@10_vs_teacher"] == 1.0
-    assert (out / "results.md").exists() and (out / "recall_vs_latency.png").exists()
+    assert len(payload["rows"]) == 2 * 3
+    assert payload["budget"]["best"]["recall@10_vs_teacher"] == 1.0
+    assert (out / "results.md").exists()
+    assert (out / "recall_vs_latency.png").exists()
 
 
 @pytest.mark.parametrize(

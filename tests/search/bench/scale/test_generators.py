@@ -68,9 +68,12 @@ def test_mix_is_a_weighted_mix_of_the_dominant_source_and_its_nearest_neighbours
         span = source[[src, *neighbours[src]]]  # the dominant source and its 3 nearest others
         coef, *_ = np.linalg.lstsq(span.T, vector, rcond=None)
         assert np.linalg.norm(span.T @ coef - vector) < 1e-3  # inside their span
-        assert coef[0] >= coef[1:].max() - 1e-3 and coef.min() > -1e-3  # i_1 has the largest weight, none negative
+        assert coef[0] >= coef[1:].max() - 1e-3
+        assert coef.min() > -1e-3  # i_1 has the largest weight, none negative
         partner_counts.append(int((coef[1:] > 1e-3).sum()))
-    assert max(partner_counts) == 2 and partner_counts.count(1) > 50 and partner_counts.count(2) > 50  # 1 or 2
+    assert max(partner_counts) == 2
+    assert partner_counts.count(1) > 50
+    assert partner_counts.count(2) > 50  # 1 or 2
 
 
 def manifold_sources(n: int, dim: int = 64, latent: int = 8, spread: float = 0.5, seed: int = 7) -> np.ndarray:

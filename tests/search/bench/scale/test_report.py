@@ -54,14 +54,17 @@ def test_markdown_tables_format_each_cell():
     assert "| 2,000 | 6.7 | 0.850 | 0.860 | 0.870 | 0.880 | 0.950 | 0.900 | 0.800 |" in markdown
     assert "| 150 | 0.710 | n/a | 0.610 | n/a |" in markdown
     assert "Caveat: at N = 2,000" in markdown  # a same-source share >= 0.9 gets the clumping caveat
-    assert "(threadpoolctl: openmp 1)" in markdown and "recipe." in markdown
+    assert "(threadpoolctl: openmp 1)" in markdown
+    assert "recipe." in markdown
 
 
 def test_csv_has_one_line_per_row_with_k_in_the_recall_column(tmp_path):
     write_outputs(tiny_result(), tmp_path)
     with (tmp_path / "scale.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 1 and rows[0]["recall@5"] == "0.5" and rows[0]["search_params"] == "nprobe=2"
+    assert len(rows) == 1
+    assert rows[0]["recall@5"] == "0.5"
+    assert rows[0]["search_params"] == "nprobe=2"
     assert (tmp_path / "scale_recall.png").read_bytes()[:4] == b"\x89PNG"
     assert row_summary(tiny_result()["rows"][0], k=5) == (
         "p50 0.012 ms, recall@5 0.5000, 12.0 B/vec, build 1.2 s, peak RSS 120 MB"

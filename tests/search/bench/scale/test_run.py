@@ -30,7 +30,8 @@ def test_run_scores_against_exact_search_and_writes_outputs(tmp_path, source_npy
     result = run_scale_bench(spec, out, on_row=lambda row: omp_threads.append(faiss.omp_get_max_threads()))
     assert omp_threads == [1] * 7
     rows = {(row["n"], row["index"]): row for row in result["rows"]}
-    assert len(rows) == 7 and (2000, "HNSW32") not in rows
+    assert len(rows) == 7
+    assert (2000, "HNSW32") not in rows
     assert result["skipped"] == [{"n": 2000, "index": "HNSW32", "factory": "HNSW32"}]
     for n in (2000, 5000):
         assert rows[(n, "Flat")]["recall@10"] == 1.0
@@ -71,15 +72,21 @@ def test_run_scores_against_exact_search_and_writes_outputs(tmp_path, source_npy
     for name in FILES:
         assert (out / name).is_file(), name
     saved = json.loads((out / "scale.json").read_text())
-    assert len(saved["rows"]) == 7 and saved["machine"]["threads"] == 1
-    assert saved["machine"]["faiss"] == faiss.__version__ and "openmp 1" in saved["machine"]["thread_control"]
-    assert "generator mix" in saved["vectors"]["method"] and saved["note"] == "test run"
-    assert saved["vectors"]["generator"] == "mix" and saved["vectors"]["target_cosine"] == 0.87
+    assert len(saved["rows"]) == 7
+    assert saved["machine"]["threads"] == 1
+    assert saved["machine"]["faiss"] == faiss.__version__
+    assert "openmp 1" in saved["machine"]["thread_control"]
+    assert "generator mix" in saved["vectors"]["method"]
+    assert saved["note"] == "test run"
+    assert saved["vectors"]["generator"] == "mix"
+    assert saved["vectors"]["target_cosine"] == 0.87
     with (out / "scale.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 7
     markdown = (out / "scale.md").read_text()
-    assert "| 2,000 | HNSW32 | HNSW32 | skipped" in markdown and "Note: test run" in markdown
-    assert "dominant source" in markdown and "| 150 |" in markdown
+    assert "| 2,000 | HNSW32 | HNSW32 | skipped" in markdown
+    assert "Note: test run" in markdown
+    assert "dominant source" in markdown
+    assert "| 150 |" in markdown
     assert (out / "scale_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -91,11 +98,14 @@ def test_cli_runs_and_reports(tmp_path, source_npy):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert "recall@10 1.0000" in summary["N=2000 Flat"] and summary["out"] == str(out)
+    assert "recall@10 1.0000" in summary["N=2000 Flat"]
+    assert summary["out"] == str(out)
     saved = json.loads((out / "scale.json").read_text())
-    assert len(saved["rows"]) == 2 and saved["spec"]["generator"] == "noise"
+    assert len(saved["rows"]) == 2
+    assert saved["spec"]["generator"] == "noise"
     assert saved["machine"]["threads"] == available_cores()  # no --threads: every core this process may use
-    assert "i % n_sources" in saved["vectors"]["method"] and saved["vectors"]["target_cosine"] == 0.85
+    assert "i % n_sources" in saved["vectors"]["method"]
+    assert saved["vectors"]["target_cosine"] == 0.85
 
 
 @pytest.mark.parametrize(
@@ -122,7 +132,8 @@ def test_cli_rejects_bad_input(tmp_path, source_npy, extra, message):
         extra = []
     result = runner.invoke(app, args + extra)
     assert result.exit_code == 2
-    assert "error:" in result.output and message in result.output
+    assert "error:" in result.output
+    assert message in result.output
     assert not (tmp_path / "o" / "scale.json").exists()
 
 
