@@ -15,9 +15,9 @@ while queued is dropped from the queue; once its batch runs, the batch finishes 
 An idle pipeline skips the queue: `search_now` runs a query at once, in the caller's task, when the pipeline has
 nothing running and nothing queued and a slot is free (and `coalesce_wait_ms` is 0), so a lone client pays one
 hand-off to a worker thread and no task switches through the worker; queries that arrive meanwhile queue and
-coalesce as above. A query cheaper than `inline_max_ms` (the pipeline's recent single-query time,
-an exponential moving average) skips the thread too and runs in the event loop: the hand-off would cost a large share
-of its work, and the loop is held no longer than a request's parsing would hold it.
+coalesce as above. A pipeline whose recent single queries took at most `inline_max_ms` (`query_ms`, an exponential
+moving average) skips the thread too and runs in the event loop: the hand-off would cost a large share of its work,
+and the loop is held no longer than a request's parsing holds it.
 """
 
 from __future__ import annotations
@@ -199,7 +199,8 @@ class PipelineBatcher:
             item.resolve(answer)
 
     def _search(self, queries: Sequence[str], ks: Sequence[int]) -> list[Coalesced | Exception]:
-        """In a worker thread: refuse queries over the token limit, encode the rest together, search per k."""
+        """In a worker thread (in the event loop for a pipeline under `inline_max_ms`): refuse queries over the token
+        limit, encode the rest together, search per k; keeps `query_ms` from batches of one."""
         if self.pipeline.most_tokens(1) <= self.limits.max_batch_tokens:  # no query can pass the limit
             problems: list[LimitExceeded | None] = [None] * len(queries)
         else:
