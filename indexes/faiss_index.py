@@ -23,19 +23,43 @@ logger = logging.getLogger(__name__)
 SUPPORTED_FACTORIES = (
     "Flat",
     "HNSW{M}",
-    "HNSW{M},SQ8",
+    "HNSW{M},{SQ}",
     "IVF{nlist},Flat",
-    "PQ{m}",
     "IVF{nlist},PQ{m}",
+    "IVF{nlist},PQ{m}x4fs",
+    "IVF{nlist},PQ{m}x4fsr",
+    "IVF{nlist},{SQ}",
+    "IVF{nlist},{RaBitQ}",
     "OPQ{m},IVF{nlist},PQ{m}",
-    "SQ8",
+    "PQ{m}",
+    "PQ{m}x4fs",
+    "{SQ}",
+    "{RaBitQ}",
+    "IVF{nlist}_HNSW{M},... (IVF with an HNSW coarse quantizer, for large nlist) wherever IVF{nlist} is",
     "any of the above (except Flat) followed by ,RFlat",
+    "where {SQ} is SQ4, SQ6, SQ8, SQfp16 or SQbf16 and {RaBitQ} is RaBitQ or RaBitQfs (1-bit codes; fs: fast-scan), "
+    "optionally with 2-8 bits: RaBitQ4, RaBitQfs4",
 )
+_SQ = r"SQ(?:4|6|8|fp16|bf16)"
+_RABITQ = r"RaBitQ(?:fs)?[2-8]?"
 _PQ = r"PQ\d+(?:x\d+)?"
-_CORE = rf"(?:Flat|HNSW\d+(?:,Flat|,SQ8)?|IVF\d+,(?:Flat|{_PQ})|OPQ\d+(?:_\d+)?,IVF\d+,{_PQ}|{_PQ}|SQ8)"
+_PQFS = r"PQ\d+x4fs"
+_IVF = r"IVF\d+(?:_HNSW\d+)?"
+_CORE = (
+    rf"(?:Flat|HNSW\d+(?:,Flat|,{_SQ})?|{_IVF},(?:Flat|{_PQ}|{_PQFS}r?|{_SQ}|{_RABITQ})|OPQ\d+(?:_\d+)?,{_IVF},{_PQ}"
+    rf"|{_PQ}|{_PQFS}|{_SQ}|{_RABITQ})"
+)
 _FACTORY = re.compile(rf"^{_CORE}(?:,RFlat)?$")
-# public search-parameter name -> the names faiss.ParameterSpace may use for it
-SEARCH_PARAMS = {"nprobe": ("nprobe",), "efSearch": ("efSearch",), "k_factor": ("k_factor_rf", "k_factor")}
+# public search-parameter name -> the names faiss.ParameterSpace may use for it (qb: RaBitQ's query bits, set on
+# the RaBitQ index itself, which ParameterSpace does not reach)
+SEARCH_PARAMS = {
+    "nprobe": ("nprobe",),
+    "efSearch": ("efSearch",),
+    "quantizer_efSearch": ("quantizer_efSearch",),
+    "k_factor": ("k_factor_rf", "k_factor"),
+    "qb": ("qb",),
+}
+RABITQ_QUERY_BITS = 8  # RaBitQ's default query quantisation here: 8 bits (FAISS: 4 for RaBitQ, 8 for RaBitQfs)
 DEFAULT_TRAIN_SAMPLE = 100_000
 # OpenMP threads for a search of one query. FAISS parallelises over queries, so a second thread has nothing to do
 # for one query, yet some indexes (SQ8, PQ) still open a parallel region and wait for its whole team, which costs
@@ -64,14 +88,19 @@ def validate_factory(factory: str, dim: int) -> None:
 
 
 def default_search_params(factory: str) -> dict[str, float]:
-    """Search-time defaults: nprobe = nlist/16 (at least 1), efSearch 64, k_factor 4 for refinement."""
+    """Search-time defaults: nprobe = nlist/16 (at least 1), efSearch 64 (HNSW; the coarse quantizer's
+    quantizer_efSearch for IVF{n}_HNSW{M}), k_factor 4 for refinement, qb 8 for RaBitQ."""
     params: dict[str, float] = {}
     if match := re.search(r"IVF(\d+)", factory):
         params["nprobe"] = max(1, int(match.group(1)) // 16)
-    if "HNSW" in factory:
+    if re.match(r"HNSW\d+", factory):
         params["efSearch"] = 64
+    if re.search(r"IVF\d+_HNSW\d+", factory):
+        params["quantizer_efSearch"] = 64
     if factory.endswith(",RFlat"):
         params["k_factor"] = 4
+    if "RaBitQ" in factory:
+        params["qb"] = RABITQ_QUERY_BITS
     return params
 
 
@@ -88,25 +117,44 @@ def parse_search_params(text: str) -> dict[str, float]:
             raise ValueError(f"search parameter {name} needs a number, got {value!r}") from err
         if number < 1:
             raise ValueError(f"search parameter {name} must be >= 1, got {value}")
+        if name == "qb" and (number > 8 or not number.is_integer()):
+            raise ValueError(f"search parameter qb (RaBitQ's query bits) must be an integer 1..8, got {value}")
         params[name] = number
     return params
 
 
-def settable_params(index) -> list[str]:
-    """The public search-parameter names this index accepts."""
+def rabitq_index(index) -> Any | None:
+    """The RaBitQ index inside `index` (itself, or the base of an `,RFlat` refinement), or None."""
+    faiss = import_faiss()
+    node = faiss.downcast_index(index)
+    while node is not None:
+        if "RaBitQ" in type(node).__name__:
+            return node
+        inner = getattr(node, "base_index", None)
+        node = faiss.downcast_index(inner) if inner is not None else None
+    return None
+
+
+def _native_params(index) -> tuple[Any, set[str]]:
     faiss = import_faiss()
     space = faiss.ParameterSpace()
     space.initialize(index)
     native = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
+    if rabitq_index(index) is not None:
+        native.add("qb")
+    return space, native
+
+
+def settable_params(index) -> list[str]:
+    """The public search-parameter names this index accepts."""
+    _, native = _native_params(index)
     return [public for public, names in SEARCH_PARAMS.items() if native.intersection(names)]
 
 
 def apply_search_params(index, params: Mapping[str, float]) -> None:
-    """Set search-time parameters through faiss.ParameterSpace (it reaches through wrappers)."""
-    faiss = import_faiss()
-    space = faiss.ParameterSpace()
-    space.initialize(index)
-    native = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
+    """Set search-time parameters through faiss.ParameterSpace (it reaches through wrappers); RaBitQ's `qb` on the
+    RaBitQ index itself."""
+    space, native = _native_params(index)
     allowed = settable_params(index)
     for public, value in params.items():
         names = [n for n in SEARCH_PARAMS.get(public, ()) if n in native]
@@ -114,7 +162,10 @@ def apply_search_params(index, params: Mapping[str, float]) -> None:
             raise ValueError(
                 f"search parameter {public!r} does not apply to this index; it accepts: {', '.join(allowed) or 'none'}"
             )
-        space.set_index_parameter(index, names[0], float(value))
+        if public == "qb":
+            rabitq_index(index).qb = int(value)
+        else:
+            space.set_index_parameter(index, names[0], float(value))
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,11 @@ def test_bad_factories_are_rejected_with_allowed_forms(factory, message):
 
 def test_search_params_parsing_and_applicability(data):
     assert parse_search_params("nprobe=8, efSearch=32,k_factor=2") == {"nprobe": 8, "efSearch": 32, "k_factor": 2}
-    for bad, message in (("nprob=3", "nprobe, efSearch, k_factor"), ("nprobe=x", "number"), ("nprobe=0", ">= 1")):
+    for bad, message in (
+        ("nprob=3", "nprobe, efSearch, quantizer_efSearch, k_factor, qb"),
+        ("nprobe=x", "number"),
+        ("nprobe=0", ">= 1"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_search_params(bad)
     flat = build_index(data[0][:500], IndexSpec("Flat")).index

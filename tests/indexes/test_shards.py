@@ -81,7 +81,9 @@ def search_both(reference, candidate, queries, assert_same_ranking) -> None:
 @pytest.mark.parametrize(
     ("factory", "kind"),
     [("IVF64,PQ8", "ondisk"), ("OPQ8,IVF64,PQ8", "ondisk"), ("IVF64,Flat", "ondisk"), ("Flat", "in_memory"),
-     ("SQ8", "in_memory"), ("PQ8", "in_memory")],
+     ("SQ8", "in_memory"), ("PQ8", "in_memory"), ("SQ4", "in_memory"), ("SQfp16", "in_memory"),
+     ("RaBitQ", "in_memory"), ("RaBitQ4", "in_memory"), ("IVF64,SQ8", "ondisk"), ("IVF64,RaBitQ", "ondisk"),
+     ("IVF64_HNSW32,Flat", "ondisk")],
 )  # fmt: skip
 def test_shards_merged_equal_the_same_trained_index_filled_in_one_go(
     tmp_path, data, assert_same_ranking, factory, kind
@@ -139,9 +141,14 @@ def test_graph_and_refine_indexes_are_filled_in_one_process(tmp_path, factory):
         merge_shards(tmp_path / "trained.index", [], None)
 
 
+@pytest.mark.parametrize("factory", ["PQ8x4fs", "IVF64,PQ8x4fs", "IVF64,PQ8x4fsr", "RaBitQfs", "IVF64,RaBitQfs"])
+def test_fast_scan_indexes_keep_block_codes_and_are_filled_in_one_process(factory):
+    assert merge_kind(factory) == "driver"  # their codes are laid out in blocks that neither merge reads
+
+
 def test_merge_kind_refuses_unknown_factories():
-    with pytest.raises(ValueError, match="unsupported index factory 'IVF64,PQ8x4fs'; supported forms: Flat"):
-        merge_kind("IVF64,PQ8x4fs")
+    with pytest.raises(ValueError, match="unsupported index factory 'IVF64,LSH'; supported forms: Flat"):
+        merge_kind("IVF64,LSH")
 
 
 def test_shard_ranges_cover_everything_once_in_order():

@@ -86,6 +86,18 @@ def _context_and_run(unit_vectors, n_docs=400, n_queries=20, dim=16, repeats=1):
     return context, run, exact, docs, vectors
 
 
+def test_bench_sweeps_a_rescored_one_bit_index_over_k_factor_and_query_bits(unit_vectors):
+    context, run, exact, docs, vectors = _context_and_run(unit_vectors)
+    grid = sweep_grid("RaBitQ,RFlat", {"k_factor": (1, 16), "qb": (4, 8)})
+    rows = bench_index(context, run, "RaBitQ,RFlat", grid, lambda info: None)
+    by_params = {(r["params"]["k_factor"], r["params"]["qb"]): r for r in rows}
+    assert set(by_params) == {(1, 4), (1, 8), (16, 4), (16, 8), (4, 8)}  # the cross product and the default
+    for qb in (4, 8):  # rescoring 16 x k candidates recovers what the 1-bit codes alone miss
+        assert by_params[(16, qb)]["recall@10_vs_exact"] >= by_params[(1, qb)]["recall@10_vs_exact"]
+    assert by_params[(16, 8)]["recall@10_vs_exact"] >= 0.9
+    assert all(r["default_params"] == (r["params"] == {"k_factor": 4, "qb": 8}) for r in rows)
+
+
 def test_bench_index_rows_score_against_exact_search(unit_vectors):
     context, run, exact, docs, vectors = _context_and_run(unit_vectors)
     scores = vectors @ docs.T
