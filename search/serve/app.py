@@ -32,7 +32,8 @@ work run at once and max_queue requests wait (503 + Retry-After beyond); a reque
 and a request whose client left stops, at the next micro-batch. The search routes are `async`: waiting holds no
 thread; the blocking work runs in anyio's worker threads, sized once with the other thread pools by a
 `ThreadBudget` (shown in /pipelines). Concurrent single queries (/search, /compare) to one pipeline are coalesced
-into one encoder call (`search.serve.batcher`; `batch_size` in the response).
+into one encoder call (`search.serve.batcher`; `batch_size` in the response); a query to an idle pipeline runs at
+once, in the event loop when the pipeline is cheaper than `inline_max_ms`.
 
 Safe by default (`search.serve.guard`, from `config.security`): the Host header must name the server (400,
 Starlette's `TrustedHostMiddleware`); POST bodies must be `Content-Type: application/json` (415), at most
