@@ -65,8 +65,9 @@ def test_concurrent_queries_share_one_encoder_call_and_equal_sequential_searches
     pipelines = pipelines_with_counting_encoders(index_dirs)
     answers, observed = anyio.run(lambda: coalesce(pipelines, name, QUERIES, KS, coalesce_max=32))
     # the first finds the pipeline idle and runs at once; the nineteen that arrive meanwhile share one encoder call
-    assert pipelines[name].encoder.calls == [1, 19]
-    assert observed == [1, 19]
+    # (the two run in their own threads at once: either may call the encoder first)
+    assert sorted(pipelines[name].encoder.calls) == [1, 19]
+    assert sorted(observed) == [1, 19]
     assert [answer.batch_size for answer in answers] == [1] + [19] * 19
     sequential = Pipeline(FakeEncoder(dim=pipelines[name].encoder.dim), pipelines[name].stored)
     for query, k, answer in zip(QUERIES, KS, answers, strict=True):
