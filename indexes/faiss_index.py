@@ -327,7 +327,7 @@ def bytes_per_vector(index) -> float:
     if ivf is not None and isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists):
         # lists in a file (merged from shards): not serialized or cloned; each vector stores its code and an int64 id
         return float(ivf.code_size + np.dtype(np.int64).itemsize)
-    full = serialized_size(index)
-    empty = faiss.clone_index(index)
+    serialized = faiss.serialize_index(index)
+    empty = faiss.deserialize_index(serialized)  # a copy (clone_index does not know every type, e.g. RaBitQfs)
     empty.reset()
-    return (full - serialized_size(empty)) / index.ntotal
+    return (int(serialized.size) - serialized_size(empty)) / index.ntotal

@@ -80,6 +80,8 @@ def test_fewer_bits_take_fewer_bytes(clustered):
     assert size["SQ8"] == pytest.approx(DIM, abs=1)
     assert size["SQfp16"] == pytest.approx(DIM * 2, abs=1)
     one_bit = fx.bytes_per_vector(fx.build_index(base, fx.IndexSpec("RaBitQ")).index)
+    fast_scan = fx.bytes_per_vector(fx.build_index(base, fx.IndexSpec("RaBitQfs")).index)
+    assert fast_scan == pytest.approx(one_bit, abs=2)  # the same bits, laid out in blocks
     four_bit = fx.bytes_per_vector(fx.build_index(base, fx.IndexSpec("RaBitQ4")).index)
     assert one_bit < DIM / 8 + 16  # a bit per dimension and a few correction factors
     assert one_bit < four_bit < size["SQ8"]
