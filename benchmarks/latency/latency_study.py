@@ -229,11 +229,10 @@ def random_unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def response_json(result: SearchResult) -> str:
-    """The body `POST /search` answers with: the route's response models, serialised."""
-    from search.serve.app import SearchResponse, hits_out, timings_out
+    """The body `POST /search` answers with: the route's response model, built and serialised as the route does."""
+    from search.serve.schemas import search_response
 
-    response = SearchResponse(pipeline="bench", hits=hits_out(result.hits), timings=timings_out(result.timings))
-    return response.model_dump_json()
+    return search_response("bench", result).model_dump_json(by_alias=True)
 
 
 def timed_query(pipeline: Pipeline, query: str, k: int) -> dict[str, float]:

@@ -74,7 +74,6 @@ from search.serve.schemas import (
     HOST_ERROR,
     KEY_ERROR,
     POST_ERRORS,
-    BatchItemOut,
     BatchSearchResponse,
     CompareResponse,
     EvaluationRunningOut,
@@ -82,15 +81,14 @@ from search.serve.schemas import (
     ReadyOut,
     SearchResponse,
     batch_cost_bounds,
+    batch_response,
     compare_response,
     error_responses,
-    hits_out,
     json_answer,
     json_error_responses,
     public_description,
     request_models,
     search_response,
-    timings_out,
 )
 from search.serve.web import install_web
 from semsearch_common.threads import ThreadBudget
@@ -228,7 +226,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         responses=error_responses(KEY_ERROR, *POST_ERRORS),
         description=batch_cost_bounds(limits),
     )
-    async def search_batch(body: BatchSearchRequest, request: Request) -> BatchSearchResponse:
+    async def search_batch(body: BatchSearchRequest, request: Request) -> Response:
         loaded = holder.get()
         name = loaded.resolve(body.pipeline)
         check_shape(loaded.get(name), len(body.queries), body.k, limits)
@@ -245,8 +243,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
                 return await anyio.to_thread.run_sync(run)
 
         result = await watched(ticket, work, request)
-        items = [BatchItemOut(query=q, hits=hits_out(h)) for q, h in zip(body.queries, result.hits, strict=True)]
-        return BatchSearchResponse(pipeline=name, results=items, timings=timings_out(result.timings))
+        return json_answer(batch_response(name, body.queries, result))
 
     @api.post("/compare", response_model=CompareResponse, responses=error_responses(KEY_ERROR, *POST_ERRORS))
     async def compare(body: CompareRequest, request: Request) -> CompareResponse:

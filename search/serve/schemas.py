@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_va
 
 from search.compare import CompareResult
 from search.data.records import is_blank, visible_pattern
-from search.pipeline import Hit, SearchResult, Timings
+from search.pipeline import BatchResult, SearchResult
 from search.serve.config import ServerLimits
 
 NOT_BLANK = "query must not be empty or whitespace-only"
@@ -259,14 +259,16 @@ class CompareResponse(BaseModel):
     pipelines: dict[str, ComparisonOut]
 
 
-def hits_out(hits: list[Hit]) -> list[HitOut]:
-    return [HitOut(**vars(hit)) for hit in hits]
-
-
 def search_response(pipeline: str, result: SearchResult, batch_size: int = 1) -> SearchResponse:
     """The `/search` answer, validated from plain dicts in one pass (cheaper than a model per hit)."""
     body = {"pipeline": pipeline, "hits": [vars(hit) for hit in result.hits], "timings": vars(result.timings)}
     return SearchResponse.model_validate({**body, "batch_size": batch_size})
+
+
+def batch_response(pipeline: str, queries: Sequence[str], result: BatchResult) -> BatchSearchResponse:
+    """The `/search/batch` answer, validated from plain dicts in one pass, like `search_response`."""
+    items = [{"query": q, "hits": [vars(hit) for hit in hits]} for q, hits in zip(queries, result.hits, strict=True)]
+    return BatchSearchResponse.model_validate({"pipeline": pipeline, "results": items, "timings": vars(result.timings)})
 
 
 def json_answer(model: BaseModel) -> Response:
@@ -282,10 +284,6 @@ def compare_response(result: CompareResult, batch_sizes: Mapping[str, int] | Non
     for name, size in (batch_sizes or {}).items():
         body["pipelines"][name]["batch_size"] = size
     return CompareResponse.model_validate(body)
-
-
-def timings_out(timings: Timings) -> TimingsOut:
-    return TimingsOut(**vars(timings))
 
 
 # --- errors ----------------------------------------------------------------------------------------------------------

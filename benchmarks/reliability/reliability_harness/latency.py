@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from reliability_harness.load import http_request
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,10 +51,7 @@ class KeepAliveClient:
         self._buffer = b""
 
     def prepare(self, method: str, path: str, body: bytes | None = None) -> bytes:
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-        if body is None:
-            return (head + "\r\n").encode()
-        return (head + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        return http_request(self.host, self.port, method, path, body)
 
     def request(self, raw: bytes) -> tuple[int, bytes]:
         """Send `raw` (from `prepare`) and return the answer's status and body (Content-Length framed)."""

@@ -58,12 +58,12 @@ def summarize(
     )
 
 
-def _request(host: str, port: int, body: bytes) -> bytes:
-    head = (
-        f"POST /search HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+def http_request(host: str, port: int, method: str, path: str, body: bytes | None = None) -> bytes:
+    """One HTTP/1.1 request as bytes: the right `Host`, and a JSON body with its length when given."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    if body is None:
+        return (head + "\r\n").encode()
+    return (head + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
@@ -116,7 +116,7 @@ async def _run_level(
                 if connection is None:
                     connection = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
                 reader, writer = connection
-                writer.write(_request(host, port, body.encode()))
+                writer.write(http_request(host, port, "POST", "/search", body.encode()))
                 await writer.drain()
                 status, keep_alive = await asyncio.wait_for(read_response(reader), timeout_s)
             except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError):

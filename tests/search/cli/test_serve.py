@@ -27,8 +27,13 @@ def test_serve_cli_validates_before_starting(tmp_path, index_dirs, monkeypatch):
 
     from search.cli import app
 
-    started = []
-    monkeypatch.setattr(uvicorn, "run", lambda fastapi_app, **kwargs: started.append(fastapi_app))
+    started, options = [], []
+
+    def run(fastapi_app, **kwargs):
+        started.append(fastapi_app)
+        options.append(kwargs)
+
+    monkeypatch.setattr(uvicorn, "run", run)
     cases = [
         (("--pipeline", "oops"), "'oops' is not NAME=DIR"),
         (("--pipeline", f"a b={tmp_path}"), "must match [A-Za-z0-9_-]+"),
@@ -46,5 +51,8 @@ def test_serve_cli_validates_before_starting(tmp_path, index_dirs, monkeypatch):
     args = [f"--pipeline=teacher={index_dirs['teacher']}", f"--pipeline=compressed={index_dirs['compressed']}"]
     result = runner.invoke(app, ["serve", *args, "--workers-threads", "2", "--threads", "1"])
     assert result.exit_code == 0, result.output
+    assert options[0]["access_log"] is False  # off unless asked for
     with TestClient(started[0], base_url="http://127.0.0.1") as client:
         assert list(client.get("/pipelines").json()["pipelines"]) == ["teacher", "compressed"]
+    assert runner.invoke(app, ["serve", *args, "--access-log"]).exit_code == 0
+    assert options[1]["access_log"] is True
