@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from indexes.vector_file import DEFAULT_VECTOR_DTYPE, NO_VECTORS, check_vector_dtype
 from semsearch_common.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,10 @@ SEARCH_PARAMS = {
     "quantizer_efSearch": ("quantizer_efSearch",),
     "k_factor": ("k_factor_rf", "k_factor"),
     "qb": ("qb",),
+    "oversample": (),  # rescoring from the vector file (`indexes.rescore`): not a FAISS parameter
 }
+RESCORE_PARAM = "oversample"
+DEFAULT_OVERSAMPLE = 4  # candidates per hit rescored from the vector file, for indexes whose codes are lossy
 RABITQ_QUERY_BITS = 8  # RaBitQ's default query quantisation here: 8 bits (FAISS: 4 for RaBitQ, 8 for RaBitQfs)
 DEFAULT_TRAIN_SAMPLE = 100_000
 # OpenMP threads for a search of one query. FAISS parallelises over queries, so a second thread has nothing to do
@@ -87,9 +91,16 @@ def validate_factory(factory: str, dim: int) -> None:
             raise ValueError(f"index factory {factory!r}: IVF list count must be >= 1")
 
 
-def default_search_params(factory: str) -> dict[str, float]:
+def lossy_codes(factory: str) -> bool:
+    """Whether the index scores with approximate codes and re-ranks nothing itself: every form but full-precision
+    storage (Flat, HNSW{M}[,Flat], IVF{n},Flat) and `,RFlat` refinement."""
+    return not (factory.endswith(",RFlat") or re.fullmatch(rf"Flat|HNSW\d+(?:,Flat)?|{_IVF},Flat", factory))
+
+
+def default_search_params(factory: str, vector_file: bool = False) -> dict[str, float]:
     """Search-time defaults: nprobe = nlist/16 (at least 1), efSearch 64 (HNSW; the coarse quantizer's
-    quantizer_efSearch for IVF{n}_HNSW{M}), k_factor 4 for refinement, qb 8 for RaBitQ."""
+    quantizer_efSearch for IVF{n}_HNSW{M}), k_factor 4 for refinement, qb 8 for RaBitQ, and, where a vector file
+    is stored beside lossy codes (`vector_file`), oversample 4."""
     params: dict[str, float] = {}
     if match := re.search(r"IVF(\d+)", factory):
         params["nprobe"] = max(1, int(match.group(1)) // 16)
@@ -101,7 +112,30 @@ def default_search_params(factory: str) -> dict[str, float]:
         params["k_factor"] = 4
     if "RaBitQ" in factory:
         params["qb"] = RABITQ_QUERY_BITS
+    if vector_file and lossy_codes(factory):
+        params[RESCORE_PARAM] = DEFAULT_OVERSAMPLE
     return params
+
+
+def check_oversample(factory: str, vector_file: bool) -> None:
+    """Raise ValueError unless `oversample` can apply: a vector file is kept and the index is not `,RFlat`."""
+    if factory.endswith(",RFlat"):
+        raise ValueError(
+            f"search parameter oversample does not apply to {factory!r}: it re-ranks from RAM with k_factor; "
+            "drop ,RFlat to rescore from the vector file"
+        )
+    if not vector_file:
+        raise ValueError(
+            "search parameter oversample needs the full-precision vector file, which this index does not keep "
+            "(built with --vectors none); rebuild it with --vectors fp16 or drop oversample"
+        )
+
+
+def split_rescore_params(params: Mapping[str, float]) -> tuple[dict[str, float], float | None]:
+    """(the parameters FAISS sets, `oversample` or None)."""
+    faiss_params = {name: value for name, value in params.items() if name != RESCORE_PARAM}
+    oversample = params.get(RESCORE_PARAM)
+    return faiss_params, None if oversample is None else float(oversample)
 
 
 def parse_search_params(text: str) -> dict[str, float]:
@@ -146,17 +180,18 @@ def _native_params(index) -> tuple[Any, set[str]]:
 
 
 def settable_params(index) -> list[str]:
-    """The public search-parameter names this index accepts."""
+    """The public FAISS search-parameter names this index accepts (`oversample` depends on the index directory)."""
     _, native = _native_params(index)
     return [public for public, names in SEARCH_PARAMS.items() if native.intersection(names)]
 
 
 def apply_search_params(index, params: Mapping[str, float]) -> None:
     """Set search-time parameters through faiss.ParameterSpace (it reaches through wrappers); RaBitQ's `qb` on the
-    RaBitQ index itself."""
+    RaBitQ index itself. `oversample` is skipped: it belongs to the rescoring stage (`indexes.rescore`), which the
+    caller sets up (`split_rescore_params`)."""
     space, native = _native_params(index)
     allowed = settable_params(index)
-    for public, value in params.items():
+    for public, value in split_rescore_params(params)[0].items():
         names = [n for n in SEARCH_PARAMS.get(public, ()) if n in native]
         if not names:
             raise ValueError(
@@ -176,9 +211,18 @@ class IndexSpec:
     train_sample: int = DEFAULT_TRAIN_SAMPLE
     seed: int = 0
     search_params: Mapping[str, float] = field(default_factory=dict)
+    vectors: str = DEFAULT_VECTOR_DTYPE  # precision of the vector file kept for rescoring, or "none"
+
+    def __post_init__(self) -> None:
+        check_vector_dtype(self.vectors)
 
     def resolved_search_params(self) -> dict[str, float]:
-        return {**default_search_params(self.factory), **dict(self.search_params)}
+        """The defaults for this factory (and vector file), overridden by `search_params`; `oversample` needs a
+        vector file and codes that are not already exact or re-ranked."""
+        params = {**default_search_params(self.factory, self.vectors != NO_VECTORS), **dict(self.search_params)}
+        if RESCORE_PARAM in params:
+            check_oversample(self.factory, self.vectors != NO_VECTORS)
+        return params
 
 
 @dataclass(frozen=True)

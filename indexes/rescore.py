@@ -1,19 +1,27 @@
-"""Full-precision re-ranking (`...,RFlat` indexes) split into two timed stages: candidate search and exact rescore.
+"""Exact rescoring of candidates, split into two timed stages: candidate search on the codes, then exact scores.
 
-FAISS's `IndexRefine` / `IndexRefineFlat` search the base index for `k * k_factor` candidates and re-score them
-against the full-precision vectors of its refine index, all in one call. `RefineSplit` does the same two steps
-itself so a server can report how long each takes; its hits equal FAISS's own refine search (ties aside).
+Two sources of full-precision vectors:
+
+- `,RFlat` indexes: FAISS's `IndexRefine` / `IndexRefineFlat` search the base index for `k * k_factor` candidates
+  and re-score them against its refine index, in RAM, all in one call. `Rescorer.of_refine` does the same two steps
+  itself, so a server can report how long each takes; its hits equal FAISS's own refine search (ties aside).
+- a vector file on disk (`indexes.vector_file`): `Rescorer.from_vectors` searches the index for `k * oversample`
+  candidates and rescores them with their rows of the memory-mapped file, read per query.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from indexes.faiss_index import SINGLE_QUERY_THREADS, import_faiss, search_index
+from indexes.vector_file import VectorFile
+
+Rows = Callable[[np.ndarray], np.ndarray]  # sorted unique positions -> their full-precision rows, float32
 
 
 @dataclass(frozen=True)
@@ -26,36 +34,63 @@ class TimedSearch:
     rescore_seconds: float
 
 
-class RefineSplit:
-    """Search a refine index's base for candidates, then re-score them exactly against its stored vectors."""
+class Rescorer:
+    """Search `base` for `k * factor` candidates, then re-score them exactly with their full-precision `rows`."""
 
-    def __init__(self, index: Any) -> None:
+    def __init__(self, base: Any, rows: Rows, factor: float | Callable[[], float], source: str) -> None:
+        if not callable(factor) and not factor >= 1:
+            raise ValueError(f"the candidate factor must be >= 1, got {factor}")
         faiss = import_faiss()
-        self.index = index
-        self.base = faiss.downcast_index(index.base_index)
-        self.refine = faiss.downcast_index(index.refine_index)
-        self.inner_product = index.metric_type == faiss.METRIC_INNER_PRODUCT
+        self.base = base
+        self.rows = rows
+        self._factor = factor if callable(factor) else (lambda: float(factor))
+        self.source = source  # "refine" (the index's ,RFlat vectors in RAM) or "vector_file"
+        self.inner_product = base.metric_type == faiss.METRIC_INNER_PRODUCT
 
     @classmethod
-    def of(cls, index: Any) -> RefineSplit | None:
-        """A split for `index` when it re-ranks with full precision (IndexRefine / IndexRefineFlat), else None."""
+    def of_refine(cls, index: Any) -> Rescorer | None:
+        """The split of an index that re-ranks with full precision (IndexRefine / IndexRefineFlat), else None."""
         faiss = import_faiss()
-        return cls(index) if isinstance(index, faiss.IndexRefine) else None
+        if not isinstance(index, faiss.IndexRefine):
+            return None
+        refine = faiss.downcast_index(index.refine_index)
+        base = faiss.downcast_index(index.base_index)
+        return cls(base, refine.reconstruct_batch, lambda: float(index.k_factor), "refine")  # k_factor read live
+
+    @classmethod
+    def from_vectors(cls, index: Any, vectors: VectorFile, oversample: float) -> Rescorer:
+        """Rescore `index`'s top `k * oversample` with the rows of `vectors` (one per stored vector)."""
+        if vectors.shape != (index.ntotal, index.d):
+            raise ValueError(f"the vector file holds {vectors.shape} rows, the index ({index.ntotal}, {index.d})")
+        return cls(index, vectors.rows, oversample, "vector_file")
 
     @property
-    def k_factor(self) -> float:
-        return float(self.index.k_factor)
+    def factor(self) -> float:
+        """Candidates taken per hit (`,RFlat`'s k_factor as now set, or the oversampling factor)."""
+        return self._factor()
+
+    @classmethod
+    def from_array(cls, index: Any, vectors: np.ndarray, oversample: float) -> Rescorer:
+        """As `from_vectors`, with the rows of an in-memory array (e.g. a benchmark's fp16 copy of the corpus)."""
+        if vectors.shape != (index.ntotal, index.d):
+            raise ValueError(f"the array holds {vectors.shape} rows, the index ({index.ntotal}, {index.d})")
+        return cls(index, lambda positions: np.asarray(vectors[positions], dtype=np.float32), oversample, "array")
+
+    def candidates(self, k: int) -> int:
+        """Candidates one query at `k` takes from the codes (never fewer than k)."""
+        return max(k, int(k * self.factor))
 
     def search(
         self, queries: np.ndarray, k: int, single_query_threads: int | None = SINGLE_QUERY_THREADS
     ) -> TimedSearch:
-        """Top-k by exact score among the base index's top `int(k * k_factor)` candidates, as FAISS's refine does.
+        """Top-k by exact score among the base index's top `candidates(k)`, as FAISS's refine does.
 
         The candidate search follows `search_index`'s thread policy (`single_query_threads` for one query)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         started = time.perf_counter()
-        k_base = max(k, int(k * self.k_factor))
-        _, candidates = search_index(self.base, queries, k_base, single_query_threads)
+        _, candidates = search_index(
+            self.base, queries, min(self.candidates(k), self.base.ntotal), single_query_threads
+        )
         searched = time.perf_counter()
         scores, positions = self._rescore(queries, candidates, k)
         return TimedSearch(scores, positions, searched - started, time.perf_counter() - searched)
@@ -68,19 +103,25 @@ class RefineSplit:
         valid = candidates >= 0
         if not valid.any():
             return out_scores, out_positions
-        wanted = np.unique(candidates[valid])
-        vectors = self.refine.reconstruct_batch(wanted)  # only the candidates' full-precision vectors
-        for i in range(n):  # one query at a time: k * k_factor rows each, never a (n, k * k_factor, d) block
+        if n == 1:  # the served case: no de-duplication across queries to do
+            cand = np.sort(candidates[0][valid[0]])  # sorted: a vector file is read in order
+            exact = self._exact(self.rows(cand), queries[0])
+            order = np.argsort(-exact if self.inner_product else exact, kind="stable")[:k]
+            out_scores[0, : len(order)] = exact[order]
+            out_positions[0, : len(order)] = cand[order]
+            return out_scores, out_positions
+        wanted = np.unique(candidates[valid])  # sorted: a vector file is read in order
+        vectors = self.rows(wanted)  # only the candidates' full-precision vectors
+        for i in range(n):  # one query at a time: k * factor rows each, never a (n, k * factor, d) block
             cand = candidates[i][valid[i]]
             if len(cand) == 0:
                 continue
-            found = vectors[np.searchsorted(wanted, cand)]
-            if self.inner_product:
-                exact = found @ queries[i]
-                order = np.argsort(-exact, kind="stable")[:k]
-            else:
-                exact = np.sum((found - queries[i]) ** 2, axis=1)
-                order = np.argsort(exact, kind="stable")[:k]
+            exact = self._exact(vectors[np.searchsorted(wanted, cand)], queries[i])
+            order = np.argsort(-exact if self.inner_product else exact, kind="stable")[:k]
             out_scores[i, : len(order)] = exact[order]
             out_positions[i, : len(order)] = cand[order]
         return out_scores, out_positions
+
+    def _exact(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Inner products, or squared L2 distances, of `rows` to `query`."""
+        return rows @ query if self.inner_product else np.sum((rows - query) ** 2, axis=1)

@@ -1,4 +1,13 @@
-"""Persist an index directory: the FAISS file, document ids, display fields and meta.json.
+"""Persist an index directory: the FAISS file, the document store, the vector file and meta.json.
+
+- `index.faiss`: the codes FAISS searches (and, for IVF merged from shards, `lists.ivfdata` beside it);
+- `docs.sqlite`: document ids, titles and snippets by position (`indexes.docstore`), read per hit;
+- `vectors.npy`: the full-precision vectors (fp16 or fp32, `indexes.vector_file`), memory-mapped, for rescoring
+  candidates from disk; optional (`--vectors none`);
+- `meta.json`: what built it, the search defaults, and the size of every file.
+
+Format 1 directories (ids.json and docs.jsonl, read whole into Python objects) are refused with the command that
+converts them (`semsearch migrate-index`, which calls `migrate_index_dir`).
 
 The directory is staged beside its target, every file written atomically (meta.json last), then swapped in, so a
 crash never leaves a half-written index and never loses the previous one: the next open or save finishes an
@@ -27,12 +36,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from indexes.docstore import DOCS_DB, DisplayDoc, DocStore, DocStoreError, write_doc_store
 from indexes.faiss_index import import_faiss
 from indexes.ids import DocIdMap
-from semsearch_common.atomic import atomic_path, recover_folder, staged_folder, write_json_atomic, write_text_atomic
+from indexes.vector_file import (
+    DEFAULT_VECTOR_DTYPE,
+    VECTORS_FILE,
+    VectorFile,
+    VectorFileError,
+    open_vectors,
+    write_vectors,
+)
+from semsearch_common.atomic import atomic_path, recover_folder, staged_folder, write_json_atomic
 
-FORMAT_VERSION = 1
-INDEX_FILE, META_FILE, IDS_FILE, DOCS_FILE = "index.faiss", "meta.json", "ids.json", "docs.jsonl"
+__all__ = [  # the names other packages use
+    "DOCS_DB", "FORMAT_VERSION", "INDEX_FILE", "META_FILE", "VECTORS_FILE", "DisplayDoc", "IndexDirError",
+    "StoredIndex", "check_encoder_matches", "index_memory", "load_index_dir", "migrate_index_dir", "on_disk_lists",
+    "read_meta", "save_index_dir",
+]  # fmt: skip
+
+FORMAT_VERSION = 2
+LEGACY_FORMAT = 1  # ids.json + docs.jsonl
+INDEX_FILE, META_FILE = "index.faiss", "meta.json"
+LEGACY_IDS_FILE, LEGACY_DOCS_FILE = "ids.json", "docs.jsonl"
+MIGRATE = "convert it with `semsearch migrate-index {path}` (or rebuild it with `semsearch index`)"
 
 
 class IndexDirError(ValueError):
@@ -40,21 +69,13 @@ class IndexDirError(ValueError):
 
 
 @dataclass(frozen=True)
-class DisplayDoc:
-    """What a search hit shows besides its id."""
-
-    title: str
-    snippet: str
-
-
-@dataclass(frozen=True)
 class StoredIndex:
     index: Any
-    ids: DocIdMap
-    docs: tuple[DisplayDoc, ...]
+    docs: DocStore
     meta: dict[str, Any]
     path: Path
     mmap: bool = False  # index.faiss read through a memory map (on-disk inverted lists are mapped whatever this says)
+    vectors: VectorFile | None = None  # the full-precision vectors for rescoring, when the directory keeps them
 
 
 def save_index_dir(
@@ -64,18 +85,25 @@ def save_index_dir(
     docs: Sequence[DisplayDoc],
     meta: Mapping[str, Any],
     extra_files: Mapping[str, Path] | None = None,
+    vectors: np.ndarray | None = None,
+    vector_dtype: str = DEFAULT_VECTOR_DTYPE,
 ) -> dict[str, Any]:
     """Write the index directory atomically and return the stored meta (with format, ntotal, dim, bytes, the size
     of each index file, and whether the inverted lists are on disk).
 
-    `extra_files` (name -> path) go into the directory with the rest, hard-linked (no copy of a large file; copied
-    across file systems) and swapped in with it: the on-disk inverted lists of an index merged from shards, which
-    must be given under the file name index.faiss records for them (`load_index_dir` finds them beside it)."""
+    `vectors` (ntotal, dim), when given, are kept in `vectors.npy` as `vector_dtype` (fp16 or fp32) for rescoring
+    from disk. `extra_files` (name -> path) go into the directory with the rest, hard-linked (no copy of a large file;
+    copied across file systems) and swapped in with it: the on-disk inverted lists of an index merged from shards,
+    which must be given under the file name index.faiss records for them (`load_index_dir` finds them beside it)."""
     faiss = import_faiss()
     out_dir = Path(out_dir)
     extra_files = {name: Path(source) for name, source in (extra_files or {}).items()}
     if len(doc_ids) != index.ntotal or len(docs) != index.ntotal:
         raise ValueError(f"index holds {index.ntotal} vectors but got {len(doc_ids)} ids and {len(docs)} docs")
+    if vectors is not None and vectors.shape != (index.ntotal, index.d):
+        raise ValueError(
+            f"index holds ({index.ntotal}, {index.d}) vectors but the vector file would hold {vectors.shape}"
+        )
     if not isinstance(meta.get("encoder"), Mapping):
         raise ValueError("the index metadata needs the encoder's identity under 'encoder' (Encoder.identity())")
     _check_extra_files(index, extra_files)
@@ -85,19 +113,23 @@ def save_index_dir(
             _link_or_copy(source, stage / name)
         with atomic_path(stage / INDEX_FILE) as tmp:
             faiss.write_index(index, str(tmp))
-        write_json_atomic(stage / IDS_FILE, list(doc_ids))
-        lines = (
-            json.dumps({"id": i, "title": d.title, "snippet": d.snippet}) for i, d in zip(doc_ids, docs, strict=True)
-        )
-        write_text_atomic(stage / DOCS_FILE, "\n".join(lines) + "\n")
+        with atomic_path(stage / DOCS_DB) as tmp:
+            write_doc_store(tmp, doc_ids, docs)
+        stored_vectors = {}
+        if vectors is not None:
+            with atomic_path(stage / VECTORS_FILE) as tmp:
+                size = write_vectors(tmp, vectors, vector_dtype)
+            stored_vectors = {"vector_file": {"name": VECTORS_FILE, "dtype": vector_dtype, "bytes": size}}
         full_meta = {  # written last: a stage holding meta.json is complete (the swap also marks it, by a rename)
-            **meta,
+            **{key: value for key, value in meta.items() if key != "vector_file"},
+            **stored_vectors,
             "format_version": FORMAT_VERSION,
             "ntotal": int(index.ntotal),
             "dim": int(index.d),
             "index_bytes": (stage / INDEX_FILE).stat().st_size,
             "index_files": {name: (stage / name).stat().st_size for name in (INDEX_FILE, *extra_files)},
             "on_disk_lists": on_disk_lists(index) is not None,
+            "doc_store": DOCS_DB,
         }
         write_json_atomic(stage / META_FILE, full_meta)
     return full_meta
@@ -117,7 +149,7 @@ def on_disk_lists(index: Any) -> Any | None:
 
 def _check_extra_files(index: Any, extra_files: Mapping[str, Path]) -> None:
     """Raise ValueError unless every extra file exists under a plain, free name, and on-disk lists are among them."""
-    reserved = (INDEX_FILE, META_FILE, IDS_FILE, DOCS_FILE)
+    reserved = (INDEX_FILE, META_FILE, DOCS_DB, VECTORS_FILE)
     for name, source in extra_files.items():
         if name in reserved or not name or name != Path(name).name or name.startswith("."):
             raise ValueError(f"extra file name {name!r}: use a plain file name other than {', '.join(reserved)}")
@@ -157,6 +189,8 @@ OPTIONAL_META: dict[str, type] = {
     "factory": str,
     "index_files": dict,
     "on_disk_lists": bool,
+    "vector_file": dict,
+    "doc_store": str,
 }
 REBUILD = "rebuild it with `semsearch index`"
 
@@ -177,6 +211,11 @@ def read_meta(index_dir: Path | str) -> dict[str, Any]:
     meta = _read_json(meta_path)
     if not isinstance(meta, dict):
         raise IndexDirError(f"{meta_path}: expected a JSON object, got {_article(_json_type(meta))}; {REBUILD}")
+    if meta.get("format_version") == LEGACY_FORMAT:
+        raise IndexDirError(
+            f"{index_dir} is an index directory of format {LEGACY_FORMAT} (ids.json and docs.jsonl, read whole into "
+            f"RAM); {MIGRATE.format(path=index_dir)}"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
         raise IndexDirError(
             f"{meta_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}; {REBUILD}"
@@ -255,6 +294,47 @@ def _read_docs(path: Path) -> tuple[DisplayDoc, ...]:
     return tuple(docs)
 
 
+def migrate_index_dir(
+    index_dir: Path | str, vectors: np.ndarray | None = None, vector_dtype: str = DEFAULT_VECTOR_DTYPE
+) -> dict[str, Any]:
+    """Convert a format 1 directory (ids.json, docs.jsonl) to this format, atomically (the FAISS files hard-linked,
+    the document store written from the old files, `vectors` kept as the vector file when given); return the new
+    meta. Raises IndexDirError for a directory that is not format 1 or whose old files are damaged."""
+    index_dir = Path(index_dir)
+    recover_folder(index_dir)
+    meta_path = index_dir / META_FILE
+    if not meta_path.is_file():
+        raise IndexDirError(f"{index_dir} has no {META_FILE}: not an index directory")
+    meta = _read_json(meta_path)
+    if not isinstance(meta, dict) or meta.get("format_version") != LEGACY_FORMAT:
+        found = meta.get("format_version") if isinstance(meta, dict) else None
+        raise IndexDirError(f"{index_dir} is of format {found!r}: only format {LEGACY_FORMAT} directories (ids.json, "
+                            f"docs.jsonl) need migrating; this one loads as it is")  # fmt: skip
+    for name in (LEGACY_IDS_FILE, LEGACY_DOCS_FILE, *_index_files(meta)):
+        if not (index_dir / name).is_file():
+            raise IndexDirError(f"{index_dir} is missing {name}; {REBUILD}")
+    ids = _read_ids(index_dir / LEGACY_IDS_FILE)
+    docs = _read_docs(index_dir / LEGACY_DOCS_FILE)
+    ntotal, dim = meta.get("ntotal"), meta.get("dim")
+    if not len(ids) == len(docs) == ntotal:
+        raise IndexDirError(f"{index_dir}: inconsistent sizes ({LEGACY_IDS_FILE} {len(ids)}, {LEGACY_DOCS_FILE} "
+                            f"{len(docs)}, {META_FILE} {ntotal}); {REBUILD}")  # fmt: skip
+    if vectors is not None and vectors.shape != (ntotal, dim):
+        raise ValueError(f"the index holds ({ntotal}, {dim}) vectors; the given vectors are {vectors.shape}")
+    with staged_folder(index_dir) as stage:
+        for name in _index_files(meta):
+            _link_or_copy(index_dir / name, stage / name)
+        with atomic_path(stage / DOCS_DB) as tmp:
+            write_doc_store(tmp, ids.ids, docs)
+        new_meta = {**meta, "format_version": FORMAT_VERSION, "doc_store": DOCS_DB}
+        if vectors is not None:
+            with atomic_path(stage / VECTORS_FILE) as tmp:
+                size = write_vectors(tmp, vectors, vector_dtype)
+            new_meta["vector_file"] = {"name": VECTORS_FILE, "dtype": vector_dtype, "bytes": size}
+        write_json_atomic(stage / META_FILE, new_meta)
+    return new_meta
+
+
 def _read_faiss(path: Path, mmap: bool = False, lists_on_disk: bool = False) -> Any:
     """index.faiss, read-only; `mmap`: its codes, lists and vectors memory-mapped rather than read (see the module
     docstring), pages then come from disk as searches touch them. On-disk lists (`lists_on_disk`) are mapped from
@@ -301,10 +381,11 @@ def load_index_dir(index_dir: Path | str, mmap: bool = False) -> StoredIndex:
     """Load and cross-check an index directory (files present and well-formed, counts and dimensions agree).
 
     `mmap`: memory-map index.faiss rather than read it whole, so an index bigger than RAM can be searched (what FAISS
-    maps: see the module docstring); the index is then read-only."""
+    maps: see the module docstring); the index is then read-only. The document store is opened read-only and the
+    vector file (if any) memory-mapped, whatever `mmap` says: neither is ever read whole."""
     index_dir = Path(index_dir)
     meta = read_meta(index_dir)
-    for name in (INDEX_FILE, IDS_FILE, DOCS_FILE):
+    for name in (INDEX_FILE, DOCS_DB):
         if not (index_dir / name).is_file():
             raise IndexDirError(f"{index_dir} is missing {name}; {REBUILD}")
     for name, size in _index_files(meta).items():
@@ -319,19 +400,49 @@ def load_index_dir(index_dir: Path | str, mmap: bool = False) -> StoredIndex:
             )
     lists_on_disk = meta.get("on_disk_lists") is True
     index = _read_faiss(index_dir / INDEX_FILE, mmap, lists_on_disk)
-    ids = _read_ids(index_dir / IDS_FILE)
-    docs = _read_docs(index_dir / DOCS_FILE)
-    counts = {INDEX_FILE: index.ntotal, IDS_FILE: len(ids), DOCS_FILE: len(docs), META_FILE: meta["ntotal"]}
+    try:
+        docs = DocStore.open(index_dir / DOCS_DB)
+    except DocStoreError as err:
+        raise IndexDirError(f"{err}; {REBUILD}") from err
+    counts = {INDEX_FILE: index.ntotal, DOCS_DB: len(docs), META_FILE: meta["ntotal"]}
     if len(set(counts.values())) > 1:
+        docs.close()
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
         raise IndexDirError(f"{index_dir}: inconsistent sizes ({listed}); the directory is damaged, {REBUILD}")
     encoder_dim = meta["encoder"].get("dim")
     if index.d != meta["dim"] or (encoder_dim is not None and encoder_dim != index.d):
+        docs.close()
         raise IndexDirError(
             f"{index_dir / META_FILE}: dimension mismatch (index.faiss {index.d}, meta dim {meta['dim']}, encoder "
             f"dim {encoder_dim}); {REBUILD} and the encoder it should be searched with"
         )
-    return StoredIndex(index, ids, docs, meta, index_dir, mmap)
+    try:
+        vectors = _open_vector_file(index_dir, meta)
+    except IndexDirError:
+        docs.close()
+        raise
+    return StoredIndex(index, docs, meta, index_dir, mmap, vectors)
+
+
+def _open_vector_file(index_dir: Path, meta: Mapping[str, Any]) -> VectorFile | None:
+    """The directory's vector file, mapped, after checking it against meta.json; None when it keeps none."""
+    spec = meta.get("vector_file")
+    if spec is None:
+        return None
+    name, dtype, size = spec.get("name"), spec.get("dtype"), spec.get("bytes")
+    if name != VECTORS_FILE or not isinstance(dtype, str) or not isinstance(size, int):
+        raise IndexDirError(f"{index_dir / META_FILE}: vector_file should be {{name, dtype, bytes}}, got {spec!r:.80}; "
+                            f"{REBUILD}")  # fmt: skip
+    path = index_dir / VECTORS_FILE
+    found = path.stat().st_size if path.is_file() else None
+    if found != size:
+        state = "missing" if found is None else f"{found} bytes"
+        raise IndexDirError(f"{path}: the full-precision vectors need {size} bytes, found {state}; {REBUILD} (or "
+                            "with --vectors none to keep no vector file)")  # fmt: skip
+    try:
+        return open_vectors(path, meta["ntotal"], meta["dim"], dtype)
+    except VectorFileError as err:
+        raise IndexDirError(f"{err}; {REBUILD}") from err
 
 
 def _index_files(meta: Mapping[str, Any]) -> dict[str, int]:
@@ -352,16 +463,16 @@ def index_memory(stored: StoredIndex) -> dict[str, Any]:
     even under `mmap` (OPQ matrices, list sizes, precomputed tables: small beside the codes) is not counted. Pages are
     counted per file, so two loads of one directory in this process count together; where the system gives no
     per-mapping figures (no /proc), mapped pages count 0.
-    """
-    import psutil
 
+    Beside them: the vector file's size and resident pages (`vector_file_*`: rescoring reads its candidates' rows,
+    and the kernel may drop them at will), and the document store's size (SQLite reads it through its page cache,
+    at most `indexes.docstore.CACHE_KIB` per connection).
+    """
     files = {name: stored.path / name for name in _index_files(stored.meta)}
     on_disk = sum(path.stat().st_size for path in files.values() if path.is_file())
-    wanted = {str(path.resolve()) for path in files.values()}
-    try:
-        mapped = sum(m.rss for m in psutil.Process().memory_maps(grouped=True) if m.path in wanted)
-    except (psutil.Error, OSError, NotImplementedError, AttributeError):  # no per-mapping figures on this system
-        mapped = 0
+    resident = _mapped_resident([*files.values(), stored.path / VECTORS_FILE])
+    mapped = sum(resident.get(str(path.resolve()), 0) for path in files.values())
+    vector_path = stored.path / VECTORS_FILE
     read_whole = 0 if stored.mmap else files[INDEX_FILE].stat().st_size
     lists_on_disk = stored.meta.get("on_disk_lists") is True
     return {
@@ -370,7 +481,22 @@ def index_memory(stored: StoredIndex) -> dict[str, Any]:
         "mapped_resident_bytes": mapped,
         "memory_mapped": stored.mmap or lists_on_disk,  # some of the index is read through a map
         "on_disk_lists": lists_on_disk,
+        "vector_file_bytes": vector_path.stat().st_size if stored.vectors is not None else 0,
+        "vector_file_resident_bytes": resident.get(str(vector_path.resolve()), 0) if stored.vectors is not None else 0,
+        "doc_store_bytes": (stored.path / DOCS_DB).stat().st_size,
     }
+
+
+def _mapped_resident(paths: Sequence[Path]) -> dict[str, int]:
+    """Resident bytes of this process's mappings of `paths` (resolved path -> bytes); empty where the system gives
+    no per-mapping figures."""
+    import psutil
+
+    wanted = {str(path.resolve()) for path in paths}
+    try:
+        return {m.path: m.rss for m in psutil.Process().memory_maps(grouped=True) if m.path in wanted}
+    except (psutil.Error, OSError, NotImplementedError, AttributeError):  # no per-mapping figures on this system
+        return {}
 
 
 def check_encoder_matches(meta: Mapping[str, Any], identity: Mapping[str, Any], where: Path | str) -> None:

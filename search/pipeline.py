@@ -20,10 +20,12 @@ from indexes.faiss_index import (
     apply_search_params,
     build_index,
     bytes_per_vector,
+    check_oversample,
     openmp_threads,
     search_index,
+    split_rescore_params,
 )
-from indexes.rescore import RefineSplit, TimedSearch
+from indexes.rescore import Rescorer, TimedSearch
 from indexes.store import (
     META_FILE,
     DisplayDoc,
@@ -32,6 +34,7 @@ from indexes.store import (
     load_index_dir,
     save_index_dir,
 )
+from indexes.vector_file import DEFAULT_VECTOR_DTYPE, NO_VECTORS
 from search.data.datasets import Dataset, corpus_fingerprint
 from search.embeddings import CorpusEmbeddings, encode_corpus, load_cached_embeddings
 from semsearch_common.progress import make_progress
@@ -58,7 +61,8 @@ class Hit:
 @dataclass(frozen=True)
 class Timings:
     """Stage durations of one request. `encode_ms` excludes tokenising where the encoder can split the two
-    (`tokenize_ms` is 0 otherwise); `rescore_ms` is the exact re-ranking of an `,RFlat` index (0 for others)."""
+    (`tokenize_ms` is 0 otherwise); `rescore_ms` is the exact re-ranking of candidates (an `,RFlat` index's, or
+    from the vector file with `oversample`; 0 for others)."""
 
     encode_ms: float
     search_ms: float
@@ -102,6 +106,7 @@ class BuildReport:
             "search_params": meta["search_params"],
             "bytes_per_vector": meta["bytes_per_vector"],
             "index_bytes": meta["index_bytes"],
+            "vector_file": meta.get("vector_file", {}).get("dtype", "none"),
             "embeddings_from_cache": meta["build"]["encode_from_cache"],
             "train_seconds": meta["build"]["train_seconds"],
             "total_seconds": meta["build"]["total_seconds"],
@@ -179,7 +184,17 @@ def build_index_dir(
     }
     docs = [DisplayDoc(doc.title, doc.text[:SNIPPET_CHARS]) for doc in dataset.corpus]
     doc_ids = [doc.id for doc in dataset.corpus]
-    stored_meta = save_index_dir(out_dir, built.index, doc_ids, docs, meta, extra_files=extra_files)
+    keep = spec.vectors != NO_VECTORS
+    stored_meta = save_index_dir(
+        out_dir,
+        built.index,
+        doc_ids,
+        docs,
+        meta,
+        extra_files=extra_files,
+        vectors=embeddings.vectors if keep else None,
+        vector_dtype=spec.vectors if keep else DEFAULT_VECTOR_DTYPE,
+    )
     return BuildReport(Path(out_dir), stored_meta)
 
 
@@ -212,7 +227,7 @@ class Pipeline:
         self.batch_search_threads = batch_search_threads
         self.search_params = {**stored.meta.get("search_params", {}), **dict(search_params or {})}
         apply_search_params(stored.index, self.search_params)
-        self._refine = RefineSplit.of(stored.index)  # None unless the index re-ranks with full precision
+        self._rescorer = self._make_rescorer(stored, split_rescore_params(self.search_params)[1])
 
     @classmethod
     def load(
@@ -229,21 +244,52 @@ class Pipeline:
         encoder = load_encoder_from_identity(stored.meta["encoder"], threads=threads, where=stored.path / META_FILE)
         return cls(encoder, stored, search_params, batch_search_threads=batch_search_threads)
 
+    @staticmethod
+    def _make_rescorer(stored: StoredIndex, oversample: float | None) -> Rescorer | None:
+        """An `,RFlat` index's own re-ranking; else, with `oversample`, rescoring from the vector file; else None."""
+        refine = Rescorer.of_refine(stored.index)
+        if oversample is None:
+            return refine
+        check_oversample(stored.meta["factory"], stored.vectors is not None)
+        assert stored.vectors is not None  # checked just above
+        return Rescorer.from_vectors(stored.index, stored.vectors, oversample)
+
     @property
     def meta(self) -> dict[str, Any]:
         return self.stored.meta
 
     @property
     def k_factor(self) -> float | None:
-        """Candidates searched per hit before exact re-ranking (`,RFlat` indexes); None for other indexes."""
-        return self._refine.k_factor if self._refine is not None else None
+        """Candidates searched per hit before exact re-ranking (`,RFlat`'s k_factor, or `oversample` from the vector
+        file); None for an index that re-ranks nothing."""
+        return self._rescorer.factor if self._rescorer is not None else None
 
-    def rescore_candidates(self, k: int) -> int:
-        """Candidates one query at `k` re-ranks exactly (as `RefineSplit.search` takes them); 0 without re-ranking."""
-        if self._refine is None:
+    @property
+    def rescore_source(self) -> str | None:
+        """Where re-ranking reads full-precision vectors: "refine" (RAM), "vector_file" (disk) or None."""
+        return self._rescorer.source if self._rescorer is not None else None
+
+    def rescorer_for(self, oversample: float | None = None) -> Rescorer | None:
+        """The re-ranking a search with this `oversample` uses (None: the pipeline's own); raises ValueError when
+        the index cannot rescore from a vector file (`,RFlat`, or no vector file kept) or oversample is below 1."""
+        if oversample is None:
+            return self._rescorer
+        if not oversample >= 1:
+            raise ValueError(f"oversample must be a number >= 1, got {oversample}")
+        current = self._rescorer
+        if current is not None and current.source == "vector_file" and current.factor == oversample:
+            return current
+        check_oversample(self.meta["factory"], self.stored.vectors is not None)
+        assert self.stored.vectors is not None  # checked just above
+        return Rescorer.from_vectors(self.stored.index, self.stored.vectors, oversample)
+
+    def rescore_candidates(self, k: int, oversample: float | None = None) -> int:
+        """Candidates one query at `k` re-ranks exactly (as `Rescorer.search` takes them); 0 without re-ranking.
+        Raises ValueError as `rescorer_for` does."""
+        rescorer = self.rescorer_for(oversample)
+        if rescorer is None:
             return 0
-        k = min(k, self.stored.index.ntotal)
-        return max(k, int(k * self._refine.k_factor))
+        return min(rescorer.candidates(min(k, self.stored.index.ntotal)), self.stored.index.ntotal)
 
     def count_tokens(self, queries: Sequence[str]) -> list[int]:
         """Tokens per query as the encoder sees it (truncated to its maximum length), without encoding."""
@@ -276,12 +322,14 @@ class Pipeline:
         timed = self.search_vectors_timed(vectors, k)
         return timed.scores, timed.positions
 
-    def search_vectors_timed(self, vectors: np.ndarray, k: int) -> TimedSearch:
-        """`search_vectors` with candidate search and exact rescoring (`,RFlat` indexes) timed apart."""
+    def search_vectors_timed(self, vectors: np.ndarray, k: int, oversample: float | None = None) -> TimedSearch:
+        """`search_vectors` with candidate search and exact rescoring (`,RFlat`, or `oversample` from the vector
+        file; None: the pipeline's own setting) timed apart."""
         k = min(k, self.stored.index.ntotal)
+        rescorer = self.rescorer_for(oversample)
         batch_threads = self.batch_search_threads if len(vectors) > 1 else None  # one query: search_index caps it
         with openmp_threads(batch_threads):
-            if self._refine is None:
+            if rescorer is None:
                 started = time.perf_counter()
                 scores, positions = search_index(self.stored.index, vectors, k, self.single_query_threads)
                 return TimedSearch(scores, positions, time.perf_counter() - started, 0.0)
@@ -289,24 +337,26 @@ class Pipeline:
                 raise ValueError(f"k must be >= 1, got {k}")
             if vectors.ndim != 2 or vectors.shape[1] != self.stored.index.d:
                 raise ValueError(f"queries must have shape (n, {self.stored.index.d}), got {vectors.shape}")
-            return self._refine.search(vectors, k, self.single_query_threads)
+            return rescorer.search(vectors, k, self.single_query_threads)
 
     def ids_of(self, positions: np.ndarray) -> list[list[str]]:
-        return self.stored.ids.to_ids(positions)
+        return self.stored.docs.ids(positions)
 
-    def _hits(self, scores: np.ndarray, positions: np.ndarray) -> list[Hit]:
-        """Hits of one query's row; Python numbers via `tolist` (numpy scalars cost more to index and convert)."""
-        ids, docs = self.stored.ids.ids, self.stored.docs
-        return [
-            Hit(ids[pos], score, docs[pos].title, docs[pos].snippet)
-            for score, pos in zip(scores.tolist(), positions.tolist(), strict=True)
-            if pos >= 0
-        ]
+    def hits(self, scores: np.ndarray, positions: np.ndarray) -> list[list[Hit]]:
+        """Hits of each query's row, their documents read from the store in one lookup; Python numbers via
+        `tolist` (numpy scalars cost more to index and convert)."""
+        rows = positions.tolist()
+        records = self.stored.docs.records([pos for row in rows for pos in row])
+        hits = []
+        for row_scores, row in zip(scores.tolist(), rows, strict=True):
+            found = [(score, records[pos]) for score, pos in zip(row_scores, row, strict=True) if pos >= 0]
+            hits.append([Hit(doc.id, score, doc.title, doc.snippet) for score, doc in found])
+        return hits
 
-    def search(self, query: str, k: int = 10) -> SearchResult:
+    def search(self, query: str, k: int = 10, oversample: float | None = None) -> SearchResult:
         if not query.strip():
             raise ValueError("query must not be empty or whitespace-only")
-        batch = self.search_batch([query], k)
+        batch = self.search_batch([query], k, oversample=oversample)
         return SearchResult(batch.hits[0], batch.timings)
 
     def search_batch(
@@ -315,11 +365,13 @@ class Pipeline:
         k: int = 10,
         micro_batch: int | None = None,
         checkpoint: Checkpoint | None = None,
+        oversample: float | None = None,
     ) -> BatchResult:
         """Encode the queries in batches of `micro_batch` (None: all at once), search each batch as it is encoded,
         and time each stage over the whole request. `checkpoint()` runs before each micro-batch and may raise to
-        stop the work (a deadline passed, the client left)."""
-        return self.search_each(queries, [k] * len(queries), micro_batch, checkpoint)
+        stop the work (a deadline passed, the client left). `oversample`: rescore k x oversample candidates from the
+        vector file instead of the pipeline's own setting."""
+        return self.search_each(queries, [k] * len(queries), micro_batch, checkpoint, oversample)
 
     def search_each(
         self,
@@ -327,10 +379,12 @@ class Pipeline:
         ks: Sequence[int],
         micro_batch: int | None = None,
         checkpoint: Checkpoint | None = None,
+        oversample: float | None = None,
     ) -> BatchResult:
         """`search_batch` with a k per query: queries are encoded together and searched once per distinct k, so
         every query gets exactly the hits `search(query, k)` gives it (candidate lists of HNSW and `,RFlat` indexes
         depend on k, so a search at the largest k cut down could differ)."""
+        self.rescorer_for(oversample)  # refuse an oversample this index cannot take before any encoding
         if not queries:
             raise ValueError("no queries: give at least one")
         if len(ks) != len(queries):
@@ -357,11 +411,11 @@ class Pipeline:
             chunk_hits: list[list[Hit]] = [[] for _ in chunk]
             for k in sorted(set(chunk_ks)):
                 rows = [i for i, row_k in enumerate(chunk_ks) if row_k == k]
-                found = self.search_vectors_timed(vectors[rows] if len(rows) < len(chunk) else vectors, k)
+                found = self.search_vectors_timed(vectors[rows] if len(rows) < len(chunk) else vectors, k, oversample)
                 search_seconds += found.search_seconds
                 rescore_seconds += found.rescore_seconds
-                for row, scores, positions in zip(rows, found.scores, found.positions, strict=True):
-                    chunk_hits[row] = self._hits(scores, positions)
+                for row, row_hits in zip(rows, self.hits(found.scores, found.positions), strict=True):
+                    chunk_hits[row] = row_hits
             hits.extend(chunk_hits)
         timings = Timings(
             encode_ms=encode_seconds * 1e3,
@@ -381,6 +435,8 @@ class Pipeline:
             "mode": meta.get("mode", "symmetric"),
             "factory": meta["factory"],
             "search_params": self.search_params,
+            "rescore": self.rescore_source,
+            "vector_file": meta.get("vector_file"),
             "single_query_threads": self.single_query_threads,
             "batch_search_threads": self.batch_search_threads,
             "ntotal": meta["ntotal"],

@@ -118,7 +118,7 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(folder)
 
 
-def _crash_point(step: str) -> None:
+def crash_point(step: str) -> None:
     """Test-only fault injection: die at once, with no clean-up, when CRASH_ENV names this step."""
     if os.environ.get(CRASH_ENV) == step:
         os._exit(CRASH_EXIT_CODE)
@@ -265,12 +265,12 @@ def _swap(ready: Path, target: Path, token: str) -> None:
     if not os.path.lexists(target):
         os.replace(ready, target)
         fsync_dir(parent)
-        _crash_point("new_moved")
+        crash_point("new_moved")
         return
     retired = parent / f".{target.name}.{OLD}-{token}"
     os.replace(target, retired)
     fsync_dir(parent)
-    _crash_point("old_moved")
+    crash_point("old_moved")
     try:
         os.replace(ready, target)
     except OSError:
@@ -278,10 +278,10 @@ def _swap(ready: Path, target: Path, token: str) -> None:
         fsync_dir(parent)
         raise
     fsync_dir(parent)
-    _crash_point("new_moved")
+    crash_point("new_moved")
     _remove(retired)  # a retired link is unlinked, never what it points to
     fsync_dir(parent)
-    _crash_point("old_removed")
+    crash_point("old_removed")
 
 
 @contextmanager
@@ -307,11 +307,11 @@ def staged_folder(out_dir: Path | str) -> Iterator[Path]:
         yield stage
         os.chmod(stage, 0o755)  # published folders are world-readable like any other
         _fsync_tree(stage)
-        _crash_point("staged")
+        crash_point("staged")
         with _locked(parent):
             os.replace(stage, ready)
             fsync_dir(parent)
-            _crash_point("ready")
+            crash_point("ready")
             _swap(ready, out_dir, token)
     finally:
         hold.release()

@@ -35,6 +35,7 @@ import multiprocessing as mp
 import os
 import queue
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,9 +49,9 @@ import numpy as np
 from compression.encoders import Encoder
 from compression.encoders.base import TextKind
 from compression.encoders.onnx import OnnxEncoder
+from indexes.docstore import DOCS_DB, DisplayDoc, DocStore, write_doc_store
 from indexes.faiss_index import IndexSpec, build_index, import_faiss, openmp_threads, search_index
-from indexes.ids import DocIdMap
-from indexes.store import DisplayDoc, StoredIndex
+from indexes.store import StoredIndex
 from search.data.datasets import load_dataset
 from search.data.records import Dataset
 from search.pipeline import SNIPPET_CHARS, Pipeline, SearchResult
@@ -283,8 +284,10 @@ class Bench:
             encoder if dim == width else TiledEncoder(encoder, dim // width) for encoder in self.encoders
         ]
         vectors = corpus_vectors(spec, n_docs, dim)
-        ids = DocIdMap([doc.id for doc in corpus])
-        docs = tuple(DisplayDoc(doc.title, doc.text[:SNIPPET_CHARS]) for doc in corpus)
+        store_path = Path(tempfile.mkdtemp(prefix="latency-study-")) / DOCS_DB  # the document store a pipeline reads
+        write_doc_store(store_path, [doc.id for doc in corpus],
+                        [DisplayDoc(doc.title, doc.text[:SNIPPET_CHARS]) for doc in corpus])  # fmt: skip
+        docs = DocStore.open(store_path)
         self.dim, self.n_docs = dim, n_docs
         self.batch_vectors = random_unit_vectors(spec.batch_queries, dim, spec.seed + 1)
         faiss = import_faiss()
@@ -298,7 +301,7 @@ class Bench:
                 self.pipelines[(factory, threads)] = [
                     Pipeline(
                         query_encoders[slot],
-                        StoredIndex(per_slot[slot], ids, docs, {"encoder": query_encoders[slot].identity()}, Path()),
+                        StoredIndex(per_slot[slot], docs, {"encoder": query_encoders[slot].identity()}, Path()),
                         single_query_threads=threads,
                     )
                     for slot in range(slots)

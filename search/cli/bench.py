@@ -172,6 +172,19 @@ def bench_scale(
     params: Annotated[str | None, typer.Option(help="search parameter overrides, e.g. nprobe=32")] = None,
     skip: Annotated[list[str] | None, typer.Option(help="FACTORY@N pair not to run, repeatable")] = None,
     note: Annotated[str, typer.Option(help="free text recorded with the results (e.g. machine load)")] = "",
+    index_dirs: Annotated[
+        bool,
+        typer.Option(
+            "--index-dirs",
+            help="also save each index as an index directory (fp16 vector file, SQLite document store) and measure it "
+            "in a fresh process as `semsearch serve` opens it: resident bytes per vector, warm and cold-page latency",
+        ),
+    ] = False,
+    warm_queries: Annotated[int, typer.Option(help="with --index-dirs: queries run before memory is read")] = 1000,
+    cold_queries: Annotated[
+        int, typer.Option(help="with --index-dirs: queries timed with the vector file's pages evicted")
+    ] = 200,
+    serve_mmap: Annotated[bool, typer.Option("--serve-mmap", help="with --index-dirs: open as serve --mmap")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Latency, recall@10, memory and build time against N for Flat, HNSW and IVF-PQ, on vectors grown from real
@@ -198,6 +211,10 @@ def bench_scale(
             search_params=parse_params(params),
             skip=tuple(skip or ()),
             note=note,
+            index_dirs=index_dirs,
+            warm_queries=warm_queries,
+            cold_queries=cold_queries,
+            serve_mmap=serve_mmap,
         )
         result = run_scale_bench(spec, out)
         return {**{f"N={row['n']} {row['factory']}": row_summary(row) for row in result["rows"]}, "out": str(out)}

@@ -12,6 +12,7 @@ from enum import StrEnum
 from compression.distill.config import BATCHING_MODES, CURRICULA, LOSS_NAMES, PROJECTION_MODES
 from compression.encoders.onnx import QUANTIZATION_MODES
 from compression.precision import PRECISION_NAMES
+from indexes.vector_file import NO_VECTORS, VECTOR_DTYPES
 from search.bench.scale.generators import GENERATORS, NOISE_MODES
 from search.data.records import BAD_RECORD_POLICIES
 from search.distributed.engine import ENGINES
@@ -32,3 +33,4 @@ Batching = choice_enum("Batching", BATCHING_MODES)
 Curriculum = choice_enum("Curriculum", CURRICULA)
 Generator = choice_enum("Generator", GENERATORS)
 NoiseMode = choice_enum("NoiseMode", NOISE_MODES)
+VectorPrecision = choice_enum("VectorPrecision", (*VECTOR_DTYPES, NO_VECTORS))

@@ -21,7 +21,7 @@ from search.cli.base import (
     run_or_exit,
     threads_option,
 )
-from search.cli.choices import BadRecordPolicy, Engine, Precision
+from search.cli.choices import BadRecordPolicy, Engine, Precision, VectorPrecision
 from semsearch_common.threads import resolve_threads
 
 if TYPE_CHECKING:
@@ -43,7 +43,17 @@ def index(
     doc_encoder: Annotated[
         str | None, typer.Option(help="asymmetric mode: encode documents with this (e.g. teacher) instead")
     ] = None,
-    params: Annotated[str | None, typer.Option(help="default search parameters, e.g. nprobe=16")] = None,
+    params: Annotated[
+        str | None, typer.Option(help="default search parameters, e.g. nprobe=16 or oversample=4")
+    ] = None,
+    vectors: Annotated[
+        VectorPrecision,
+        typer.Option(
+            help="keep the full-precision vectors in the directory (vectors.npy, memory-mapped) as fp16 or fp32, to "
+            "rescore the top k x oversample candidates from disk (default oversample 4 for lossy codes); none: "
+            "keep no vector file"
+        ),
+    ] = "fp16",
     train_sample: Annotated[int, typer.Option(help="max vectors used to train the index")] = 100_000,
     seed: Annotated[int, typer.Option(help="seed for the training sample and k-means")] = 0,
     batch_size: Annotated[int, typer.Option(help="encoding batch size")] = 32,
@@ -84,7 +94,8 @@ def index(
     from search.pipeline import build_index_dir
 
     def action() -> dict[str, Any]:
-        spec = IndexSpec(index_factory, train_sample=train_sample, seed=seed, search_params=parse_params(params))
+        spec = IndexSpec(index_factory, train_sample=train_sample, seed=seed, search_params=parse_params(params),
+                         vectors=vectors.value)  # fmt: skip
         ray_spec = None
         if engine == "ray":
             from search.distributed.engine import RaySpec, require_ray
@@ -109,6 +120,44 @@ def index(
         return {**report.summary(), "skipped_records": report.meta.get("skipped_records", 0)}
 
     print_mapping("index built", run_or_exit(action), as_json)
+
+
+@app.command(name="migrate-index")
+def migrate_index(
+    index_dir: Annotated[Path, typer.Argument(help="a format 1 index directory (ids.json, docs.jsonl) to convert")],
+    vectors: Annotated[
+        VectorPrecision,
+        typer.Option(help="also keep the corpus vectors (from the embedding cache, when it holds them) as fp16/fp32"),
+    ] = "fp16",
+    as_json: AsJson = False,
+) -> None:
+    """Convert an index directory of the previous format in place (atomically): its ids and display fields move into
+    the SQLite document store, and the corpus vectors, when cached, into the vector file for rescoring."""
+    from indexes.store import migrate_index_dir
+    from search.embeddings import load_cached_embeddings
+
+    def action() -> dict[str, Any]:
+        import json
+
+        meta = json.loads((index_dir / "meta.json").read_text()) if (index_dir / "meta.json").is_file() else {}
+        cached = None
+        if (
+            vectors.value != "none"
+            and isinstance(meta.get("embedding_key"), str)
+            and isinstance(meta.get("ntotal"), int)
+        ):
+            cached = load_cached_embeddings(meta["embedding_key"], meta["ntotal"])
+        new = migrate_index_dir(
+            index_dir, None if cached is None else cached.vectors, vectors.value if cached else "fp16"
+        )
+        return {
+            "index_dir": str(index_dir),
+            "format_version": new["format_version"],
+            "documents": new["ntotal"],
+            "vector_file": new.get("vector_file", {}).get("dtype", "none (no cached vectors: rebuild to rescore)"),
+        }
+
+    print_mapping("index migrated", run_or_exit(action), as_json)
 
 
 @app.command()

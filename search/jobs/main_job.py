@@ -34,6 +34,7 @@ from compression.encoders.onnx import OnnxEncoder
 from compression.precision import DEFAULT_ENCODE_PRECISION, PRECISION_NAMES
 from compression.quantize import QUANTIZATION_MODES
 from compression.static import StaticConfig
+from indexes.choice import ChoiceRule, choose_index
 from indexes.faiss_index import IndexSpec, validate_factory
 from indexes.store import load_index_dir
 from search.data.datasets import Dataset, load_dataset
@@ -59,10 +60,12 @@ from semsearch_common.threads import available_cores
 logger = logging.getLogger(__name__)
 
 SUBSET_LABEL = "SUBSET"
-# the compressed pipelines' index: 768 B of SQ8 codes a vector plus an HNSW graph, so a query reads a few thousand
-# codes instead of all of them, at about the recall of a full SQ8 scan; the search must stay a small fraction of the
-# encoder's time (both timed in benchmarks/web/bench/results.md)
-COMPRESSED_INDEX = "HNSW32,SQ8"
+# the compressed pipelines' index: "auto" chooses it per corpus by `indexes.choice`'s rule (the smallest in-memory
+# codes whose recall@10 vs exact search, rescored from the vector file, reaches 0.99 on held-out query-like texts);
+# a factory string fixes it instead
+AUTO_INDEX = "auto"
+COMPRESSED_INDEX = AUTO_INDEX
+SQ8_ROW = "compressed over SQ8 (no rescoring)"  # the same encoder over plain SQ8 codes: what the choice must match
 DEFAULT_STUDENTS = ("teacher-layers:0,11", "minilm", STATIC_STUDENT)
 VALIDATION_METRIC = "val_recall@10_vs_teacher"
 TEACHER_MAX_LENGTH = 512  # validation texts are encoded by the teacher at its own length (capped by its model)
@@ -196,6 +199,7 @@ class MainJobResult:
     reason: str
     students: dict[str, dict[str, Any]]  # spec -> folders, the precision shipped (int8 unless its gate failed), cache
     training_texts: int = 0
+    index_choice: dict[str, Any] | None = None  # how the compressed index was chosen (None: given by the user)
 
     @property
     def int8_dir(self) -> Path:
@@ -333,7 +337,8 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
     _, query_texts, _ = dataset.split_queries(spec.split)  # fail early on a dataset without qrels
     teacher = load_encoder(spec.recipe.teacher, threads=spec.threads, precision=spec.teacher_precision)
     validate_factory(spec.teacher_index, teacher.dim)
-    validate_factory(spec.compressed_factory, teacher.dim)  # fail on a bad factory before the distillation
+    if spec.compressed_factory != AUTO_INDEX:
+        validate_factory(spec.compressed_factory, teacher.dim)  # fail on a bad factory before the distillation
     data = split_training_texts(dataset, spec)
     built = build_students(dataset, spec, data, teacher, show_progress)
     selection, teacher_p50, encoders = validate_students(dataset, spec, data, teacher, built, show_progress)
@@ -341,30 +346,49 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
     picked = str(picked_row["name"])
     logger.info("picked %s: %s", picked, reason)
 
-    layouts: list[tuple[str, Encoder, Encoder, str]] = [("teacher", teacher, teacher, spec.teacher_index)]
-    layouts.append(("compressed", encoders[picked], teacher, spec.compressed_factory))
-    layouts += [(f"student:{name}", enc, teacher, spec.compressed_factory) for name, enc in encoders.items()
+    choice = None
+    compressed_spec = IndexSpec(spec.compressed_factory, seed=spec.seed) if spec.compressed_factory != AUTO_INDEX \
+        else None  # fmt: skip
+    if compressed_spec is None:
+        docs = encode_corpus(teacher, dataset.corpus, show_progress=show_progress).vectors  # cached
+        choice = choose_index(docs, encoders[picked].encode(query_like(data.held_out)), ChoiceRule(seed=spec.seed))
+        logger.info("compressed index: %s %s (recall@10 vs exact %.4f, %.1f B/vector)", choice.factory,
+                    choice.search_params, choice.recall, choice.bytes_per_vector)  # fmt: skip
+        compressed_spec = IndexSpec(choice.factory, seed=spec.seed, search_params=choice.search_params)
+
+    def others(dim: int) -> IndexSpec:
+        """The other pipelines' codes: the chosen candidate fitted to their documents' dimension."""
+        factory = choice.resolve(len(dataset.corpus), dim) if choice is not None else compressed_spec.factory
+        return IndexSpec(factory, seed=spec.seed)
+
+    layouts: list[tuple[str, Encoder, Encoder, IndexSpec]] = [
+        ("teacher", teacher, teacher, IndexSpec(spec.teacher_index, seed=spec.seed)),
+        ("compressed", encoders[picked], teacher, compressed_spec),
+    ]
+    if choice is not None:
+        layouts.append((SQ8_ROW, encoders[picked], teacher, IndexSpec("SQ8", seed=spec.seed, vectors="none")))
+    layouts += [(f"student:{name}", enc, teacher, others(teacher.dim)) for name, enc in encoders.items()
                 if name != picked]  # fmt: skip
     if spec.reference is not None:
         calibration = [doc.full_text() for doc in dataset.corpus[:256]]
         naive = OnnxEncoder(base_model_int8(spec.reference, spec.quantization, calibration),
                             name=f"{spec.reference}-int8", threads=spec.threads)  # fmt: skip
-        layouts.append((f"{spec.reference}-int8 (naive, symmetric)", naive, naive, spec.compressed_factory))
+        layouts.append((f"{spec.reference}-int8 (naive, symmetric)", naive, naive, others(naive.dim)))
     root = spec.runs_dir / dataset.name
     pipelines: dict[str, Pipeline] = {}
-    for name, query_encoder, doc_encoder, factory in layouts:
-        out = root / name.split(" ")[0].replace(":", "-")
-        build_index_dir(dataset, query_encoder, IndexSpec(factory, seed=spec.seed), out,
-                        show_progress=show_progress, doc_encoder=doc_encoder)  # fmt: skip
+    for name, query_encoder, doc_encoder, index_spec in layouts:
+        out = root / name.split(" ")[0].replace(":", "-") if name != SQ8_ROW else root / "compressed-sq8"
+        build_index_dir(dataset, query_encoder, index_spec, out, show_progress=show_progress,
+                        doc_encoder=doc_encoder)  # fmt: skip
         pipelines[name] = Pipeline(query_encoder, load_index_dir(out))
     reference = pipelines["teacher"]
     teacher_top = exact_top_ids(reference, dataset, query_texts, 10, show_progress)
     rows = []
-    for (name, query_encoder, doc_encoder, factory), pipeline in zip(layouts, pipelines.values(), strict=True):
+    for (name, query_encoder, doc_encoder, index_spec), pipeline in zip(layouts, pipelines.values(), strict=True):
         report = evaluate(pipeline, dataset, spec.split, reference=reference, show_progress=show_progress,
                           reference_top_ids=teacher_top)  # fmt: skip
         report["model_bytes"] = query_encoder.model_bytes()
-        rows.append(PipelineRow(name, query_encoder.name, doc_encoder.name, factory, report))
+        rows.append(PipelineRow(name, query_encoder.name, doc_encoder.name, index_spec.factory, report))
     passed = {row["name"]: row["int8_gate"]["passed"] for row in selection}
     students = {name: {"family": s.family, "fp32_dir": str(s.fp32_dir), "int8_dir": str(s.int8_dir),
                        "shipped": "int8" if passed[name] else "fp32",
@@ -381,7 +405,12 @@ def run_main_job(spec: MainJobSpec, show_progress: bool = True) -> MainJobResult
         reason=reason,
         students=students,
         training_texts=len(data.train),
+        index_choice=choice.to_dict() if choice is not None else None,
     )
+
+
+def _params_text(params: dict[str, float]) -> str:
+    return ",".join(f"{name}={value:g}" for name, value in params.items())
 
 
 def side_by_side(result: MainJobResult) -> str:
@@ -404,6 +433,13 @@ def side_by_side(result: MainJobResult) -> str:
             f"{r['model_bytes'] / 1e6:>9.1f} {r['bytes_per_vector']:>9.1f}"
         )
     lines.append(f"compressed = {result.picked}: {result.reason}")
+    if result.index_choice:
+        choice = result.index_choice
+        tried = "; ".join(f"{t['factory']} {_params_text(t['search_params'])} R@10 {t['recall']:.4f} at "
+                          f"{t['bytes_per_vector']:.0f} B" if "recall" in t else f"{t['factory']}: {t['error']}"
+                          for t in choice["tried"])  # fmt: skip
+        verdict = "" if choice["met_target"] else " (none reached the target: the largest kept)"
+        lines.append(f"compressed index = {choice['factory']}{verdict}, chosen as {choice['rule']}: {tried}")
     texts = result.selection[0].get("val_texts", 0) if result.selection else 0
     lines.append(f"validation ({texts} held-out query-like texts, never test queries): " + "; ".join(
         f"{row['name']} R@10 vs teacher {row[VALIDATION_METRIC]:.3f}, encode p50 {row['encode_ms_p50']:.2f} ms"

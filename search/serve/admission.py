@@ -40,6 +40,15 @@ class LimitExceeded(ValueError):
         self.field = field
 
 
+class NotApplicable(ValueError):
+    """A request option the pipeline cannot honour (422), e.g. `oversample` on an index without a vector file;
+    `field` is the body field to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ServerBusy(Exception):
     """The queue is full (503); `retry_after_s` says when to try again."""
 
@@ -59,7 +68,7 @@ class ClientGone(Exception):
 class Shaped(Protocol):
     """What `check_shape` and `check_tokens` need of a pipeline (`search.pipeline.Pipeline` has it)."""
 
-    def rescore_candidates(self, k: int) -> int: ...
+    def rescore_candidates(self, k: int, oversample: float | None = None) -> int: ...
 
     def count_tokens(self, queries: Sequence[str]) -> list[int]: ...
 
@@ -70,9 +79,16 @@ def how_to_raise(name: str) -> str:
     return f"(or start the server with --limit {name}=N)"
 
 
-def check_shape(pipeline: Shaped, queries: int, k: int, limits: ServerLimits, field: str = "k") -> None:
-    """Refuse `queries` x `k` hits over `max_batch_hits`, and (for `,RFlat` indexes) queries x k x k_factor
-    candidates re-ranked exactly over `max_rescore_candidates`. Cheap: no tokenising."""
+def check_shape(
+    pipeline: Shaped, queries: int, k: int, limits: ServerLimits, field: str = "k", oversample: float | None = None
+) -> None:
+    """Refuse `queries` x `k` hits over `max_batch_hits`, queries x k x (k_factor or oversample) candidates re-ranked
+    exactly over `max_rescore_candidates`, and an `oversample` the pipeline cannot take (`NotApplicable`). Cheap: no
+    tokenising."""
+    try:
+        per_query = pipeline.rescore_candidates(k, oversample)
+    except ValueError as err:
+        raise NotApplicable("oversample", str(err)) from err
     hits = queries * k
     if hits > limits.max_batch_hits:
         raise LimitExceeded(
@@ -80,11 +96,11 @@ def check_shape(pipeline: Shaped, queries: int, k: int, limits: ServerLimits, fi
             f"{queries} queries x k={k} = {hits} hits is over max_batch_hits={limits.max_batch_hits}: send fewer "
             f"queries or a smaller k {how_to_raise('max_batch_hits')}",
         )
-    candidates = queries * pipeline.rescore_candidates(k)
+    candidates = queries * per_query
     if candidates > limits.max_rescore_candidates:
         raise LimitExceeded(
             field,
-            f"{queries} queries x {pipeline.rescore_candidates(k)} candidates each (k={k} x k_factor) = {candidates} "
+            f"{queries} queries x {per_query} candidates each (k={k} x k_factor or oversample) = {candidates} "
             f"candidates to re-rank is over max_rescore_candidates={limits.max_rescore_candidates}: send fewer "
             f"queries or a smaller k {how_to_raise('max_rescore_candidates')}",
         )

@@ -211,13 +211,15 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     async def search(body: SearchRequest, request: Request) -> Response:
         loaded = holder.get()
         name = loaded.resolve(body.pipeline)
-        check_shape(loaded.get(name), 1, body.k, limits)
+        check_shape(loaded.get(name), 1, body.k, limits, oversample=body.oversample)
         batchers = serving.get()
         # an idle pipeline answers at once (one query: nothing to stop between micro-batches, nothing to coalesce)
-        found = await batchers.search_now(name, body.query, body.k)
+        found = await batchers.search_now(name, body.query, body.k, body.oversample)
         if found is None:
             ticket = Ticket(limits.request_timeout_s)
-            found = await watched(ticket, lambda: batchers.search(name, body.query, body.k, ticket), request)
+            found = await watched(
+                ticket, lambda: batchers.search(name, body.query, body.k, ticket, body.oversample), request
+            )
         return json_answer(search_response(name, found.result, found.batch_size))
 
     @api.post(
@@ -229,13 +231,13 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     async def search_batch(body: BatchSearchRequest, request: Request) -> Response:
         loaded = holder.get()
         name = loaded.resolve(body.pipeline)
-        check_shape(loaded.get(name), len(body.queries), body.k, limits)
+        check_shape(loaded.get(name), len(body.queries), body.k, limits, oversample=body.oversample)
         ticket = Ticket(limits.request_timeout_s)
 
         def run() -> BatchResult:  # in a worker thread, holding a slot
             ticket.check()
             check_tokens(loaded.get(name), body.queries, limits)
-            options = {"micro_batch": limits.micro_batch, "checkpoint": ticket.check}
+            options = {"micro_batch": limits.micro_batch, "checkpoint": ticket.check, "oversample": body.oversample}
             return loaded.search_batch(body.queries, body.k, name, **options)[1]
 
         async def work() -> BatchResult:

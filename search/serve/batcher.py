@@ -62,6 +62,7 @@ class _Pending:
     query: str
     k: int
     ticket: Ticket
+    oversample: float | None = None
     arrived: float = field(default_factory=time.monotonic)
     done: anyio.Event = field(default_factory=anyio.Event)
     state: str = QUEUED
@@ -101,7 +102,7 @@ class PipelineBatcher:
         self.query_ms: float | None = None  # moving average of one query's total_ms in a batch of one
         self._running = 0  # batches of this pipeline running now (queued ones and those run at once)
 
-    async def search_now(self, query: str, k: int) -> Coalesced | None:
+    async def search_now(self, query: str, k: int, oversample: float | None = None) -> Coalesced | None:
         """Run `query` at once when the pipeline is idle (nothing queued for it, a free slot, no coalescing wait);
         None when it is not (call `search`). Cheap pipelines run in the event loop, the others in a worker thread."""
         if self.limits.coalesce_wait_ms > 0 or self._running or self._live() or not self.admission.try_start():
@@ -110,9 +111,9 @@ class PipelineBatcher:
         try:
             inline = self.query_ms is not None and self.query_ms <= self.limits.inline_max_ms
             if inline:
-                answer = self._search([query], [k])[0]
+                answer = self._search([query], [k], [oversample])[0]
             else:
-                answer = (await anyio.to_thread.run_sync(self._search, [query], [k]))[0]
+                answer = (await anyio.to_thread.run_sync(self._search, [query], [k], [oversample]))[0]
         finally:
             self._running -= 1
             self.admission.finish()
@@ -121,11 +122,11 @@ class PipelineBatcher:
             raise answer
         return answer
 
-    async def search(self, query: str, k: int, ticket: Ticket) -> Coalesced:
+    async def search(self, query: str, k: int, ticket: Ticket, oversample: float | None = None) -> Coalesced:
         """Queue one query (503 when the server's queue is full) and wait for its batch's answer. Cancelling the
         wait (deadline, client gone) drops the query if its batch has not started."""
         self.admission.admit()
-        item = _Pending(query, k, ticket)
+        item = _Pending(query, k, ticket, oversample)
         self._pending.append(item)
         self._arrived.set()
         try:
@@ -187,7 +188,9 @@ class PipelineBatcher:
     async def _run(self, batch: list[_Pending]) -> None:
         self._running += 1
         try:
-            answers = await anyio.to_thread.run_sync(self._search, [item.query for item in batch], [i.k for i in batch])
+            answers = await anyio.to_thread.run_sync(
+                self._search, [i.query for i in batch], [i.k for i in batch], [i.oversample for i in batch]
+            )
         except Exception as err:
             logger.exception("coalesced batch of %d queries on pipeline %s failed", len(batch), self.name)
             answers = [err] * len(batch)
@@ -198,22 +201,28 @@ class PipelineBatcher:
         for item, answer in zip(batch, answers, strict=True):
             item.resolve(answer)
 
-    def _search(self, queries: Sequence[str], ks: Sequence[int]) -> list[Coalesced | Exception]:
+    def _search(
+        self, queries: Sequence[str], ks: Sequence[int], oversamples: Sequence[float | None]
+    ) -> list[Coalesced | Exception]:
         """In a worker thread (in the event loop for a pipeline under `inline_max_ms`): refuse queries over the token
-        limit, encode the rest together, search per k; keeps `query_ms` from batches of one."""
+        limit, encode the rest together (one encoder call per distinct oversample), search per k; keeps `query_ms`
+        from batches of one."""
         if self.pipeline.most_tokens(1) <= self.limits.max_batch_tokens:  # no query can pass the limit
             problems: list[LimitExceeded | None] = [None] * len(queries)
         else:
             counts = self.pipeline.count_tokens(queries)
             problems = [token_limit_error(1, count, self.limits, "query") for count in counts]
-        ok = [i for i, problem in enumerate(problems) if problem is None]
         answers: dict[int, Coalesced] = {}
-        if ok:
+        for oversample in dict.fromkeys(oversamples):
+            ok = [i for i, problem in enumerate(problems) if problem is None and oversamples[i] == oversample]
+            if not ok:
+                continue
             found = self.pipeline.search_each(
-                [queries[i] for i in ok], [ks[i] for i in ok], micro_batch=self.limits.micro_batch
-            )
+                [queries[i] for i in ok], [ks[i] for i in ok], micro_batch=self.limits.micro_batch,
+                oversample=oversample,
+            )  # fmt: skip
             self.batches += 1
-            if len(ok) == 1:
+            if len(ok) == 1 and oversample is None:
                 ms = found.timings.total_ms
                 self.query_ms = ms if self.query_ms is None else 0.8 * self.query_ms + 0.2 * ms
             for i, hits in zip(ok, found.hits, strict=True):
@@ -247,13 +256,13 @@ class Batchers:
         for batcher in self.batchers.values():
             group.start_soon(batcher.run, name=f"batcher:{batcher.name}")
 
-    async def search_now(self, name: str, query: str, k: int) -> Coalesced | None:
-        return await self.batchers[name].search_now(query, k)
+    async def search_now(self, name: str, query: str, k: int, oversample: float | None = None) -> Coalesced | None:
+        return await self.batchers[name].search_now(query, k, oversample)
 
-    async def search(self, name: str, query: str, k: int, ticket: Ticket) -> Coalesced:
+    async def search(self, name: str, query: str, k: int, ticket: Ticket, oversample: float | None = None) -> Coalesced:
         """`query` at once when its pipeline is idle, else through the pipeline's queue (coalesced)."""
-        now = await self.batchers[name].search_now(query, k)
-        return now if now is not None else await self.batchers[name].search(query, k, ticket)
+        now = await self.batchers[name].search_now(query, k, oversample)
+        return now if now is not None else await self.batchers[name].search(query, k, ticket, oversample)
 
     async def search_all(self, names: Sequence[str], query: str, k: int, ticket: Ticket) -> dict[str, Coalesced]:
         """`query` on each pipeline of `names` (each through its own batcher), one after another, answers in `names`

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search.evaluation.side_by_side import DatasetUnavailable, EvaluationUnavailable, VectorsNotCached
 from search.pipeline_set import UnknownPipelineError
-from search.serve.admission import ClientGone, DeadlineExceeded, LimitExceeded, ServerBusy
+from search.serve.admission import ClientGone, DeadlineExceeded, LimitExceeded, NotApplicable, ServerBusy
 from search.serve.live_metrics import ServerMetrics
 from search.serve.schemas import safe_text, validation_errors_out
 
@@ -62,6 +62,11 @@ def install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     @app.exception_handler(LimitExceeded)
     async def over_limit(_: Request, err: LimitExceeded) -> JSONResponse:
         detail = [{"type": "limit_exceeded", "loc": ["body", err.field], "msg": str(err)}]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(NotApplicable)
+    async def not_applicable(_: Request, err: NotApplicable) -> JSONResponse:
+        detail = [{"type": "not_applicable", "loc": ["body", err.field], "msg": safe_text(str(err))}]
         return JSONResponse(status_code=422, content={"detail": detail})
 
     @app.exception_handler(ServerBusy)

@@ -92,6 +92,7 @@ class RequestModels:
 
 
 MAX_COMPARED = 64  # pipelines one /compare may name (a server loads a handful)
+MAX_OVERSAMPLE = 100  # candidates per hit a request may ask to rescore (max_rescore_candidates bounds the total)
 
 
 def integral_number(value: Any) -> Any:
@@ -122,6 +123,17 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
         Field(ge=1, le=max_k, strict=True, description=f"number of hits, an integer 1..{max_k}"),
         BeforeValidator(integral_number),
     ]
+    Oversample = Annotated[
+        float | None,
+        Field(
+            ge=1,
+            le=MAX_OVERSAMPLE,
+            strict=True,
+            description=f"rescore the top k x oversample candidates of the codes exactly from the index's vector file "
+            f"(1..{MAX_OVERSAMPLE}); default: the pipeline's own setting (see GET /pipelines); refused (422) for an "
+            "index that keeps no vector file or re-ranks with ,RFlat",
+        ),
+    ]
     PipelineName = Annotated[
         str | None,
         Field(
@@ -142,6 +154,7 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
         query: Query
         k: K = 10
         pipeline: PipelineName = None
+        oversample: Oversample = None
 
     class BatchSearchRequest(BaseModel):
         queries: list[BatchItem] = Field(
@@ -152,6 +165,7 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
         )
         k: K = 10
         pipeline: PipelineName = None
+        oversample: Oversample = None
 
         @field_validator("queries", mode="before")
         @classmethod

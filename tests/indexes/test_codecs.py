@@ -12,6 +12,8 @@ import pytest
 from compression.encoders import FakeEncoder
 from indexes import faiss_index as fx
 from indexes.exact import exact_search
+from indexes.rescore import Rescorer
+from indexes.vector_file import open_vectors, write_vectors
 from search.data.datasets import load_beir
 from search.evaluation.metrics import knn_recall
 from search.pipeline import Pipeline, build_index_dir
@@ -70,6 +72,16 @@ def test_rescoring_recovers_what_one_bit_and_four_bit_codes_lose(clustered):
     assert recall_of("RaBitQ4", clustered) > recall_of("RaBitQ", clustered)  # more bits, closer estimates
 
 
+def test_rescoring_from_the_vector_file_recovers_what_the_codes_lose(clustered, tmp_path):
+    base, queries, truth = clustered
+    write_vectors(tmp_path / "v.npy", base, "fp16")
+    for codes in ("RaBitQ", "RaBitQfs", "PQ16x4fs", "IVF16,RaBitQ"):
+        index = fx.build_index(base, fx.IndexSpec(codes, search_params={"nprobe": 16} if "IVF" in codes else {})).index
+        rescorer = Rescorer.from_vectors(index, open_vectors(tmp_path / "v.npy", len(base), DIM), 10)
+        found = rescorer.search(queries, 10).positions
+        assert knn_recall([list(r) for r in found], [list(r) for r in truth], 10) >= 0.98, codes
+
+
 def test_fewer_bits_take_fewer_bytes(clustered):
     base = clustered[0]
     size = {
@@ -126,3 +138,33 @@ def test_a_rescored_one_bit_index_directory_serves_queries(tmp_path: Path, beir_
     for query in ("heart artery", "vitamin bone density"):
         got, want = compact.search(query, 5).hits, exact.search(query, 5).hits
         assert_same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want], [h.score for h in want])
+
+
+ROUND_TRIP = ["RaBitQ", "RaBitQfs", "RaBitQ4", "PQ16x4fs", "SQ4", "SQ6", "SQfp16", "SQbf16", "IVF16,RaBitQ",
+              "IVF16,RaBitQfs", "IVF16,PQ16x4fsr", "IVF16_HNSW32,SQ8", "HNSW32,SQ4"]  # fmt: skip
+
+
+@pytest.mark.parametrize("mmap", [False, True], ids=["read", "mmap"])
+@pytest.mark.parametrize("factory", ROUND_TRIP)
+def test_each_codec_round_trips_through_an_index_directory_and_rescores_from_its_vector_file(
+    clustered, tmp_path, factory, mmap
+):
+    """Saved with its fp16 vector file and loaded (read whole or memory-mapped): the same hits as the index in
+    memory, and, rescored from the file at oversample 10, recall@10 vs exact search >= 0.97."""
+    from indexes.docstore import DisplayDoc
+    from indexes.store import load_index_dir, save_index_dir
+
+    base, queries, truth = clustered
+    params = {"nprobe": 16} if "IVF" in factory else {}
+    index = fx.build_index(base, fx.IndexSpec(factory, search_params=params)).index
+    ids = [f"d{i}" for i in range(len(base))]
+    docs = [DisplayDoc(f"t{i}", f"s{i}") for i in range(len(base))]
+    encoder = {"name": "fake", "type": "fake", "dim": DIM, "fingerprint": f"fake-{DIM}"}
+    save_index_dir(tmp_path / "ix", index, ids, docs, {"factory": factory, "encoder": encoder}, vectors=base)
+    stored = load_index_dir(tmp_path / "ix", mmap=mmap)
+    fx.apply_search_params(stored.index, {**fx.default_search_params(factory), **params})
+    fx.apply_search_params(index, {**fx.default_search_params(factory), **params})
+    np.testing.assert_array_equal(stored.index.search(queries, 10)[1], index.search(queries, 10)[1])
+    found = Rescorer.from_vectors(stored.index, stored.vectors, 10).search(queries, 10).positions
+    assert knn_recall([list(r) for r in found], [list(r) for r in truth], 10) >= 0.97
+    assert stored.docs.ids(found[:1]) == [[f"d{p}" for p in found[0]]]

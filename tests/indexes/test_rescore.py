@@ -1,11 +1,15 @@
-"""`RefineSplit` (candidate search, then numpy re-scoring) returns what FAISS's own one-call refine returns."""
+"""`Rescorer`: the split `,RFlat` search returns what FAISS's own one-call refine returns; rescoring from the vector
+file equals exact search over the candidates the codes give."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from indexes.exact import exact_search
 from indexes.faiss_index import IndexSpec, apply_search_params, build_index
-from indexes.rescore import RefineSplit
+from indexes.rescore import Rescorer
+from indexes.vector_file import open_vectors, write_vectors
 
 EPS = 1e-5
 
@@ -27,7 +31,7 @@ def test_rflat_split_equals_faiss_refine_on_random_unit_vectors(unit_vectors):
     queries = unit_vectors(40, 32, seed=4)
     for factory in ("HNSW16,RFlat", "IVF16,PQ8x4,RFlat", "PQ8x4,RFlat", "SQ8,RFlat"):
         index = build_index(vectors, IndexSpec(factory)).index
-        split = RefineSplit.of(index)
+        split = Rescorer.of_refine(index)
         assert split is not None, factory
         for k_factor in (1, 4):
             apply_search_params(index, {"k_factor": k_factor})
@@ -37,4 +41,34 @@ def test_rflat_split_equals_faiss_refine_on_random_unit_vectors(unit_vectors):
             assert_same_ids_but_ties(got.positions, want, want_scores)
             assert got.rescore_seconds > 0
             assert got.search_seconds > 0
-    assert RefineSplit.of(build_index(vectors, IndexSpec("HNSW16")).index) is None
+    assert Rescorer.of_refine(build_index(vectors, IndexSpec("HNSW16")).index) is None
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+@pytest.mark.parametrize("factory", ["RaBitQ", "PQ8x4fs", "IVF8,SQ4", "HNSW16,SQ8"])
+def test_rescoring_from_the_vector_file_equals_exact_search_on_the_candidates(unit_vectors, tmp_path, factory, dtype):
+    vectors = unit_vectors(600, 32, seed=6)
+    queries = unit_vectors(30, 32, seed=7)
+    index = build_index(vectors, IndexSpec(factory)).index
+    write_vectors(tmp_path / "v.npy", vectors, dtype)
+    stored = open_vectors(tmp_path / "v.npy", 600, 32, dtype)
+    rescorer = Rescorer.from_vectors(index, stored, 3)
+    got = rescorer.search(queries, 10)
+    _, candidates = index.search(queries, 30)
+    rows = vectors.astype(np.float16).astype(np.float32) if dtype == "fp16" else vectors  # what the file holds
+    for i in range(len(queries)):  # independent: exact search over this query's candidates, on the stored rows
+        want_scores, want = exact_search(queries[i : i + 1], rows[candidates[i]], 10)
+        np.testing.assert_allclose(got.scores[i], want_scores[0], atol=EPS)
+        assert_same_ids_but_ties(got.positions[i : i + 1], candidates[i][want], want_scores)
+    assert got.rescore_seconds > 0 and rescorer.candidates(10) == 30
+
+
+def test_a_vector_file_of_another_shape_is_refused(unit_vectors, tmp_path):
+    vectors = unit_vectors(100, 16, seed=1)
+    index = build_index(vectors, IndexSpec("SQ4")).index
+    write_vectors(tmp_path / "v.npy", vectors[:90], "fp16")
+    with pytest.raises(ValueError, match=r"\(90, 16\) rows, the index \(100, 16\)"):
+        Rescorer.from_vectors(index, open_vectors(tmp_path / "v.npy", 90, 16), 4)
+    write_vectors(tmp_path / "w.npy", vectors, "fp16")
+    with pytest.raises(ValueError, match="factor must be >= 1"):
+        Rescorer.from_vectors(index, open_vectors(tmp_path / "w.npy", 100, 16), 0.5)

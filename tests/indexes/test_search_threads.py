@@ -18,7 +18,7 @@ from indexes.faiss_index import (
     search_index,
     search_threads,
 )
-from indexes.rescore import RefineSplit
+from indexes.rescore import Rescorer
 
 
 class SpyIndex:
@@ -89,7 +89,7 @@ def test_results_do_not_depend_on_the_thread_settings(factory, unit_vectors, ass
     index = build_index(vectors, IndexSpec(factory)).index
     if factory.startswith("IVF"):
         apply_search_params(index, {"nprobe": 8})  # every list: exact, so numpy can check it
-    split = RefineSplit.of(index)
+    split = Rescorer.of_refine(index)
     for query in unit_vectors(6, 24, seed=4):
         row = query[None, :]
         if split is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +12,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from indexes.docstore import DOC_STORE_STEPS, DocRecord
 from indexes.faiss_index import IndexSpec, build_index
-from indexes.store import DisplayDoc, IndexDirError, check_encoder_matches, load_index_dir, save_index_dir
+from indexes.store import (
+    DisplayDoc,
+    IndexDirError,
+    check_encoder_matches,
+    load_index_dir,
+    migrate_index_dir,
+    save_index_dir,
+)
 
 
 @pytest.fixture
 def save_index(unit_vectors):
     """`save_index(path, n=50, dim=16, factory="Flat", meta=None)`: seeded vectors saved as an index directory."""
 
-    def save(path, n=50, dim=16, factory="Flat", meta=None):
+    def save(path, n=50, dim=16, factory="Flat", meta=None, keep_vectors=True):
         vectors = unit_vectors(n, dim, seed=5)
         index = build_index(vectors, IndexSpec(factory)).index
         ids = [f"d{i}" for i in range(n)]
         docs = [DisplayDoc(f"title {i}", f"text {i}") for i in range(n)]
         encoder = {"name": "fake", "type": "fake", "dim": dim, "fingerprint": f"fake-{dim}"}
-        return vectors, save_index_dir(path, index, ids, docs, meta or {"factory": factory, "encoder": encoder})
+        meta = meta or {"factory": factory, "encoder": encoder}
+        return vectors, save_index_dir(path, index, ids, docs, meta, vectors=vectors if keep_vectors else None)
 
     return save
 
@@ -36,8 +46,15 @@ def test_persistence_round_trip_gives_identical_results(save_index, tmp_path):
     assert stored.meta == meta
     assert meta["ntotal"] == 50
     assert meta["dim"] == 16
-    assert stored.ids.ids[7] == "d7"
-    assert stored.docs[7] == DisplayDoc("title 7", "text 7")
+    want = {7: DocRecord("d7", "title 7", "text 7"), 3: DocRecord("d3", "title 3", "text 3")}
+    assert stored.docs.records([7, 3]) == want
+    assert stored.docs.positions(["d9", "d0"]).tolist() == [9, 0]
+    assert stored.docs.ids(np.array([[4, -1, 2]])) == [["d4", "d2"]]
+    assert len(stored.docs) == 50
+    with pytest.raises(KeyError, match="unknown document ids"):
+        stored.docs.positions(["nope"])
+    np.testing.assert_allclose(stored.vectors.rows(np.arange(50)), vectors, atol=1e-3)  # fp16 by default
+    assert stored.vectors.dtype_name == "fp16" and meta["vector_file"]["dtype"] == "fp16"
     original = build_index(vectors, IndexSpec("IVF4,Flat")).index
     np.testing.assert_array_equal(stored.index.search(vectors[:5], 5)[1], original.search(vectors[:5], 5)[1])
     assert not list(tmp_path.glob(".*")), "no staging or temporary files are left behind"
@@ -78,8 +95,7 @@ def test_load_errors_are_clear(save_index, tmp_path):
     with pytest.raises(IndexDirError, match="no meta.json"):
         load_index_dir(tmp_path / "empty")
     save_index(tmp_path / "ix")
-    ids_path = tmp_path / "ix" / "ids.json"
-    ids_path.write_text(json.dumps(json.loads(ids_path.read_text())[:-1]))
+    _drop_last_doc(tmp_path / "ix" / "docs.sqlite")
     with pytest.raises(IndexDirError, match="inconsistent sizes"):
         load_index_dir(tmp_path / "ix")
     (tmp_path / "ix" / "index.faiss").write_bytes(b"garbage")
@@ -105,6 +121,24 @@ def _rewrite_meta(path: Path, **changes: object) -> None:
     path.write_text(json.dumps(meta))
 
 
+def _drop_last_doc(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("DELETE FROM docs WHERE pos = (SELECT MAX(pos) FROM docs)")
+    connection.close()
+
+
+def _other_schema(path: Path) -> None:
+    path.unlink()
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE docs (id TEXT)")
+    connection.close()
+
+
+def _reshape_vectors(path: Path) -> None:
+    array = np.load(path)
+    np.save(path, array.reshape(array.shape[1], array.shape[0]))
+
+
 def _set_encoder_dim(path: Path) -> None:
     meta = json.loads(path.read_text())
     meta["encoder"]["dim"] = 64
@@ -116,18 +150,18 @@ DAMAGE = {
     "truncated index": ("index.faiss", lambda p: p.write_bytes(p.read_bytes()[:100]), "not a readable FAISS index"),
     "garbage index": ("index.faiss", lambda p: p.write_bytes(b"garbage"), "not a readable FAISS index"),
     "meta is a list": ("meta.json", lambda p: p.write_text("[1, 2, 3]"), "expected a JSON object, got a list"),
-    "meta keys missing": ("meta.json", lambda p: p.write_text('{"format_version": 1}'), "missing ntotal, dim, encoder"),
+    "meta keys missing": ("meta.json", lambda p: p.write_text('{"format_version": 2}'), "missing ntotal, dim, encoder"),
     "meta key types": ("meta.json", lambda p: _rewrite_meta(p, ntotal="50", encoder=[]), "ntotal should be a"),
     "meta bool count": ("meta.json", lambda p: _rewrite_meta(p, dim=True), "dim should be an integer but is True"),
     "meta malformed": ("meta.json", lambda p: p.write_text("{"), "malformed JSON"),
     "meta not utf-8": ("meta.json", lambda p: p.write_bytes(b'{"a": "\xff"}'), "not UTF-8"),
-    "ids garbage": ("ids.json", lambda p: p.write_text("xx"), "malformed JSON"),
-    "ids an object": ("ids.json", lambda p: p.write_text("{}"), "expected a JSON list of document ids"),
-    "ids not strings": ("ids.json", lambda p: p.write_text(json.dumps(list(range(50)))), "id [0] is an integer, not"),
-    "ids duplicated": ("ids.json", lambda p: p.write_text(json.dumps(["d0"] * 50)), "duplicate document id 'd0'"),
-    "ids too few": ("ids.json", lambda p: p.write_text(json.dumps([f"d{i}" for i in range(49)])), "ids.json 49"),
-    "docs garbage line": ("docs.jsonl", lambda p: p.write_text("garbage\n"), "docs.jsonl:1: malformed JSON"),
-    "docs not objects": ("docs.jsonl", lambda p: p.write_text("[1]\n" * 50), "docs.jsonl:1: expected an object"),
+    "doc store garbage": ("docs.sqlite", lambda p: p.write_bytes(b"garbage" * 200), "not a readable document store"),
+    "doc store schema": ("docs.sqlite", _other_schema, "schema version 0 with columns ['id']"),
+    "doc store short": ("docs.sqlite", _drop_last_doc, "docs.sqlite 49"),
+    "doc store missing": ("docs.sqlite", lambda p: p.unlink(), "is missing docs.sqlite"),
+    "vectors short": ("vectors.npy", lambda p: p.write_bytes(p.read_bytes()[:-64]), "need 1728 bytes, found 1664"),
+    "vectors missing": ("vectors.npy", lambda p: p.unlink(), "need 1728 bytes, found missing"),
+    "vectors reshaped": ("vectors.npy", _reshape_vectors, "holds a float16 array of shape (16, 50)"),
     "encoder dim": ("meta.json", _set_encoder_dim, "dimension mismatch (index.faiss 16, meta dim 16, encoder dim 64)"),
 }
 
@@ -188,6 +222,7 @@ def crash_while_saving(out: Path, n: int, step: str) -> None:
 # --out missing until the next open)
 CRASH_STEPS = {
     "writing": (50, False),
+    **{step: (50, False) for step in DOC_STORE_STEPS},  # each step of writing the document store
     "staged": (50, False),
     "ready": (50, False),
     "old_moved": (60, True),
@@ -201,7 +236,7 @@ CRASH_STEPS = {
 def test_a_crash_at_any_step_of_the_swap_leaves_a_loadable_index(save_index, tmp_path, step, then):
     from semsearch_common.atomic import SWAP_STEPS
 
-    assert set(CRASH_STEPS) == {"writing", *SWAP_STEPS}
+    assert set(CRASH_STEPS) == {"writing", *DOC_STORE_STEPS, *SWAP_STEPS}
     expected, out_missing = CRASH_STEPS[step]
     save_index(tmp_path / "ix")
     crash_while_saving(tmp_path / "ix", 60, step)
@@ -234,3 +269,46 @@ def test_concurrent_readers_recover_a_stranded_swap_once_and_all_load_it(save_in
         sizes = list(pool.map(lambda _: load_index_dir(tmp_path / "ix").meta["ntotal"], range(16)))
     assert sizes == [60] * 16
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
+
+
+# --- format 1 (ids.json, docs.jsonl) -----------------------------------------------------------------------------
+
+
+def _save_format_1(path: Path, vectors: np.ndarray) -> None:
+    """An index directory as the previous format wrote it."""
+    import faiss
+
+    path.mkdir()
+    faiss.write_index(build_index(vectors, IndexSpec("Flat")).index, str(path / "index.faiss"))
+    (path / "ids.json").write_text(json.dumps([f"d{i}" for i in range(len(vectors))]))
+    (path / "docs.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "title": f"t{i}", "snippet": f"s{i}"}) + "\n"
+                                             for i in range(len(vectors))))  # fmt: skip
+    encoder = {"name": "fake", "type": "fake", "dim": 16, "fingerprint": "fake-16"}
+    meta = {"format_version": 1, "ntotal": len(vectors), "dim": 16, "encoder": encoder, "factory": "Flat",
+            "index_bytes": (path / "index.faiss").stat().st_size}  # fmt: skip
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+def test_a_format_1_directory_is_refused_with_the_command_that_converts_it(unit_vectors, tmp_path):
+    vectors = unit_vectors(30, 16, seed=2)
+    _save_format_1(tmp_path / "old", vectors)
+    with pytest.raises(IndexDirError, match=r"format 1 \(ids.json and docs.jsonl.*semsearch migrate-index .*old"):
+        load_index_dir(tmp_path / "old")
+    meta = migrate_index_dir(tmp_path / "old", vectors=vectors, vector_dtype="fp32")
+    stored = load_index_dir(tmp_path / "old")
+    assert meta["format_version"] == stored.meta["format_version"] == 2
+    assert stored.docs.records([29]) == {29: DocRecord("d29", "t29", "s29")}
+    np.testing.assert_array_equal(stored.vectors.rows(np.arange(30)), vectors)
+    kept = sorted(p.name for p in (tmp_path / "old").iterdir() if not p.name.endswith(("-wal", "-shm")))  # WAL's own
+    assert kept == ["docs.sqlite", "index.faiss", "meta.json", "vectors.npy"]
+    with pytest.raises(IndexDirError, match="only format 1 directories .* need migrating"):
+        migrate_index_dir(tmp_path / "old")
+
+
+def test_migration_refuses_damaged_old_files_and_keeps_them(unit_vectors, tmp_path):
+    _save_format_1(tmp_path / "old", unit_vectors(30, 16, seed=2))
+    (tmp_path / "old" / "ids.json").write_text(json.dumps(["a"] * 30))
+    with pytest.raises(IndexDirError, match="duplicate document id 'a'"):
+        migrate_index_dir(tmp_path / "old")
+    assert json.loads((tmp_path / "old" / "meta.json").read_text())["format_version"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]

@@ -30,7 +30,8 @@ class SpyIndex:
 
 @pytest.fixture
 def pipeline_dir(tmp_path: Path, beir_dir: Path) -> Path:
-    build_index_dir(load_beir(beir_dir), FakeEncoder(dim=32), IndexSpec("SQ8"), tmp_path / "ix", show_progress=False)
+    spec = IndexSpec("SQ8", vectors="none")  # the codes alone: the spy sees every search
+    build_index_dir(load_beir(beir_dir), FakeEncoder(dim=32), spec, tmp_path / "ix", show_progress=False)
     return tmp_path / "ix"
 
 
@@ -65,14 +66,15 @@ def test_the_cap_can_be_left_off_and_is_validated(pipeline_dir: Path) -> None:
         spied(pipeline_dir, single_query_threads=0)
 
 
-def test_hits_equal_an_independent_construction(pipeline_dir: Path) -> None:
+def test_hits_equal_an_independent_construction(pipeline_dir: Path, beir_dir: Path) -> None:
+    """Ids, titles and snippets read back from the document store equal the corpus's own, position by position."""
     pipeline = Pipeline.load(pipeline_dir)
-    stored = pipeline.stored
+    corpus = load_beir(beir_dir).corpus
     vector = pipeline.encode_queries(["tumor cells chemotherapy"])
-    scores, positions = stored.index.search(vector, 100)  # k beyond the 60 documents: -1 pads to drop
+    scores, positions = pipeline.stored.index.search(vector, 100)  # k beyond the 60 documents: -1 pads to drop
     hits = pipeline.search("tumor cells chemotherapy", 100).hits
     want = [
-        Hit(stored.ids.ids[p], float(s), stored.docs[p].title, stored.docs[p].snippet)
+        Hit(corpus[p].id, float(s), corpus[p].title, corpus[p].text[:300])
         for s, p in zip(scores[0], positions[0], strict=True)
         if p >= 0
     ]

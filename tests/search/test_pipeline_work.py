@@ -95,7 +95,7 @@ def test_counts_of_tokens_and_rescore_candidates(compressed_dir: Path, tmp_path:
     assert encoder.calls == []
     assert pipeline.k_factor == 4.0
     assert pipeline.rescore_candidates(10) == 40
-    assert pipeline.rescore_candidates(1000) == 240  # k is cut to the 60 documents first
+    assert pipeline.rescore_candidates(1000) == 60  # no more candidates than the 60 documents
     build_index_dir(load_beir(beir_dir), FakeEncoder(dim=32), IndexSpec("Flat"), tmp_path / "flat", show_progress=False)
     flat = Pipeline.load(tmp_path / "flat")
     assert flat.k_factor is None

@@ -157,7 +157,7 @@ def test_an_interrupted_swap_in_process_keeps_the_new_folder(tmp_path: Path, mon
         if step == "old_moved":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(atomic, "_crash_point", interrupt)
+    monkeypatch.setattr(atomic, "crash_point", interrupt)
     with pytest.raises(KeyboardInterrupt), staged_folder(out) as stage:
         (stage / "version.txt").write_text("new")
     assert (out / "version.txt").read_text() == "new"  # the complete new folder was restored, not dropped

@@ -9,8 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from indexes.faiss_index import IndexSpec, apply_search_params, build_index, bytes_per_vector, search_index
+from indexes.faiss_index import (
+    IndexSpec,
+    apply_search_params,
+    build_index,
+    bytes_per_vector,
+    search_index,
+    split_rescore_params,
+)
 from indexes.ids import DocIdMap
+from indexes.rescore import Rescorer
 from search.bench.ann.encoders import EncodedQueries
 from search.bench.ann.spec import BATCH, RECALL_K, TOP_K, BenchSpec, EncoderEntry, doc_encoder_name, format_params
 from search.evaluation.metrics import knn_recall, ndcg_at_k, recall_at_k
@@ -53,21 +61,38 @@ class EncoderRun:
     model_bytes: int
 
 
-def time_single_searches(index: Any, queries: np.ndarray, k: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries, k) -> (scores, positions)
+
+
+def searcher(index: Any, docs: np.ndarray, params: Mapping[str, float]) -> Search:
+    """How a pipeline with these parameters searches: the index alone, or (`oversample`) its top k x oversample
+    rescored exactly with the rows an fp16 vector file would give (`docs` as fp16, read from RAM)."""
+    oversample = split_rescore_params(params)[1]
+    if oversample is None:
+        return lambda queries, k: search_index(index, queries, k)
+    rescorer = Rescorer.from_array(index, docs.astype(np.float16), oversample)
+
+    def rescored(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        found = rescorer.search(queries, k)
+        return found.scores, found.positions
+
+    return rescored
+
+
+def time_single_searches(search: Search, queries: np.ndarray, k: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
     """Search each query alone, after the warm-up of `semsearch_common.timing`, `repeats` times; returns each query's
-    fastest
-    time (s) and its top-k positions."""
-    timed = time_each(lambda query: search_index(index, query[None, :], k)[1][0], list(queries), repeats=repeats,
+    fastest time (s) and its top-k positions."""
+    timed = time_each(lambda query: search(query[None, :], k)[1][0], list(queries), repeats=repeats,
                       best="per_item")  # fmt: skip
     return timed.seconds, np.stack(timed.results) if timed.results else np.empty((0, k), dtype=np.int64)
 
 
-def time_batch_search(index: Any, queries: np.ndarray, k: int, repeats: int, batch: int = BATCH) -> float:
+def time_batch_search(search: Search, queries: np.ndarray, k: int, repeats: int, batch: int = BATCH) -> float:
     """Fastest of `repeats` passes over the queries in batches of `batch` (seconds for all of them)."""
 
     def search_in_batches() -> None:
         for start in range(0, len(queries), batch):
-            search_index(index, queries[start : start + batch], k)
+            search(queries[start : start + batch], k)
 
     return time_pass(search_in_batches, repeats=repeats)
 
@@ -92,9 +117,10 @@ def bench_index(
     rows = []
     for params, is_default in grid:
         apply_search_params(index, params)
-        search_s, top = time_single_searches(index, encoded.vectors, k, spec.repeats)
-        _, top_recall = search_index(index, encoded.vectors, recall_k)  # untimed: only for recall@100
-        batch_s = time_batch_search(index, encoded.vectors, k, spec.repeats)
+        search = searcher(index, run.docs, params)
+        search_s, top = time_single_searches(search, encoded.vectors, k, spec.repeats)
+        _, top_recall = search(encoded.vectors, recall_k)  # untimed: only for recall@100
+        batch_s = time_batch_search(search, encoded.vectors, k, spec.repeats)
         total_s = encoded.seconds + search_s
         found = top.tolist()
         ranking = dict(zip(context.query_ids, context.doc_ids.to_ids(top), strict=True))

@@ -98,7 +98,7 @@ def run_bench(spec: BenchSpec, out_dir: Path | str) -> list[dict[str, Any]]:
     query_ids, texts, qrels = select_queries(dataset, spec.split, spec.max_queries)
     encoder = load_checked_encoders(spec)
     sweep = spec.sweep_dict()
-    unused = [name for name in sweep if not any(name in default_search_params(f) for f in spec.indexes)]
+    unused = [name for name in sweep if not any(name in default_search_params(f, True) for f in spec.indexes)]
     if unused:
         logger.warning("--sweep %s applies to none of the indexes %s", ", ".join(unused), "; ".join(spec.indexes))
     precisions = {entry.label: precision_of(encoder(entry.spec)) for entry in spec.encoders}

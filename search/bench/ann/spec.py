@@ -181,11 +181,12 @@ def make_bench_spec(
 def sweep_grid(factory: str, sweep: Mapping[str, Sequence[float]]) -> list[tuple[dict[str, float], bool]]:
     """The parameter settings to measure for one factory, each with whether it is the default setting.
 
-    Only parameters that apply are swept (nprobe for IVF, efSearch for HNSW, k_factor for RFlat), as a cross
-    product; the others keep their defaults. The default setting is always included (the loss split needs it);
+    Only parameters that apply are swept (nprobe for IVF, efSearch for HNSW, k_factor for RFlat, oversample for
+    lossy codes rescored from the vector file an index directory keeps by default), as a cross product; the others
+    keep their defaults. The default setting is always included (the loss split needs it);
     nprobe values above the list count are skipped as they would repeat nprobe = nlist.
     """
-    defaults = {name: clean_number(value) for name, value in default_search_params(factory).items()}
+    defaults = {name: clean_number(value) for name, value in default_search_params(factory, True).items()}
     values: dict[str, list[float]] = {}
     for name in defaults:
         wanted = list(sweep.get(name, ()))

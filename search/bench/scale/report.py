@@ -14,7 +14,7 @@ from semsearch_common.tables import markdown_table
 
 FILES = ("scale.json", "scale.csv", "scale.md", "scale_latency.png", "scale_recall.png")
 CSV_COLUMNS = ("n", "index", "factory", "search_params", "build_s", "train_s", "add_s", "recall@10", "latency_ms_p50",
-               "latency_ms_p95", "latency_ms_mean", "bytes_per_vector", "index_bytes", "peak_rss_mb",
+               "latency_ms_p95", "latency_ms_mean", "qps_batch64", "bytes_per_vector", "index_bytes", "peak_rss_mb",
                "peak_rss_added_mb")  # fmt: skip
 SAME_SOURCE_CAVEAT = 0.9  # same-source share of the exact top-k from which a size gets the clumping caveat
 
@@ -52,7 +52,8 @@ def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
 
-ROW_HEADERS = ("N", "index", "factory", "search params", "latency p50 ms", "p95 ms", "recall@{k}", "bytes/vector",
+ROW_HEADERS = ("N", "index", "factory", "search params", "latency p50 ms", "p95 ms", "recall@{k}", "qps batch 64",
+               "bytes/vector",
                "build s", "train s", "peak RSS MB", "RSS added MB")  # fmt: skip
 STATS_HEADERS = ("N", "vectors per source", "mean cos to own source (corpus)", "(queries)",
                  "mean cos to nearest source (corpus)", "(queries)", "same-source share of exact top-{k}",
@@ -74,6 +75,7 @@ def _row_cells(row: Mapping[str, Any], k: int) -> list[str]:
         f"{row['latency_ms_p50']:.3f}",
         f"{row['latency_ms_p95']:.3f}",
         f"{row[f'recall@{k}']:.4f}",
+        f"{row['qps_batch64']:.0f}" if "qps_batch64" in row else "n/a",
         f"{row['bytes_per_vector']:.1f}",
         f"{row['build_s']:.1f}",
         f"{row['train_s']:.1f}",
@@ -105,8 +107,37 @@ def rows_table(result: Mapping[str, Any]) -> str:
     """One line per measured (N, index), then one per skipped pair."""
     k = result["spec"]["k"]
     rows = [_row_cells(row, k) for row in result["rows"]]
-    rows += [[f"{skip['n']:,}", skip["index"], skip["factory"], "skipped", *[""] * 8] for skip in result["skipped"]]
+    rows += [[f"{skip['n']:,}", skip["index"], skip["factory"], "skipped", *[""] * 9] for skip in result["skipped"]]
     return markdown_table(_headers(ROW_HEADERS, k), rows)
+
+
+SERVED_HEADERS = ("N", "factory", "search params", "recall@{k}", "warm p50 ms", "warm p95 ms", "cold p50 ms",
+                  "cold p95 ms", "cold p50 ms, prefetch", "resident B/vector", "of which anonymous",
+                  "mapped index files", "vector file on disk B/vector", "vector file resident MB",
+                  "doc store on disk B/vector", "load s")  # fmt: skip
+
+
+def served_table(result: Mapping[str, Any]) -> str:
+    """Rows measured as served from an index directory (`--index-dirs`), one per (N, index)."""
+    k = result["spec"]["k"]
+    rows = []
+    for row in result["rows"]:
+        served = row.get("served")
+        if not served:
+            continue
+        n = served["n"]
+        params = ", ".join(f"{a}={b:g}" for a, b in served["search_params"].items()) or "-"
+        rows.append([
+            f"{n:,}", row["factory"], params, f"{served[f'recall@{k}']:.4f}", f"{served['warm_ms_p50']:.3f}",
+            f"{served['warm_ms_p95']:.3f}", _f3(served["cold_ms_p50"]), _f3(served["cold_ms_p95"]),
+            _f3(served.get("cold_prefetch_ms_p50")),
+            f"{served['resident_bytes_per_vector']:.1f}", f"{served['anon_growth_bytes'] / n:.1f}",
+            f"{sum(served['mapped_by_file'].values()) / n:.1f}",
+            f"{served['on_disk_bytes'].get('vectors.npy', 0) / n:.0f}",
+            f"{served['vector_file_resident_bytes'] / 2**20:.1f}", f"{served['doc_store_bytes'] / n:.0f}",
+            f"{served['load_s']:.2f}",
+        ])  # fmt: skip
+    return markdown_table(_headers(SERVED_HEADERS, k), rows) if rows else ""
 
 
 def vectors_table(vectors: Mapping[str, Any], k: int) -> str:
@@ -141,7 +172,9 @@ def scale_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Latency is one query at a time (batch 1), p50/p95 over {spec['latency_queries']} queries, best of "
-        f"{spec['repeats']} repeats. Recall@{k} is against exact inner-product top-{k} over {spec['queries']} queries. "
+        f"{spec['repeats']} repeats; qps batch 64 is every query searched in batches of 64 with the run's threads "
+        f"(fastest of {spec['repeats']} passes). Recall@{k} is against exact inner-product top-{k} over "
+        f"{spec['queries']} queries. "
         "Peak RSS is the process peak from the start of the row's build to the end of its search; it includes the "
         "benchmark's own float32 corpus array (4*dim bytes per vector), which the next column leaves out (peak minus "
         "the RSS just before the build: the index, its training sample and search buffers). Bytes/vector is the "
@@ -149,6 +182,25 @@ def scale_markdown(result: dict[str, Any]) -> str:
         "",
         rows_table(result).rstrip("\n"),
         "",
+    ]
+    served = served_table(result)
+    if served:
+        lines += [
+            "## Served from an index directory",
+            "",
+            "Each index saved as an index directory (fp16 vector file, SQLite document store of synthetic "
+            f"300-character snippets) and opened in a fresh process as `semsearch serve` opens it (index.faiss "
+            f"{'memory-mapped' if spec.get('serve_mmap') else 'read whole'}), on 1 thread: a query is the search, "
+            "the rescoring from the vector file and the hits' documents read from the store. Resident B/vector is "
+            f"measured after {spec.get('warm_queries')} warm queries: the growth of anonymous memory since the imports "
+            "plus the resident pages of every mapped file of the directory except the vector file (reported apart). "
+            f"Cold: before each of {spec.get('cold_queries')} queries the vector file's pages are dropped from the "
+            "process (MADV_DONTNEED) and the page cache (POSIX_FADV_DONTNEED), so rescoring reads come from disk.",
+            "",
+            served.rstrip("\n"),
+            "",
+        ]
+    lines += [
         "## How the vectors were made",
         "",
         vectors["method"] + ".",

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -11,8 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from compression.encoders.fake import FakeEncoder
 from indexes.exact import exact_search
-from indexes.faiss_index import IndexSpec, build_index, bytes_per_vector, import_faiss, search_index, serialized_size
+from indexes.faiss_index import IndexSpec, build_index, bytes_per_vector, import_faiss, serialized_size
+from indexes.store import DisplayDoc, save_index_dir
+from search.bench.ann.measure import Search, searcher
+from search.bench.ann.spec import BATCH
 from search.bench.scale.generators import GEN_BLOCK, load_source_vectors, make_generator, resolve_target_cosine
 from search.bench.scale.report import write_outputs
 from search.bench.scale.spec import ScaleBenchSpec, params_for, parse_skip, resolve_factory, validate_spec
@@ -20,16 +29,23 @@ from search.bench.scale.stats import profile_sizes, real_profile, source_neighbo
 from search.evaluation.metrics import knn_recall
 from semsearch_common.machine import machine_info, release_freed_memory, track_peak_rss
 from semsearch_common.threads import limit_threads
-from semsearch_common.timing import time_each
+from semsearch_common.timing import time_each, time_pass
 
 logger = logging.getLogger(__name__)
 
 LATENCY_WARMUP = 10
 
 
-def latency_ms(index: Any, queries: np.ndarray, k: int, repeats: int) -> dict[str, float]:
+def batch_qps(search: Search, queries: np.ndarray, k: int, repeats: int) -> float:
+    """Queries per second searched in batches of BATCH (FAISS's default thread team: the run's threads), fastest of
+    `repeats` passes over every query."""
+    return len(queries) / time_pass(lambda: [search(queries[s : s + BATCH], k) for s in range(0, len(queries), BATCH)],
+                                    repeats=repeats)  # fmt: skip
+
+
+def latency_ms(search: Search, queries: np.ndarray, k: int, repeats: int) -> dict[str, float]:
     """Per-query latency at batch 1: each repeat times every query alone; the repeat with the lowest median wins."""
-    timed = time_each(lambda row: search_index(index, row[None, :], k), list(queries), warmup=LATENCY_WARMUP,
+    timed = time_each(lambda row: search(row[None, :], k), list(queries), warmup=LATENCY_WARMUP,
                       repeats=repeats, best="per_pass")  # fmt: skip
     return {
         "latency_ms_p50": timed.percentile_ms(50),
@@ -38,11 +54,51 @@ def latency_ms(index: Any, queries: np.ndarray, k: int, repeats: int) -> dict[st
     }
 
 
-def measure(
-    base: np.ndarray, queries: np.ndarray, truth: np.ndarray, template: str, factory: str, spec: ScaleBenchSpec
+SNIPPET = ("Synthetic document text of the length a search hit shows: a title, then the first three hundred "
+           "characters of the body, stored per document in the SQLite document store beside the index and read back "
+           "for the hits of every query, as the product does for a real corpus. ") * 2  # fmt: skip
+
+
+def synthetic_docs(n: int) -> tuple[list[str], list[DisplayDoc]]:
+    """Ids and display fields for n synthetic documents (titles of ~25 characters, snippets of 300)."""
+    ids = [f"doc-{i:09d}" for i in range(n)]
+    docs = [DisplayDoc(f"synthetic document {i}", SNIPPET[i % 97 : i % 97 + 300]) for i in range(n)]
+    return ids, docs
+
+
+def measure_served(
+    index: Any, base: np.ndarray, params: dict[str, float], factory: str, spec: ScaleBenchSpec, work_dir: Path
 ) -> dict[str, Any]:
+    """Save `index` as an index directory (fp16 vector file, document store) in `work_dir`, measure it in a fresh
+    process (`search.bench.scale.probe`), then delete it."""
+    folder = work_dir / "index"
+    ids, docs = synthetic_docs(len(base))
+    encoder = FakeEncoder(dim=base.shape[1]).identity()
+    started = time.perf_counter()
+    save_index_dir(folder, index, ids, docs, {"factory": factory, "encoder": encoder, "search_params": params},
+                   vectors=base)  # fmt: skip
+    save_s = time.perf_counter() - started
+    del ids, docs
+    command = [sys.executable, "-m", "search.bench.scale.probe", str(folder), str(work_dir / "queries.npy"),
+               str(work_dir / "truth.npy"), "--k", str(spec.k), "--warm", str(spec.warm_queries), "--cold",
+               str(spec.cold_queries), *(["--mmap"] if spec.serve_mmap else [])]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the probe of {factory} failed: {done.stderr.strip()[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {**result, "save_s": save_s, "how_cold": "MADV_DONTNEED + POSIX_FADV_DONTNEED on vectors.npy per query"}
+
+
+def measure(
+    base: np.ndarray, queries: np.ndarray, truth: np.ndarray, template: str, factory: str, spec: ScaleBenchSpec,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Build one index on `base`, then time it at batch 1 and score its top-k against the exact top-k; the peak RSS
-    is this row's, from the build to the end of the timing."""
+    is this row's, from the build to the end of the timing. With `work_dir`, also measure it served from an index
+    directory (`measure_served`)."""
     release_freed_memory()  # so the RSS before the build counts live data, not earlier rows' freed indexes
     params = params_for(factory, spec.search_params)
     index_spec = IndexSpec(factory, train_sample=spec.train_sample, seed=spec.seed, search_params=params)
@@ -50,9 +106,11 @@ def measure(
         started = time.perf_counter()
         built = build_index(base, index_spec)
         build_s = time.perf_counter() - started
-        _, found = search_index(built.index, queries, spec.k)
+        search = searcher(built.index, base, params)  # oversample: rescored from fp16 rows, as a vector file gives
+        _, found = search(queries, spec.k)
         recall = knn_recall(found.tolist(), truth.tolist(), spec.k)
-        timing = latency_ms(built.index, queries[: spec.latency_queries], spec.k, spec.repeats)
+        timing = latency_ms(search, queries[: spec.latency_queries], spec.k, spec.repeats)
+        timing["qps_batch64"] = batch_qps(search, queries, spec.k, spec.repeats)
     row = {
         "n": len(base),
         "index": template,
@@ -70,6 +128,12 @@ def measure(
         "bytes_per_vector": bytes_per_vector(built.index),
         "index_bytes": serialized_size(built.index),
     }
+    if work_dir is not None:
+        row["served"] = measure_served(built.index, base, params, factory, spec, work_dir)
+        logger.info("N=%d %s served: %.1f B/vector resident, warm p50 %.3f ms, cold p50 %.3f ms", len(base), factory,
+                    row["served"]["resident_bytes_per_vector"], row["served"]["warm_ms_p50"],
+                    row["served"]["cold_ms_p50"] or float("nan"))  # fmt: skip
+    del built
     logger.info("N=%d %s: build %.1fs, recall@%d %.4f, p50 %.3f ms, peak RSS %.0f MB", len(base), factory, build_s,
                 spec.k, recall, timing["latency_ms_p50"], rss.peak_mb)  # fmt: skip
     return row
@@ -180,16 +244,24 @@ def run_scale_bench(
                     row["synthetic_top1"], row["synthetic_topk_last"] = top1_topk(queries, base[: int(m)], spec.k)
             result["vectors"]["per_size"][str(n)] = stats
             logger.info("N=%d: exact top-%d in %.1fs; %s", n, spec.k, stats["ground_truth_s"], stats)
+            work_dir = None
+            if spec.index_dirs:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                work_dir = Path(tempfile.mkdtemp(prefix=".scale-", dir=out_dir))
+                np.save(work_dir / "queries.npy", queries)
+                np.save(work_dir / "truth.npy", truth)
             for template in spec.indexes:
                 factory = resolve_factory(template, n, dim, spec.pq_m)
                 if (template, n) in skipped or (factory, n) in skipped:
                     result["skipped"].append({"n": n, "index": template, "factory": factory})
                     logger.info("N=%d %s: skipped", n, factory)
                 else:
-                    row = measure(base, queries, truth, template, factory, spec)
+                    row = measure(base, queries, truth, template, factory, spec, work_dir)
                     result["rows"].append(row)
                     if on_row:
                         on_row(row)
                 write_outputs(result, out_dir)
             del base, base_src, truth
+            if work_dir is not None:
+                shutil.rmtree(work_dir, ignore_errors=True)
     return result

@@ -36,7 +36,10 @@ class ScaleBenchSpec:
     `FACTORY@N` pairs (the factory as given or as resolved) that are not run. `generator` is "mix" or "noise" (see
     `generators.VectorGenerator`); `target_cosine` None means the generator's default (`DEFAULT_TARGET_COSINE`).
     `threads` limits every BLAS and OpenMP pool (FAISS's included) for the whole run (default: every core this process
-    may use).
+    may use). Lossy codes are rescored by default from fp16 rows (`oversample` 4, as an index directory's vector file
+    gives them). `index_dirs`: also save each index as an index directory (fp16 vector file, SQLite document store)
+    and measure it in a fresh process as `semsearch serve` opens it (`probe`): resident bytes per vector after
+    `warm_queries` queries, and latency with the vector file's pages warm and evicted (`cold_queries`).
     """
 
     vectors: Path
@@ -58,6 +61,10 @@ class ScaleBenchSpec:
     search_params: Mapping[str, float] = field(default_factory=dict)
     skip: tuple[str, ...] = ()
     note: str = ""
+    index_dirs: bool = False
+    warm_queries: int = 1000
+    cold_queries: int = 200
+    serve_mmap: bool = False
 
 
 def default_nlist(n: int) -> int:
@@ -84,7 +91,7 @@ def resolve_factory(template: str, n: int, dim: int, pq_m: int | None = None) ->
 
 def params_for(factory: str, overrides: Mapping[str, float]) -> dict[str, float]:
     """The default search parameters of `factory`, with the overrides that apply to it."""
-    params = default_search_params(factory)
+    params = default_search_params(factory, vector_file=True)
     params.update({key: value for key, value in overrides.items() if key in params})
     return params
 
@@ -109,7 +116,7 @@ def validate_spec(spec: ScaleBenchSpec, dim: int) -> None:
             raise ValueError(f"size {n} is too small: every N must be >= {max(MIN_SIZE, spec.k)}")
     for name, value in (("queries", spec.queries), ("latency queries", spec.latency_queries),
                         ("repeats", spec.repeats), ("k", spec.k), ("threads", spec.threads),
-                        ("train sample", spec.train_sample)):  # fmt: skip
+                        ("train sample", spec.train_sample), ("warm queries", spec.warm_queries)):  # fmt: skip
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if spec.latency_queries > spec.queries:

@@ -117,3 +117,39 @@ def test_asymmetric_index_onnx_queries_over_torch_documents(build_tiny_sentence_
                  "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.exit_code == 2
     assert "must share one embedding space" in bad.output
+
+
+def test_vectors_option_and_migrate_index_of_a_format_1_directory(tmp_path, beir_dir):
+    """`--vectors fp32` keeps the vector file; a directory turned back into format 1 is refused with the command
+    that converts it, which restores it (the vector file from the embedding cache) to the same search results."""
+    import sqlite3
+
+    out = tmp_path / "ix"
+    built = invoke("index", "--dataset", str(beir_dir), "--encoder", "fake:32", "--index", "SQ4", "--vectors",
+                   "fp32", "--out", str(out), "--json")  # fmt: skip
+    assert built.exit_code == 0, built.output
+    assert json.loads(built.stdout)["vector_file"] == "fp32"
+    assert json.loads(built.stdout)["search_params"] == {"oversample": 4}
+    before = invoke("search", "--index-dir", str(out), "vitamin bone", "--json")
+    # back to the previous format: ids.json and docs.jsonl, no store, no vector file
+    with sqlite3.connect(out / "docs.sqlite") as connection:
+        rows = connection.execute("SELECT id, title, snippet FROM docs ORDER BY pos").fetchall()
+    connection.close()
+    (out / "ids.json").write_text(json.dumps([r[0] for r in rows]))
+    (out / "docs.jsonl").write_text("".join(json.dumps({"id": r[0], "title": r[1], "snippet": r[2]}) + "\n"
+                                            for r in rows))  # fmt: skip
+    for name in ("docs.sqlite", "docs.sqlite-wal", "docs.sqlite-shm", "vectors.npy"):
+        (out / name).unlink(missing_ok=True)
+    meta = json.loads((out / "meta.json").read_text())
+    meta = {**{k: v for k, v in meta.items() if k not in ("vector_file", "doc_store")}, "format_version": 1}
+    (out / "meta.json").write_text(json.dumps(meta))
+    refused = invoke("search", "--index-dir", str(out), "vitamin bone")
+    assert refused.exit_code == 2
+    assert f"semsearch migrate-index {out}" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    migrated = invoke("migrate-index", str(out), "--json")
+    assert migrated.exit_code == 0, migrated.output
+    assert json.loads(migrated.stdout)["vector_file"] == "fp16"  # from the embedding cache
+    after = invoke("search", "--index-dir", str(out), "vitamin bone", "--json")
+    assert [h["id"] for h in json.loads(after.stdout)["hits"]] == [h["id"] for h in json.loads(before.stdout)["hits"]]
+    again = invoke("migrate-index", str(out))
+    assert again.exit_code == 2 and "only format 1 directories" in again.stderr

@@ -38,7 +38,7 @@ def test_run_defaults_are_the_main_job_defaults(captured_spec: list[MainJobSpec]
     assert spec.threads == available_cores()
     assert spec.recipe == DistillConfig()
     assert not spec.quick
-    assert spec.compressed_factory == "HNSW32,SQ8"
+    assert spec.compressed_factory == "auto"  # chosen per corpus by indexes.choice
 
 
 def test_run_overrides_apply_to_full_and_quick_runs(captured_spec: list[MainJobSpec], tmp_path: Path) -> None:

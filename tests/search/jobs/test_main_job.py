@@ -16,6 +16,7 @@ from search.data.training_texts import normalise_text
 from search.evaluation.metrics import knn_recall, ndcg_at_k
 from search.evaluation.quantize_gate import AgreementGate
 from search.jobs.main_job import (
+    SQ8_ROW,
     MainJobSpec,
     main_job_spec,
     quick_subset,
@@ -97,11 +98,23 @@ def test_main_job_builds_teacher_and_student_pipelines_side_by_side(
     assert f"compressed = {result.picked}" in table
     assert "SUBSET" not in table
     assert "validation" in table
-    # the second run reuses every student and its int8 files
-    again = run_main_job(spec, show_progress=False)
+    assert result.index_choice is None  # the factory was given
+    # the second run reuses every student and its int8 files; it lets the rule choose the compressed index
+    again = run_main_job(replace(spec, compressed_index="auto"), show_progress=False)
     assert all(student["from_cache"] for student in again.students.values())
     assert again.int8_dir == result.int8_dir
     assert again.rows[0].report["ndcg@10"] == teacher["ndcg@10"]
+    choice = again.index_choice
+    names = [row.name for row in again.rows]
+    assert names[:3] == ["teacher", "compressed", SQ8_ROW]
+    measured = [t for t in choice["tried"] if "recall" in t]
+    assert measured[-1]["factory"] == choice["factory"] == again.rows[1].index
+    assert choice["met_target"] == (choice["recall"] >= 0.99)
+    assert all(t["recall"] < 0.99 for t in measured[:-1])  # no smaller candidate reached the target
+    assert again.rows[2].index == "SQ8" and again.rows[2].report["search_params"] == {}  # plain codes, no rescoring
+    stored = Pipeline.load(tmp_path / "runs" / dataset.name / "compressed", threads=1)
+    assert stored.search_params == {**stored.meta["search_params"]} and stored.search_params == choice["search_params"]
+    assert f"compressed index = {choice['factory']}" in side_by_side(again)
 
 
 def test_a_student_whose_int8_fails_the_gate_ships_fp32(

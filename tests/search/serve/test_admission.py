@@ -102,8 +102,9 @@ class Shape:
     def most_tokens(self, queries: int) -> int:
         return queries * self.max_seq_length
 
-    def rescore_candidates(self, k: int) -> int:
-        return 0 if self.k_factor is None else max(k, int(k * self.k_factor))
+    def rescore_candidates(self, k: int, oversample: float | None = None) -> int:
+        factor = oversample if oversample is not None else self.k_factor
+        return 0 if factor is None else max(k, int(k * factor))
 
     def count_tokens(self, queries):
         self.counted += 1
@@ -221,7 +222,7 @@ def test_watched_returns_raises_and_stops_on_a_disconnect():
 
 def test_caps_are_refused_before_any_encoding(index_dirs, monkeypatch):
     gate = Gate(monkeypatch)
-    app = make_app(index_dirs, max_batch_hits=50, max_rescore_candidates=100, max_batch_tokens=10)
+    app = make_app(index_dirs, max_batch_hits=50, max_rescore_candidates=50, max_batch_tokens=10)
     with TestClient(app, base_url=LOCAL) as client:
         refused = {
             "hits": client.post("/search/batch", json={"queries": ["a"] * 6, "k": 10}),
@@ -236,8 +237,9 @@ def test_caps_are_refused_before_any_encoding(index_dirs, monkeypatch):
     assert all(response.status_code == 422 for response in refused.values())
     assert "6 queries x k=10 = 60 hits is over max_batch_hits=50" in messages["hits"]["msg"]
     assert messages["hits"]["loc"] == ["body", "k"]
-    assert "120 candidates to re-rank is over max_rescore_candidates=100" in messages["rescore"]["msg"]
-    assert "max_rescore_candidates=100" in messages["compare"]["msg"]
+    # k=30 x k_factor 4, cut to the 60 documents there are
+    assert "60 candidates to re-rank is over max_rescore_candidates=50" in messages["rescore"]["msg"]
+    assert "max_rescore_candidates=50" in messages["compare"]["msg"]
     assert "3 queries hold 12 tokens" in messages["tokens"]["msg"]
     assert messages["tokens"]["loc"] == ["body", "queries"]
     assert "the query holds 11 tokens" in messages["one query's tokens"]["msg"]

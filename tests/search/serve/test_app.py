@@ -462,3 +462,58 @@ def test_mmap_server_maps_its_indexes_and_searches_the_same(index_dirs, beir_dir
     assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-6)
     assert memory["memory_mapped"] is True
     assert memory["on_disk_bytes"] == (index_dirs["compressed"] / "index.faiss").stat().st_size
+
+
+@pytest.fixture
+def rabitq_client(tmp_path, beir_dir):
+    """One-bit codes rescored from the vector file (oversample 4 by default), and an SQ8 index with no vector file."""
+    dataset = load_beir(beir_dir)
+    build_index_dir(dataset, FakeEncoder(dim=64), IndexSpec("RaBitQ"), tmp_path / "rabitq", show_progress=False)
+    build_index_dir(dataset, FakeEncoder(dim=64), IndexSpec("SQ8", vectors="none"), tmp_path / "sq8",
+                    show_progress=False)  # fmt: skip
+    build_index_dir(dataset, FakeEncoder(dim=64), IndexSpec("Flat"), tmp_path / "flat", show_progress=False)
+    sources = tuple(PipelineSource(n, tmp_path / n) for n in ("rabitq", "sq8", "flat"))
+    with TestClient(create_app(ServerConfig(pipelines=sources)), base_url=LOCAL) as test_client:
+        yield test_client
+
+
+def test_oversample_per_request_rescores_from_the_vector_file(rabitq_client):
+    described = rabitq_client.get("/pipelines").json()["pipelines"]["rabitq"]
+    assert described["search_params"]["oversample"] == 4 and described["rescore"] == "vector_file"
+    assert described["vector_file"]["dtype"] == "fp16"
+    want = rabitq_client.post("/search", json={"query": "heart artery", "k": 5, "pipeline": "flat"}).json()["hits"]
+    found = rabitq_client.post(
+        "/search", json={"query": "heart artery", "k": 5, "oversample": 12, "pipeline": "rabitq"}
+    )
+    assert found.status_code == 200
+    body = found.json()
+    assert body["timings"]["rescore_ms"] > 0
+    # 60 documents, 5 x 12 candidates: every document rescored from fp16 rows, so the exact ranking (up to near-ties)
+    got = body["hits"]
+    assert ids(got) == ids(want) or all(abs(a["score"] - b["score"]) < 2e-3 for a, b in zip(got, want, strict=True))
+    for a, b in zip(got, want, strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=2e-3)  # fp16 rows: scores within fp16 rounding
+    batch = rabitq_client.post("/search/batch", json={"queries": ["heart artery"], "k": 5, "oversample": 12,
+                                                      "pipeline": "rabitq"})  # fmt: skip
+    assert ids(batch.json()["results"][0]["hits"]) == ids(got)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"pipeline": "sq8", "oversample": 4}, "which this index does not keep"),
+        ({"pipeline": "rabitq", "oversample": 0.5}, "greater than or equal to 1"),
+        ({"pipeline": "rabitq", "oversample": 101}, "less than or equal to 100"),
+        ({"pipeline": "rabitq", "oversample": "4"}, "valid number"),
+        ({"pipeline": "rabitq", "oversample": True}, "valid number"),
+    ],
+)
+def test_an_oversample_the_pipeline_cannot_take_is_422_naming_why(rabitq_client, payload, message):
+    for route, body in (
+        ("/search", {"query": "heart", **payload}),
+        ("/search/batch", {"queries": ["heart"], **payload}),
+    ):
+        response = rabitq_client.post(route, json=body)
+        assert response.status_code == 422, response.text
+        assert message in response.text, response.text
+        assert "oversample" in json.dumps(response.json()["detail"][0]["loc"])

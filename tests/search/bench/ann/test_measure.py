@@ -45,7 +45,7 @@ def test_single_searches_keep_each_querys_fastest_repeat(monkeypatch):
     monkeypatch.setattr(timing.time, "perf_counter", index.clock)
     queries = np.zeros((4, 4), np.float32)
     queries[:, 0] = np.arange(4)
-    seconds, top = time_single_searches(index, queries, k=2, repeats=3)
+    seconds, top = time_single_searches(index.search, queries, k=2, repeats=3)
     assert WARMUP_CALLS == 3
     assert index.calls == [[0], [1], [2]] + [[0], [1], [2], [3]] * 3  # warm-up on the first 3, then one at a time
     np.testing.assert_allclose(seconds, [1.0, 1.0, 0.5, 6.0])  # best of 3 per query, not per pass
@@ -57,14 +57,14 @@ def test_batch_search_keeps_the_fastest_pass(monkeypatch):
     monkeypatch.setattr(timing.time, "perf_counter", index.clock)
     queries = np.zeros((3, 4), np.float32)
     queries[:, 0] = np.arange(3)
-    assert time_batch_search(index, queries, k=1, repeats=2, batch=2) == pytest.approx(3.0)  # passes of 5 and 3
+    assert time_batch_search(index.search, queries, k=1, repeats=2, batch=2) == pytest.approx(3.0)  # passes of 5 and 3
     assert index.calls == [[0, 1], [2], [0, 1], [2]]
 
 
 def test_single_searches_on_flat_find_the_exact_top_k(unit_vectors, assert_same_top_k):
     docs, queries = unit_vectors(500, 16, seed=0), unit_vectors(30, 16, seed=1)
     index = build_index(docs, IndexSpec("Flat")).index
-    seconds, top = time_single_searches(index, queries, k=10, repeats=2)
+    seconds, top = time_single_searches(index.search, queries, k=10, repeats=2)
     assert seconds.shape == (30,)
     assert (seconds > 0).all()
     exact_scores = queries @ docs.T
@@ -96,6 +96,19 @@ def test_bench_sweeps_a_rescored_one_bit_index_over_k_factor_and_query_bits(unit
         assert by_params[(16, qb)]["recall@10_vs_exact"] >= by_params[(1, qb)]["recall@10_vs_exact"]
     assert by_params[(16, 8)]["recall@10_vs_exact"] >= 0.9
     assert all(r["default_params"] == (r["params"] == {"k_factor": 4, "qb": 8}) for r in rows)
+
+
+def test_bench_sweeps_oversampling_from_the_vector_file(unit_vectors):
+    """A lossy index is rescored from fp16 rows by default (oversample 4), and the sweep reaches it; oversample 1
+    rescores the codes' own top 10 (their set is the codes', reordered)."""
+    context, run, exact, docs, vectors = _context_and_run(unit_vectors)
+    grid = sweep_grid("RaBitQ", {"oversample": (1, 20)})
+    assert grid == [({"qb": 8, "oversample": 1}, False), ({"qb": 8, "oversample": 20}, False),
+                    ({"qb": 8, "oversample": 4}, True)]  # fmt: skip
+    rows = {r["params"]["oversample"]: r for r in bench_index(context, run, "RaBitQ", grid, lambda info: None)}
+    assert rows[20]["recall@10_vs_exact"] >= 0.95 > rows[1]["recall@10_vs_exact"]
+    assert rows[1]["recall@10_vs_exact"] <= rows[4]["recall@10_vs_exact"] <= rows[20]["recall@10_vs_exact"]
+    assert sweep_grid("RaBitQ,RFlat", {"oversample": (1, 20)}) == [({"k_factor": 4, "qb": 8}, True)]  # not for RFlat
 
 
 def test_bench_index_rows_score_against_exact_search(unit_vectors):

@@ -17,7 +17,7 @@ from search.bench.ann import (
 def test_sweep_grid_only_sweeps_applicable_params_and_keeps_the_default():
     sweep = {"nprobe": (1, 2, 64, 512), "efSearch": (16, 32), "k_factor": (1, 8)}
     assert sweep_grid("Flat", sweep) == [({}, True)]
-    assert sweep_grid("PQ8", sweep) == [({}, True)]
+    assert sweep_grid("PQ8", sweep) == [({"oversample": 4}, True)]  # lossy codes: rescored from the vector file
     hnsw = sweep_grid("HNSW32", sweep)
     assert [p for p, _ in hnsw] == [{"efSearch": 16}, {"efSearch": 32}, {"efSearch": 64}]  # default 64 added
     assert [d for _, d in hnsw] == [False, False, True]

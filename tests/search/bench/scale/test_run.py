@@ -44,7 +44,7 @@ def test_run_scores_against_exact_search_and_writes_outputs(tmp_path, source_npy
         assert row["peak_rss_mb"] >= row["rss_before_build_mb"] > 0
         assert row["peak_rss_added_mb"] == pytest.approx(row["peak_rss_mb"] - row["rss_before_build_mb"])
     assert rows[(5000, "IVF{nlist},PQ{m}")]["bytes_per_vector"] < 32  # 4-byte PQ codes + ids, not 128-byte floats
-    assert rows[(5000, "IVF{nlist},PQ{m}")]["search_params"] == {"nprobe": default_nlist(5000) // 16}
+    assert rows[(5000, "IVF{nlist},PQ{m}")]["search_params"] == {"nprobe": default_nlist(5000) // 16, "oversample": 4}
     assert rows[(5000, "HNSW32")]["search_params"] == {"efSearch": 64}
 
     # the recorded statistics match a recomputation from regenerated vectors; the run made them under a 1-thread
@@ -149,3 +149,27 @@ def test_cli_refuses_a_bad_value_with_a_usage_error(tmp_path, source_npy, usage_
     args = ["bench-scale", "--vectors", str(source_npy), "--size", "2000", "--out", str(tmp_path / "o"), *extra]
     usage_error(runner.invoke(app, args), message)
     assert not (tmp_path / "o").exists()
+
+
+def test_index_dirs_are_measured_as_served_in_a_fresh_process(tmp_path, source_npy):
+    """Each index saved with its vector file and document store, opened in a child process: the same recall as the
+    in-process search (both rescore the same candidates from fp16 rows), resident bytes at least the index file read
+    into RAM, warm and cold latencies, and the directory removed afterwards."""
+    spec = ScaleBenchSpec(vectors=source_npy, sizes=(3000,), indexes=("IVF{nlist},RaBitQfs", "Flat"), queries=60,
+                          latency_queries=20, repeats=1, train_sample=3000, threads=1, index_dirs=True,
+                          warm_queries=60, cold_queries=5)  # fmt: skip
+    result = run_scale_bench(spec, tmp_path / "out")
+    for row in result["rows"]:
+        served = row["served"]
+        assert served["n"] == 3000
+        assert served["recall@10"] == pytest.approx(row["recall@10"], abs=0.02)
+        index_file = served["on_disk_bytes"]["index.faiss"]
+        assert served["resident_bytes"] >= 0.8 * index_file  # index.faiss read whole into the heap
+        assert served["resident_bytes_per_vector"] == pytest.approx(served["resident_bytes"] / 3000)
+        assert "vectors.npy" not in served["mapped_by_file"]  # reported apart, never counted as resident
+        assert served["on_disk_bytes"]["vectors.npy"] >= 3000 * 32 * 2  # fp16 rows
+        assert 0 < served["warm_ms_p50"] and 0 < served["cold_ms_p50"] and 0 < served["cold_prefetch_ms_p50"]
+        assert row["qps_batch64"] > 0
+        assert served["rescore"] == ("vector_file" if row["factory"] != "Flat" else None)
+    assert "Served from an index directory" in (tmp_path / "out" / "scale.md").read_text()
+    assert not list((tmp_path / "out").glob(".scale-*")), "the index directories are removed"

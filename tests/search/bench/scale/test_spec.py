@@ -34,7 +34,7 @@ def test_factory_templates_resolve_and_reject_bad_placeholders():
 
 def test_parsers_and_search_param_overrides():
     assert parse_skip(["IVF{nlist},PQ{m}@1000", "HNSW32 @ 20"]) == [("IVF{nlist},PQ{m}", 1000), ("HNSW32", 20)]
-    assert params_for("IVF256,PQ4", {"nprobe": 32, "efSearch": 16}) == {"nprobe": 32}  # efSearch is HNSW's
+    assert params_for("IVF256,PQ4", {"nprobe": 32, "efSearch": 16}) == {"nprobe": 32, "oversample": 4}  # efSearch: HNSW
     assert params_for("HNSW32", {"nprobe": 32}) == {"efSearch": 64}
 
 

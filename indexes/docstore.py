@@ -1,0 +1,191 @@
+"""The document store of an index directory: id, title and snippet per position, in an embedded SQLite database.
+
+Nothing of it is held in Python objects: a search reads its hits' rows (`records`), an id lookup uses the table's
+unique index (`positions`), so the RAM a store costs is SQLite's page cache (bounded: `CACHE_KIB`), whatever N is.
+
+The file is written once, into a temporary name that the caller renames into place (inside a staged index directory),
+in one transaction; it is then switched to WAL journaling (recorded in the file) so that later writers and readers do
+not block each other. A reader opens it read-only. A crash at any step of a write leaves no file under the final
+name; the crash points (`DOC_STORE_STEPS`, `semsearch_common.atomic.CRASH_ENV`) let tests show it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import quote
+
+import numpy as np
+
+from semsearch_common.atomic import crash_point
+
+DOCS_DB = "docs.sqlite"
+SCHEMA_VERSION = 1
+CACHE_KIB = 2048  # SQLite's page cache per connection (its default), the store's whole RAM cost
+INSERT_CHUNK = 10_000
+LOOKUP_CHUNK = 900  # host parameters per IN (...) (SQLite's limit is 999 on old builds, 32766 on new)
+DOC_STORE_STEPS = ("docs_created", "docs_rows", "docs_committed", "docs_closed")
+_LOOKUP = "SELECT pos, id, title, snippet FROM docs WHERE pos IN ({marks})"
+
+
+class DocStoreError(ValueError):
+    """A document store that is missing, unreadable, of another schema, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class DisplayDoc:
+    """What a search hit shows besides its id."""
+
+    title: str
+    snippet: str
+
+
+class DocRecord(NamedTuple):
+    """One stored document: its id and what a hit shows (a tuple: built per hit, where a dataclass costs more)."""
+
+    id: str
+    title: str
+    snippet: str
+
+
+def write_doc_store(path: Path | str, ids: Iterable[str], docs: Iterable[DisplayDoc]) -> int:
+    """Write a new store at `path` (which must not exist) holding `ids[i]` with `docs[i]` at position i; return the
+    count. Raises ValueError on a duplicate id or when the two sequences differ in length."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size > 0:
+        raise ValueError(f"{path} already exists; the document store is written once, to a new file")
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=OFF")  # one transaction into a new file that is renamed into place
+        connection.execute("BEGIN")
+        connection.execute(
+            "CREATE TABLE docs (pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT NOT NULL, "
+            "snippet TEXT NOT NULL)"
+        )
+        crash_point("docs_created")
+        count = 0
+        rows = _rows(ids, docs)
+        while chunk := list(islice(rows, INSERT_CHUNK)):
+            try:
+                connection.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", chunk)
+            except sqlite3.IntegrityError as err:
+                raise ValueError(f"duplicate document id among positions {chunk[0][0]}..{chunk[-1][0]}") from err
+            count += len(chunk)
+            crash_point("docs_rows")
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+        crash_point("docs_committed")
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+    crash_point("docs_closed")
+    return count
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection. A WAL reader keeps SQLite's shared-memory index beside the file (`-shm`, `-wal`);
+    where the folder cannot be written (a read-only mount) the file is opened as immutable instead."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+    try:
+        connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+        connection.close()
+        connection = sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+    connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    return connection
+
+
+def _rows(ids: Iterable[str], docs: Iterable[DisplayDoc]) -> Iterator[tuple[int, str, str, str]]:
+    for pos, (doc_id, doc) in enumerate(zip(ids, docs, strict=True)):
+        if not isinstance(doc_id, str):
+            raise ValueError(f"document id at position {pos} is {type(doc_id).__name__}, not a string")
+        yield pos, doc_id, doc.title, doc.snippet
+
+
+class DocStore:
+    """A read-only document store: `records(positions)`, `ids(positions)`, `positions(ids)`, `len()`.
+
+    One connection, shared by every thread under a lock (each lookup is one short statement)."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, count: int) -> None:
+        self.path = path
+        self._connection = connection
+        self._count = count
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path | str) -> DocStore:
+        """Open the store at `path` read-only after checking its schema; raise DocStoreError naming the problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise DocStoreError(f"{path} is missing (the document store)")
+        try:
+            connection = _connect_read_only(path)
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            columns = [row[1] for row in connection.execute("PRAGMA table_info(docs)")]
+            count = connection.execute("SELECT COUNT(*) FROM docs").fetchone()[0] if columns else 0
+        except sqlite3.DatabaseError as err:
+            raise DocStoreError(f"{path} is not a readable document store ({err})") from err
+        if version != SCHEMA_VERSION or columns != ["pos", "id", "title", "snippet"]:
+            connection.close()
+            raise DocStoreError(
+                f"{path}: schema version {version} with columns {columns}, expected version {SCHEMA_VERSION} with "
+                "pos, id, title, snippet"
+            )
+        return cls(path, connection, int(count))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def records(self, positions: Sequence[int]) -> dict[int, DocRecord]:
+        """The records at `positions` (negative ones skipped), keyed by position; raise KeyError for a position the
+        store does not hold."""
+        wanted = sorted({p for p in positions if p >= 0})
+        found: dict[int, DocRecord] = {}
+        with self._lock:
+            for start in range(0, len(wanted), LOOKUP_CHUNK):
+                chunk = wanted[start : start + LOOKUP_CHUNK]
+                rows = self._connection.execute(_LOOKUP.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+                found.update((row[0], DocRecord(*row[1:])) for row in rows)
+        if len(found) != len(wanted):
+            missing = [p for p in wanted if p not in found]
+            raise KeyError(f"positions not in the document store {self.path}: {missing[:5]}")
+        return found
+
+    def ids(self, positions: np.ndarray) -> list[list[str]]:
+        """Rows of int64 positions (-1 for missing) -> rows of string ids (missing dropped)."""
+        rows = np.atleast_2d(positions).tolist()
+        found = self.records([p for row in rows for p in row])
+        return [[found[p].id for p in row if p >= 0] for row in rows]
+
+    def positions(self, ids: Sequence[str]) -> np.ndarray:
+        """The positions of `ids`; KeyError naming the unknown ones."""
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(ids))
+        with self._lock:
+            for start in range(0, len(unique), LOOKUP_CHUNK):
+                chunk = unique[start : start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    (doc_id, pos)
+                    for doc_id, pos in self._connection.execute(
+                        f"SELECT id, pos FROM docs WHERE id IN ({marks})", chunk
+                    )
+                )
+        unknown = [i for i in ids if i not in found]
+        if unknown:
+            raise KeyError(f"unknown document ids: {unknown[:5]}")
+        return np.array([found[i] for i in ids], dtype=np.int64)
