@@ -35,9 +35,11 @@ import multiprocessing as mp
 import os
 import queue
 import re
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
@@ -284,7 +286,9 @@ class Bench:
             encoder if dim == width else TiledEncoder(encoder, dim // width) for encoder in self.encoders
         ]
         vectors = corpus_vectors(spec, n_docs, dim)
-        store_path = Path(tempfile.mkdtemp(prefix="latency-study-")) / DOCS_DB  # the document store a pipeline reads
+        store_dir = tempfile.mkdtemp(prefix="latency-study-")  # the document store a pipeline reads, removed with us
+        weakref.finalize(self, shutil.rmtree, store_dir, True)
+        store_path = Path(store_dir) / DOCS_DB
         write_doc_store(store_path, [doc.id for doc in corpus],
                         [DisplayDoc(doc.title, doc.text[:SNIPPET_CHARS]) for doc in corpus])  # fmt: skip
         docs = DocStore.open(store_path)
