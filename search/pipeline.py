@@ -227,7 +227,10 @@ class Pipeline:
         self.batch_search_threads = batch_search_threads
         self.search_params = {**stored.meta.get("search_params", {}), **dict(search_params or {})}
         apply_search_params(stored.index, self.search_params)
-        self._rescorer = self._make_rescorer(stored, split_rescore_params(self.search_params)[1])
+        self._rescorer = Rescorer.of_refine(stored.index)  # an `,RFlat` index's own re-ranking, else None
+        oversample = split_rescore_params(self.search_params)[1]
+        if oversample is not None:  # rescoring from the vector file (refused for `,RFlat` or without the file)
+            self._rescorer = self.rescorer_for(oversample)
 
     @classmethod
     def load(
@@ -243,16 +246,6 @@ class Pipeline:
         stored = load_index_dir(index_dir, mmap=mmap)
         encoder = load_encoder_from_identity(stored.meta["encoder"], threads=threads, where=stored.path / META_FILE)
         return cls(encoder, stored, search_params, batch_search_threads=batch_search_threads)
-
-    @staticmethod
-    def _make_rescorer(stored: StoredIndex, oversample: float | None) -> Rescorer | None:
-        """An `,RFlat` index's own re-ranking; else, with `oversample`, rescoring from the vector file; else None."""
-        refine = Rescorer.of_refine(stored.index)
-        if oversample is None:
-            return refine
-        check_oversample(stored.meta["factory"], stored.vectors is not None)
-        assert stored.vectors is not None  # checked just above
-        return Rescorer.from_vectors(stored.index, stored.vectors, oversample)
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -100,3 +100,22 @@ def test_counts_of_tokens_and_rescore_candidates(compressed_dir: Path, tmp_path:
     flat = Pipeline.load(tmp_path / "flat")
     assert flat.k_factor is None
     assert flat.rescore_candidates(10) == 0
+
+
+def test_oversample_is_refused_where_nothing_can_be_rescored_from_disk(compressed_dir: Path, tmp_path: Path,
+                                                                       beir_dir: Path) -> None:  # fmt: skip
+    """`,RFlat` re-ranks from RAM (k_factor); an index built with --vectors none keeps no file; both say so."""
+    with pytest.raises(ValueError, match="does not apply to 'PQ4x4,RFlat'"):
+        Pipeline.load(compressed_dir, search_params={"oversample": 4})
+    spec = IndexSpec("SQ8", vectors="none")
+    build_index_dir(load_beir(beir_dir), FakeEncoder(dim=32), spec, tmp_path / "bare", show_progress=False)
+    bare = Pipeline.load(tmp_path / "bare")
+    assert bare.search_params == {} and bare.rescore_source is None  # no default oversample without the file
+    with pytest.raises(ValueError, match="which this index does not keep"):
+        bare.search("vitamin bone", 5, oversample=4)
+    with pytest.raises(ValueError, match="oversample must be a number >= 1"):
+        Pipeline.load(compressed_dir).rescore_candidates(10, oversample=0.5)
+    kept = IndexSpec("SQ8")
+    build_index_dir(load_beir(beir_dir), FakeEncoder(dim=32), kept, tmp_path / "kept", show_progress=False)
+    pipeline = Pipeline.load(tmp_path / "kept")
+    assert (pipeline.rescore_source, pipeline.k_factor, pipeline.rescore_candidates(10, 3)) == ("vector_file", 4, 30)
