@@ -153,7 +153,7 @@ class DocStore:
     def records(self, positions: Sequence[int]) -> dict[int, DocRecord]:
         """The records at `positions` (negative ones skipped), keyed by position; raise KeyError for a position the
         store does not hold."""
-        wanted = sorted({p for p in positions if p >= 0})
+        wanted = sorted({int(p) for p in positions if p >= 0})  # numpy integers cannot be bound
         found: dict[int, DocRecord] = {}
         with self._lock:
             for start in range(0, len(wanted), LOOKUP_CHUNK):

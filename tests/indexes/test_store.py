@@ -47,7 +47,7 @@ def test_persistence_round_trip_gives_identical_results(save_index, tmp_path):
     assert meta["ntotal"] == 50
     assert meta["dim"] == 16
     want = {7: DocRecord("d7", "title 7", "text 7"), 3: DocRecord("d3", "title 3", "text 3")}
-    assert stored.docs.records([7, 3]) == want
+    assert stored.docs.records([7, 3]) == want == stored.docs.records(np.array([7, 3, -1]))  # numpy positions too
     assert stored.docs.positions(["d9", "d0"]).tolist() == [9, 0]
     assert stored.docs.ids(np.array([[4, -1, 2]])) == [["d4", "d2"]]
     assert len(stored.docs) == 50
