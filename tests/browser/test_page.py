@@ -93,6 +93,8 @@ def test_query_shows_both_columns_shared_hits_latency_and_recall(page: Callable[
     teacher_ids, compressed_ids = top_ids(served, "teacher", query, k), top_ids(served, "compressed", query, k)
     assert hit_ids(columns["teacher"]) == teacher_ids
     assert hit_ids(columns["compressed"]) == compressed_ids
+    about = {name: column.find_element(By.CSS_SELECTOR, ".about").text for name, column in columns.items()}
+    assert "Flat · 512 B/vector" in about["teacher"] and "Flat · 64 B/vector" in about["compressed"]  # 4 x dim
     shared = [doc for doc in compressed_ids if doc in teacher_ids]
     assert 0 < len(shared) < k, "the fixture should give a partial overlap"
 

@@ -22,11 +22,15 @@
   const columns = document.getElementById("columns");
   let info = null; // GET /pipelines
 
-  // "student-int8 (int8) · SQ8 · documents: teacher", from GET /pipelines.
+  // "student-int8 (int8) · RaBitQfs · 104 B/vector · top 8 x k rescored from disk · documents: teacher", from
+  // GET /pipelines.
   function describePipeline(name) {
     const about = info && info.pipelines ? info.pipelines[name] : null;
     if (!about) return "";
     const parts = [about.precision ? `${about.encoder} (${about.precision})` : about.encoder, about.factory];
+    if (typeof about.bytes_per_vector === "number") parts.push(`${formatNumber(about.bytes_per_vector, 0)} B/vector`);
+    const factor = about.search_params ? about.search_params.oversample : undefined;
+    if (about.rescore === "vector_file" && factor !== undefined) parts.push(`top ${factor} x k rescored from disk`);
     if (about.doc_encoder && about.doc_encoder !== about.encoder) parts.push(`documents: ${about.doc_encoder}`);
     return parts.filter((part) => part !== undefined && part !== null).join(" · ");
   }
