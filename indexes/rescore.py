@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from indexes.faiss_index import SINGLE_QUERY_THREADS, import_faiss, search_index
-from indexes.vector_file import VectorFile
+from indexes.vector_file import VectorFile, as_float32
 
 Rows = Callable[[np.ndarray], np.ndarray]  # sorted unique positions -> their full-precision rows, float32
 
@@ -74,7 +74,7 @@ class Rescorer:
         """As `from_vectors`, with the rows of an in-memory array (e.g. a benchmark's fp16 copy of the corpus)."""
         if vectors.shape != (index.ntotal, index.d):
             raise ValueError(f"the array holds {vectors.shape} rows, the index ({index.ntotal}, {index.d})")
-        return cls(index, lambda positions: np.asarray(vectors[positions], dtype=np.float32), oversample, "array")
+        return cls(index, lambda positions: as_float32(vectors.take(positions, axis=0)), oversample, "array")
 
     def candidates(self, k: int) -> int:
         """Candidates one query at `k` takes from the codes (never fewer than k)."""

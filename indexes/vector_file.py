@@ -12,6 +12,7 @@ calls when they are cached (figures in benchmarks/scale/): off by default, for a
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 from dataclasses import dataclass
@@ -24,6 +25,19 @@ VECTOR_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 DEFAULT_VECTOR_DTYPE = "fp16"
 NO_VECTORS = "none"
 WRITE_CHUNK = 65_536  # rows converted and written at a time
+
+
+@functools.cache
+def fp16_table() -> np.ndarray:
+    """float32 value of every float16 bit pattern (256 KiB, built once)."""
+    return np.arange(65_536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def as_float32(rows: np.ndarray) -> np.ndarray:
+    """`rows` as float32; fp16 widened through `fp16_table` (exactly numpy's conversion, about twice as fast)."""
+    if rows.dtype == np.float16:
+        return fp16_table().take(rows.view(np.uint16))
+    return rows.astype(np.float32)
 
 
 class VectorFileError(ValueError):
@@ -76,10 +90,10 @@ class VectorFile:
         return self.array.shape  # type: ignore[return-value]
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
-        """Rows at `positions` (sorted, unique positions read the file in order), as float32."""
+        """Rows at `positions` (sorted, unique positions read the file in order), as float32 (`as_float32`)."""
         if self.prefetch:
             self._prefetch(positions)
-        return self._plain.take(positions, axis=0).astype(np.float32)
+        return as_float32(self._plain.take(positions, axis=0))
 
     def _prefetch(self, positions: np.ndarray) -> None:
         """Ask the kernel for every page the rows span at once (MADV_WILLNEED), so the reads of uncached rows are

@@ -72,3 +72,14 @@ def test_a_vector_file_of_another_shape_is_refused(unit_vectors, tmp_path):
     write_vectors(tmp_path / "w.npy", vectors, "fp16")
     with pytest.raises(ValueError, match="factor must be >= 1"):
         Rescorer.from_vectors(index, open_vectors(tmp_path / "w.npy", 100, 16), 0.5)
+
+
+def test_fp16_rows_widen_exactly_as_numpy_does():
+    """The lookup table gives numpy's own conversion for every float16 bit pattern (subnormals, infinities, NaN)."""
+    from indexes.vector_file import as_float32
+
+    every = np.arange(65_536, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(256, 256)
+    np.testing.assert_array_equal(as_float32(every), every.astype(np.float32))
+    assert as_float32(every).dtype == np.float32
+    rows = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    assert as_float32(rows) is not rows and np.array_equal(as_float32(rows), rows)  # fp32 rows: a copy
