@@ -61,7 +61,7 @@ from prometheus_client.exposition import choose_encoder
 from search.evaluation.side_by_side import evaluate_side_by_side
 from search.pipeline import BatchResult
 from search.pipeline_set import PipelineSet
-from search.serve.admission import Admission, Ticket, check_shape, check_tokens, watched
+from search.serve.admission import Admission, NotApplicable, Ticket, check_shape, check_tokens, watched
 from search.serve.batcher import Batchers
 from search.serve.bench_results import load_bench_results
 from search.serve.config import ServerConfig
@@ -252,9 +252,14 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         loaded = holder.get()
         names = loaded.compared_names(body.pipelines)
         for name in names:
-            check_shape(loaded.get(name), 1, body.k, limits)
+            try:
+                check_shape(loaded.get(name), 1, body.k, limits, oversample=body.oversample)
+            except NotApplicable as err:
+                raise NotApplicable(err.field, f"pipeline {name!r}: {err}") from err
         ticket = Ticket(limits.request_timeout_s)
-        found = await watched(ticket, lambda: serving.get().search_all(names, body.query, body.k, ticket), request)
+        found = await watched(
+            ticket, lambda: serving.get().search_all(names, body.query, body.k, ticket, body.oversample), request
+        )
         result = loaded.compare_results(body.query, body.k, {name: f.result for name, f in found.items()})
         return compare_response(result, {name: f.batch_size for name, f in found.items()})
 

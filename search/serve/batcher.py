@@ -264,8 +264,10 @@ class Batchers:
         now = await self.batchers[name].search_now(query, k, oversample)
         return now if now is not None else await self.batchers[name].search(query, k, ticket, oversample)
 
-    async def search_all(self, names: Sequence[str], query: str, k: int, ticket: Ticket) -> dict[str, Coalesced]:
+    async def search_all(
+        self, names: Sequence[str], query: str, k: int, ticket: Ticket, oversample: float | None = None
+    ) -> dict[str, Coalesced]:
         """`query` on each pipeline of `names` (each through its own batcher), one after another, answers in `names`
         order. Not at once: pipelines run together share the cores, so each one's timings would report the contention,
         not the pipeline; one after another costs a lone query the few ms of the small pipelines."""
-        return {name: await self.search(name, query, k, ticket) for name in names}
+        return {name: await self.search(name, query, k, ticket, oversample) for name in names}

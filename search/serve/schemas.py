@@ -190,6 +190,7 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
     class CompareRequest(BaseModel):
         query: Query
         k: K = 10
+        oversample: Oversample = None
         pipelines: list[Annotated[str, BeforeValidator(check_pipeline_name), pipeline_enum]] | None = Field(
             None,
             min_length=1,

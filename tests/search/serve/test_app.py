@@ -517,3 +517,13 @@ def test_an_oversample_the_pipeline_cannot_take_is_422_naming_why(rabitq_client,
         assert response.status_code == 422, response.text
         assert message in response.text, response.text
         assert "oversample" in json.dumps(response.json()["detail"][0]["loc"])
+
+
+def test_compare_takes_oversample_for_every_pipeline_or_names_the_one_that_cannot(rabitq_client):
+    body = {"query": "heart artery", "k": 5, "pipelines": ["rabitq"], "oversample": 12}
+    answered = rabitq_client.post("/compare", json=body)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["pipelines"]["rabitq"]["timings"]["rescore_ms"] > 0
+    refused = rabitq_client.post("/compare", json={**body, "pipelines": ["sq8"]})
+    assert refused.status_code == 422
+    assert "pipeline 'sq8'" in refused.text and "which this index does not keep" in refused.text
