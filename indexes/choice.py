@@ -12,7 +12,6 @@ held-out ones.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from indexes.faiss_index import (
     apply_search_params,
     build_index,
     bytes_per_vector,
+    default_nlist,
     default_search_params,
     validate_factory,
 )
@@ -96,17 +96,9 @@ class IndexChoice:
 
 def resolve_candidate(template: str, n: int, dim: int) -> str:
     """`template` with `{m}` = dim/8 and `{nlist}` for `n` vectors (raises ValueError when it does not fit `dim`)."""
-    factory = template.format(m=max(1, dim // 8), nlist=candidate_nlist(n))
+    factory = template.format(m=max(1, dim // 8), nlist=default_nlist(n))
     validate_factory(factory, dim)
     return factory
-
-
-def candidate_nlist(n: int) -> int:
-    """The power of two nearest 4 sqrt(n), with at least 39 training points per list."""
-    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    while nlist > 1 and n / nlist < 39:
-        nlist //= 2
-    return nlist
 
 
 def candidate_templates(n: int, dim: int, rule: ChoiceRule) -> list[tuple[str, str]]:

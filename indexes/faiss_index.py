@@ -7,6 +7,7 @@ string document ids. No IDMap wrapper is needed, so a Flat index stores no ids a
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -65,6 +66,7 @@ RESCORE_PARAM = "oversample"
 DEFAULT_OVERSAMPLE = 4  # candidates per hit rescored from the vector file, for indexes whose codes are lossy
 RABITQ_QUERY_BITS = 8  # RaBitQ's default query quantisation here: 8 bits (FAISS: 4 for RaBitQ, 8 for RaBitQfs)
 DEFAULT_TRAIN_SAMPLE = 100_000
+MIN_POINTS_PER_LIST = 39  # faiss warns below 39 training points per k-means centroid
 # OpenMP threads for a search of one query. FAISS parallelises over queries, so a second thread has nothing to do
 # for one query, yet some indexes (SQ8, PQ) still open a parallel region and wait for its whole team, which costs
 # milliseconds per query beside other busy threads (benchmarks/latency/). Batches keep the default team.
@@ -89,6 +91,15 @@ def validate_factory(factory: str, dim: int) -> None:
     for nlist in re.findall(r"IVF(\d+)", factory):
         if int(nlist) < 1:
             raise ValueError(f"index factory {factory!r}: IVF list count must be >= 1")
+
+
+def default_nlist(n: int) -> int:
+    """IVF lists for `n` vectors: the power of two nearest 4*sqrt(n), lowered until every list has >= 39 training
+    points (10k: 256, 100k: 1024, 1M: 4096)."""
+    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
+    while nlist > 1 and n / nlist < MIN_POINTS_PER_LIST:
+        nlist //= 2
+    return nlist
 
 
 def lossy_codes(factory: str) -> bool:

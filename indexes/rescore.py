@@ -105,23 +105,22 @@ class Rescorer:
             return out_scores, out_positions
         if n == 1:  # the served case: no de-duplication across queries to do
             cand = np.sort(candidates[0][valid[0]])  # sorted: a vector file is read in order
-            exact = self._exact(self.rows(cand), queries[0])
-            order = np.argsort(-exact if self.inner_product else exact, kind="stable")[:k]
-            out_scores[0, : len(order)] = exact[order]
-            out_positions[0, : len(order)] = cand[order]
+            self._rank(0, cand, self.rows(cand), queries[0], out_scores, out_positions)
             return out_scores, out_positions
         wanted = np.unique(candidates[valid])  # sorted: a vector file is read in order
         vectors = self.rows(wanted)  # only the candidates' full-precision vectors
         for i in range(n):  # one query at a time: k * factor rows each, never a (n, k * factor, d) block
             cand = candidates[i][valid[i]]
-            if len(cand) == 0:
-                continue
-            exact = self._exact(vectors[np.searchsorted(wanted, cand)], queries[i])
-            order = np.argsort(-exact if self.inner_product else exact, kind="stable")[:k]
-            out_scores[i, : len(order)] = exact[order]
-            out_positions[i, : len(order)] = cand[order]
+            if len(cand):
+                self._rank(i, cand, vectors[np.searchsorted(wanted, cand)], queries[i], out_scores, out_positions)
         return out_scores, out_positions
 
-    def _exact(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """Inner products, or squared L2 distances, of `rows` to `query`."""
-        return rows @ query if self.inner_product else np.sum((rows - query) ** 2, axis=1)
+    def _rank(
+        self, row: int, cand: np.ndarray, vectors: np.ndarray, query: np.ndarray, scores: np.ndarray,
+        positions: np.ndarray,
+    ) -> None:  # fmt: skip
+        """Write the best of `cand` (whose full vectors are `vectors`) by exact score into `row` of the outputs."""
+        exact = vectors @ query if self.inner_product else np.sum((vectors - query) ** 2, axis=1)
+        order = np.argsort(-exact if self.inner_product else exact, kind="stable")[: scores.shape[1]]
+        scores[row, : len(order)] = exact[order]
+        positions[row, : len(order)] = cand[order]

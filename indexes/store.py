@@ -113,13 +113,7 @@ def save_index_dir(
             _link_or_copy(source, stage / name)
         with atomic_path(stage / INDEX_FILE) as tmp:
             faiss.write_index(index, str(tmp))
-        with atomic_path(stage / DOCS_DB) as tmp:
-            write_doc_store(tmp, doc_ids, docs)
-        stored_vectors = {}
-        if vectors is not None:
-            with atomic_path(stage / VECTORS_FILE) as tmp:
-                size = write_vectors(tmp, vectors, vector_dtype)
-            stored_vectors = {"vector_file": {"name": VECTORS_FILE, "dtype": vector_dtype, "bytes": size}}
+        stored_vectors = _write_docs_and_vectors(stage, doc_ids, docs, vectors, vector_dtype)
         full_meta = {  # written last: a stage holding meta.json is complete (the swap also marks it, by a rename)
             **{key: value for key, value in meta.items() if key != "vector_file"},
             **stored_vectors,
@@ -133,6 +127,20 @@ def save_index_dir(
         }
         write_json_atomic(stage / META_FILE, full_meta)
     return full_meta
+
+
+def _write_docs_and_vectors(
+    stage: Path, doc_ids: Sequence[str], docs: Sequence[DisplayDoc], vectors: np.ndarray | None, vector_dtype: str
+) -> dict[str, Any]:
+    """Write the document store and (when given) the vector file into `stage`, each atomically; return the meta.json
+    entry of the vector file ({} without one)."""
+    with atomic_path(stage / DOCS_DB) as tmp:
+        write_doc_store(tmp, doc_ids, docs)
+    if vectors is None:
+        return {}
+    with atomic_path(stage / VECTORS_FILE) as tmp:
+        size = write_vectors(tmp, vectors, vector_dtype)
+    return {"vector_file": {"name": VECTORS_FILE, "dtype": vector_dtype, "bytes": size}}
 
 
 def on_disk_lists(index: Any) -> Any | None:
@@ -324,13 +332,8 @@ def migrate_index_dir(
     with staged_folder(index_dir) as stage:
         for name in _index_files(meta):
             _link_or_copy(index_dir / name, stage / name)
-        with atomic_path(stage / DOCS_DB) as tmp:
-            write_doc_store(tmp, ids.ids, docs)
-        new_meta = {**meta, "format_version": FORMAT_VERSION, "doc_store": DOCS_DB}
-        if vectors is not None:
-            with atomic_path(stage / VECTORS_FILE) as tmp:
-                size = write_vectors(tmp, vectors, vector_dtype)
-            new_meta["vector_file"] = {"name": VECTORS_FILE, "dtype": vector_dtype, "bytes": size}
+        stored_vectors = _write_docs_and_vectors(stage, ids.ids, docs, vectors, vector_dtype)
+        new_meta = {**meta, "format_version": FORMAT_VERSION, "doc_store": DOCS_DB, **stored_vectors}
         write_json_atomic(stage / META_FILE, new_meta)
     return new_meta
 

@@ -27,20 +27,13 @@ from pathlib import Path
 import numpy as np
 from indexes.docstore import DisplayDoc, DocStore
 from indexes.ids import DocIdMap
+from search.bench.scale.probe import status_bytes
 from semsearch_common.machine import release_freed_memory
-
-def status():
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("RssAnon", "RssFile"):
-            out[name] = int(value.split()[0]) * 1024
-    return out
 
 folder, kind, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 lookups = np.random.default_rng(0).integers(0, n, (1000, 10)).tolist()
 release_freed_memory()
-before = status()
+before = status_bytes()
 started = time.perf_counter()
 if kind == "format 1 (ids.json + docs.jsonl)":  # the loader of the previous format, as it was
     ids = DocIdMap(json.loads((folder / "ids.json").read_text(encoding="utf-8")))
@@ -60,8 +53,8 @@ else:
         hits = [(found[p].id, found[p].title, found[p].snippet) for p in row]
 lookup_us = (time.perf_counter() - started) / len(lookups) * 1e6
 release_freed_memory()
-after = status()
-print(json.dumps({"anon": after["RssAnon"] - before["RssAnon"], "file": after["RssFile"] - before["RssFile"],
+after = status_bytes()
+print(json.dumps({"anon": after["anon"] - before["anon"], "file": after["file"] - before["file"],
                   "open_s": opened, "lookup_us_per_search": lookup_us}))
 """
 

@@ -13,18 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
+from indexes.faiss_index import default_nlist
+
 SIZES = (1_000_000, 10_000_000, 100_000_000)
-
-
-def nlist_for(n: int) -> int:
-    """As search.bench.scale.spec.default_nlist: the power of two nearest 4 sqrt(n), >= 39 points a list."""
-    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    while nlist > 1 and n / nlist < 39:
-        nlist //= 2
-    return nlist
 
 
 def main() -> None:
@@ -46,7 +39,7 @@ def main() -> None:
         ivf = "IVF" in template
 
         def centroids(n: int, ivf: bool = ivf) -> float:
-            return nlist_for(n) * dim * 4 if ivf else 0.0
+            return default_nlist(n) * dim * 4 if ivf else 0.0
 
         per_vector = ((s2["resident_bytes"] - centroids(n2)) - (s1["resident_bytes"] - centroids(n1))) / (n2 - n1)
         fixed = s1["resident_bytes"] - centroids(n1) - per_vector * n1

@@ -3,7 +3,6 @@ before any vector is generated."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes.faiss_index import default_search_params, validate_factory
+from indexes.faiss_index import default_nlist, default_search_params, validate_factory
 from search.bench.scale.generators import (
     MIX_ALPHA,
     MIX_NEIGHBOURS,
@@ -24,7 +23,6 @@ from semsearch_common.threads import available_cores
 DEFAULT_INDEXES = ("Flat", "IVF{nlist},PQ{m}", "IVF{nlist},PQ{m},RFlat", "HNSW32")
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 MIN_SIZE = 10
-MIN_POINTS_PER_LIST = 39  # faiss warns below 39 training points per k-means centroid
 
 
 @dataclass(frozen=True)
@@ -65,15 +63,6 @@ class ScaleBenchSpec:
     warm_queries: int = 1000
     cold_queries: int = 200
     serve_mmap: bool = False
-
-
-def default_nlist(n: int) -> int:
-    """The power of two nearest 4*sqrt(n), lowered until every list has >= 39 training points (10k: 256,
-    100k: 1024, 1M: 4096)."""
-    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    while nlist > 1 and n / nlist < MIN_POINTS_PER_LIST:
-        nlist //= 2
-    return nlist
 
 
 def resolve_factory(template: str, n: int, dim: int, pq_m: int | None = None) -> str:
