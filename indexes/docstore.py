@@ -11,22 +11,35 @@ name; the crash points (`DOC_STORE_STEPS`, `semsearch_common.atomic.CRASH_ENV`) 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import numpy as np
 
+from indexes.filters import MetadataError, MetadataFilter, metadata_json
 from semsearch_common.atomic import crash_point
 
 DOCS_DB = "docs.sqlite"
-SCHEMA_VERSION = 1
+SNIPPET_CHARS = 300  # characters of a document's text a hit shows
+SCHEMA_VERSION = 2  # 2: metadata and version per document, and the tables of writes (`indexes.livestore`)
+DOC_COLUMNS = {1: ["pos", "id", "title", "snippet"], 2: ["pos", "id", "title", "snippet", "meta", "version"]}
+# every table of schema 2 but docs: what `indexes.livestore` writes (a built store holds them empty)
+WRITE_TABLES = (
+    "CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY AUTOINCREMENT, pos INTEGER NOT NULL UNIQUE, "
+    "id TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS vectors (pos INTEGER PRIMARY KEY, vector BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, version INTEGER NOT NULL UNIQUE, title TEXT NOT NULL, "
+    "text TEXT NOT NULL, meta TEXT)",
+    "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
 CACHE_KIB = 2048  # SQLite's page cache per connection (its default), the store's whole RAM cost
 INSERT_CHUNK = 10_000
 LOOKUP_CHUNK = 900  # host parameters per IN (...) (SQLite's limit is 999 on old builds, 32766 on new)
@@ -44,6 +57,7 @@ class DisplayDoc:
 
     title: str
     snippet: str
+    metadata: Mapping[str, Any] | None = None  # flat, checked (`indexes.filters.check_metadata`)
 
 
 class DocRecord(NamedTuple):
@@ -66,14 +80,16 @@ def write_doc_store(path: Path | str, ids: Iterable[str], docs: Iterable[Display
         connection.execute("BEGIN")
         connection.execute(
             "CREATE TABLE docs (pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT NOT NULL, "
-            "snippet TEXT NOT NULL)"
+            "snippet TEXT NOT NULL, meta TEXT, version INTEGER NOT NULL DEFAULT 0)"
         )
+        for statement in WRITE_TABLES:
+            connection.execute(statement)
         crash_point("docs_created")
         count = 0
         rows = _rows(ids, docs)
         while chunk := list(islice(rows, INSERT_CHUNK)):
             try:
-                connection.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", chunk)
+                connection.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?, 0)", chunk)
             except sqlite3.IntegrityError as err:
                 raise ValueError(f"duplicate document id among positions {chunk[0][0]}..{chunk[-1][0]}") from err
             count += len(chunk)
@@ -104,11 +120,11 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def _rows(ids: Iterable[str], docs: Iterable[DisplayDoc]) -> Iterator[tuple[int, str, str, str]]:
+def _rows(ids: Iterable[str], docs: Iterable[DisplayDoc]) -> Iterator[tuple[int, str, str, str, str | None]]:
     for pos, (doc_id, doc) in enumerate(zip(ids, docs, strict=True)):
         if not isinstance(doc_id, str):
             raise ValueError(f"document id at position {pos} is {type(doc_id).__name__}, not a string")
-        yield pos, doc_id, doc.title, doc.snippet
+        yield pos, doc_id, doc.title, doc.snippet, metadata_json(doc.metadata)
 
 
 class DocStore:
@@ -116,11 +132,12 @@ class DocStore:
 
     One connection, shared by every thread under a lock (each lookup is one short statement)."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, count: int) -> None:
+    def __init__(self, path: Path, connection: sqlite3.Connection, count: int, schema: int = SCHEMA_VERSION) -> None:
         self.path = path
         self._connection = connection
         self._count = count
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.schema = schema
 
     @classmethod
     def open(cls, path: Path | str) -> DocStore:
@@ -135,13 +152,13 @@ class DocStore:
             count = connection.execute("SELECT COUNT(*) FROM docs").fetchone()[0] if columns else 0
         except sqlite3.DatabaseError as err:
             raise DocStoreError(f"{path} is not a readable document store ({err})") from err
-        if version != SCHEMA_VERSION or columns != ["pos", "id", "title", "snippet"]:
+        if DOC_COLUMNS.get(version) != columns:
             connection.close()
             raise DocStoreError(
                 f"{path}: schema version {version} with columns {columns}, expected version {SCHEMA_VERSION} with "
-                "pos, id, title, snippet"
+                f"{', '.join(DOC_COLUMNS[SCHEMA_VERSION])} (or version 1 with {', '.join(DOC_COLUMNS[1])})"
             )
-        return cls(path, connection, int(count))
+        return cls(path, connection, int(count), version)
 
     def __len__(self) -> int:
         return self._count
@@ -150,9 +167,9 @@ class DocStore:
         with self._lock:
             self._connection.close()
 
-    def records(self, positions: Sequence[int]) -> dict[int, DocRecord]:
+    def records(self, positions: Sequence[int], missing_ok: bool = False) -> dict[int, DocRecord]:
         """The records at `positions` (negative ones skipped), keyed by position; raise KeyError for a position the
-        store does not hold."""
+        store does not hold (unless `missing_ok`: it is left out)."""
         wanted = sorted({int(p) for p in positions if p >= 0})  # numpy integers cannot be bound
         found: dict[int, DocRecord] = {}
         with self._lock:
@@ -160,10 +177,20 @@ class DocStore:
                 chunk = wanted[start : start + LOOKUP_CHUNK]
                 rows = self._connection.execute(_LOOKUP.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
                 found.update((row[0], DocRecord(*row[1:])) for row in rows)
-        if len(found) != len(wanted):
+        if len(found) != len(wanted) and not missing_ok:
             missing = [p for p in wanted if p not in found]
             raise KeyError(f"positions not in the document store {self.path}: {missing[:5]}")
         return found
+
+    def matching(self, where: MetadataFilter) -> np.ndarray:
+        """Sorted positions of the documents whose metadata passes `where` (int64)."""
+        if self.schema < 2:
+            raise MetadataError(f"{self.path} keeps no metadata (an index built before metadata existed): rebuild it "
+                                "with `semsearch index` to filter")  # fmt: skip
+        clause, params = where.where()
+        with self._lock:
+            rows = self._connection.execute(f"SELECT pos FROM docs WHERE {clause} ORDER BY pos", params).fetchall()
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def ids(self, positions: np.ndarray) -> list[list[str]]:
         """Rows of int64 positions (-1 for missing) -> rows of string ids (missing dropped)."""
@@ -189,3 +216,83 @@ class DocStore:
         if unknown:
             raise KeyError(f"unknown document ids: {unknown[:5]}")
         return np.array([found[i] for i in ids], dtype=np.int64)
+
+    @property
+    def next_pos(self) -> int:
+        with self._lock:
+            return self._state("next_pos")
+
+    def vectors_from(self, start: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions >= `start` whose vectors the store holds, and those vectors (float32), in position order."""
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT pos, vector FROM vectors WHERE pos >= ? ORDER BY pos", (start,)
+            ).fetchall()
+        positions = np.array([r[0] for r in rows], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return positions, vectors
+
+    def tombstones_after(self, seq: int) -> tuple[np.ndarray, np.ndarray]:
+        """(seq, pos) of the tombstones numbered above `seq`, in order."""
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT seq, pos FROM tombstones WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+        array = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        return array[:, 0], array[:, 1]
+
+    def last_tombstone(self) -> int:
+        with self._lock:
+            return int(self._connection.execute("SELECT COALESCE(MAX(seq), 0) FROM tombstones").fetchone()[0])
+
+    def live_positions(self) -> np.ndarray:
+        """Sorted positions of the live documents (int64)."""
+        with self._lock:
+            rows = self._connection.execute("SELECT pos FROM docs ORDER BY pos").fetchall()
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    def get(self, doc_id: str) -> dict[str, Any] | None:
+        """The document `doc_id` as stored (state "live"), or its pending upsert (state "encoding"), or None."""
+        with self._lock:
+            pending = None
+            if self.schema >= 2:
+                pending = self._connection.execute(
+                    "SELECT title, text, meta, version FROM pending WHERE id = ?", (doc_id,)
+                ).fetchone()
+            columns = "title, snippet, meta, version, pos" if self.schema >= 2 else "title, snippet, NULL, 0, pos"
+            live = self._connection.execute(f"SELECT {columns} FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        doc = None
+        if live is not None:
+            doc = {"id": doc_id, "title": live[0], "snippet": live[1],
+                   "metadata": json.loads(live[2]) if live[2] else {}, "version": live[3], "state": "live"}  # fmt: skip
+        if pending is not None:
+            doc = {"id": doc_id, "title": pending[0], "snippet": pending[1][:SNIPPET_CHARS],
+                   "metadata": json.loads(pending[2]) if pending[2] else {}, "version": pending[3],
+                   "state": "encoding", "replaces_version": None if live is None else live[3]}  # fmt: skip
+        return doc
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            one = lambda sql: int(self._connection.execute(sql).fetchone()[0])  # noqa: E731
+            return {
+                "documents": one("SELECT COUNT(*) FROM docs"),
+                "pending": one("SELECT COUNT(*) FROM pending"),
+                "tombstones": one("SELECT COUNT(*) FROM tombstones"),
+                "next_pos": self._state("next_pos"),
+                "version": self._state("version"),
+            }
+
+    def _state(self, key: str) -> int:
+        """A counter of the writes (`next_pos`, `version`); a store never written to has the built values."""
+        row = None
+        if self.schema >= 2:
+            row = self._connection.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        return {"next_pos": self._count, "version": 0}[key]
+
+    @property
+    def written(self) -> bool:
+        """Whether the store has taken writes (its counters exist), so an index must replay it."""
+        with self._lock:
+            return self.schema >= 2 and self._connection.execute("SELECT COUNT(*) FROM state").fetchone()[0] > 0

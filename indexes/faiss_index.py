@@ -353,11 +353,12 @@ def search_threads(n_queries: int, single_query_threads: int | None = SINGLE_QUE
 
 
 def search_index(
-    index, queries: np.ndarray, k: int, single_query_threads: int | None = SINGLE_QUERY_THREADS
+    index, queries: np.ndarray, k: int, single_query_threads: int | None = SINGLE_QUERY_THREADS, params: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k inner-product search; returns (scores, positions), position -1 where fewer than k exist.
 
-    A single query runs on `single_query_threads` OpenMP threads (None: the calling thread's default team)."""
+    A single query runs on `single_query_threads` OpenMP threads (None: the calling thread's default team); `params`
+    are FAISS search parameters (an IDSelector, nprobe, efSearch) for this call."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if single_query_threads is not None and single_query_threads < 1:
@@ -366,7 +367,7 @@ def search_index(
     if queries.ndim != 2 or queries.shape[1] != index.d:
         raise ValueError(f"queries must have shape (n, {index.d}), got {queries.shape}")
     with openmp_threads(search_threads(len(queries), single_query_threads)):
-        return index.search(queries, k)
+        return index.search(queries, k) if params is None else index.search(queries, k, params=params)
 
 
 def serialized_size(index) -> int:

@@ -81,21 +81,23 @@ class Rescorer:
         return max(k, int(k * self.factor))
 
     def search(
-        self, queries: np.ndarray, k: int, single_query_threads: int | None = SINGLE_QUERY_THREADS
+        self, queries: np.ndarray, k: int, single_query_threads: int | None = SINGLE_QUERY_THREADS, params: Any = None
     ) -> TimedSearch:
         """Top-k by exact score among the base index's top `candidates(k)`, as FAISS's refine does.
 
-        The candidate search follows `search_index`'s thread policy (`single_query_threads` for one query)."""
+        The candidate search follows `search_index`'s thread policy (`single_query_threads` for one query) and takes
+        FAISS search `params` (e.g. an IDSelector) when given."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         started = time.perf_counter()
         _, candidates = search_index(
-            self.base, queries, min(self.candidates(k), self.base.ntotal), single_query_threads
+            self.base, queries, min(self.candidates(k), self.base.ntotal), single_query_threads, params
         )
         searched = time.perf_counter()
-        scores, positions = self._rescore(queries, candidates, k)
+        scores, positions = self.rescore(queries, candidates, k)
         return TimedSearch(scores, positions, searched - started, time.perf_counter() - searched)
 
-    def _rescore(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def rescore(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of each query's `candidates` (positions, -1 for none) by exact score."""
         n = len(queries)
         worst = np.finfo(np.float32).max  # FAISS pads missing results with -FLT_MAX (inner product) / FLT_MAX (L2)
         out_scores = np.full((n, k), -worst if self.inner_product else worst, dtype=np.float32)

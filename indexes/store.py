@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from indexes.vector_file import (
     VectorFile,
     VectorFileError,
     open_vectors,
+    write_vector_rows,
     write_vectors,
 )
 from semsearch_common.atomic import atomic_path, recover_folder, staged_folder, write_json_atomic
@@ -54,7 +56,7 @@ from semsearch_common.atomic import atomic_path, recover_folder, staged_folder, 
 __all__ = [  # the names other packages use
     "DOCS_DB", "FORMAT_VERSION", "INDEX_FILE", "META_FILE", "VECTORS_FILE", "DisplayDoc", "IndexDirError",
     "StoredIndex", "check_encoder_matches", "index_memory", "load_index_dir", "migrate_index_dir", "on_disk_lists",
-    "read_meta", "save_index_dir",
+    "read_meta", "save_index_dir", "index_file_name", "live_positions", "write_generation", "sweep_generations",
 ]  # fmt: skip
 
 FORMAT_VERSION = 2
@@ -199,6 +201,8 @@ OPTIONAL_META: dict[str, type] = {
     "on_disk_lists": bool,
     "vector_file": dict,
     "doc_store": str,
+    "index_file": str,
+    "live": dict,
 }
 REBUILD = "rebuild it with `semsearch index`"
 
@@ -388,11 +392,12 @@ def load_index_dir(index_dir: Path | str, mmap: bool = False) -> StoredIndex:
     vector file (if any) memory-mapped, whatever `mmap` says: neither is ever read whole."""
     index_dir = Path(index_dir)
     meta = read_meta(index_dir)
-    for name in (INDEX_FILE, DOCS_DB):
+    index_file = index_file_name(meta)
+    for name in (index_file, DOCS_DB):
         if not (index_dir / name).is_file():
             raise IndexDirError(f"{index_dir} is missing {name}; {REBUILD}")
     for name, size in _index_files(meta).items():
-        if name == INDEX_FILE:
+        if name == index_file:
             continue  # checked by FAISS as it reads it, with its own message
         if not (index_dir / name).is_file():
             raise IndexDirError(f"{index_dir} is missing {name} (its on-disk inverted lists); {REBUILD}")
@@ -402,12 +407,14 @@ def load_index_dir(index_dir: Path | str, mmap: bool = False) -> StoredIndex:
                 f"damaged, {REBUILD}"
             )
     lists_on_disk = meta.get("on_disk_lists") is True
-    index = _read_faiss(index_dir / INDEX_FILE, mmap, lists_on_disk)
+    index = _read_faiss(index_dir / index_file, mmap, lists_on_disk)
     try:
         docs = DocStore.open(index_dir / DOCS_DB)
     except DocStoreError as err:
         raise IndexDirError(f"{err}; {REBUILD}") from err
-    counts = {INDEX_FILE: index.ntotal, DOCS_DB: len(docs), META_FILE: meta["ntotal"]}
+    counts = {index_file: index.ntotal, META_FILE: meta["ntotal"]}
+    if not docs.written:  # a directory written to: its store says what is live, its index replays it (indexes.live)
+        counts[DOCS_DB] = len(docs)
     if len(set(counts.values())) > 1:
         docs.close()
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
@@ -433,19 +440,37 @@ def _open_vector_file(index_dir: Path, meta: Mapping[str, Any]) -> VectorFile | 
     if spec is None:
         return None
     name, dtype, size = spec.get("name"), spec.get("dtype"), spec.get("bytes")
-    if name != VECTORS_FILE or not isinstance(dtype, str) or not isinstance(size, int):
+    if not _is_vector_file_name(name) or not isinstance(dtype, str) or not isinstance(size, int):
         raise IndexDirError(f"{index_dir / META_FILE}: vector_file should be {{name, dtype, bytes}}, got {spec!r:.80}; "
                             f"{REBUILD}")  # fmt: skip
-    path = index_dir / VECTORS_FILE
+    path = index_dir / name
     found = path.stat().st_size if path.is_file() else None
     if found != size:
         state = "missing" if found is None else f"{found} bytes"
         raise IndexDirError(f"{path}: the full-precision vectors need {size} bytes, found {state}; {REBUILD} (or "
                             "with --vectors none to keep no vector file)")  # fmt: skip
     try:
-        return open_vectors(path, meta["ntotal"], meta["dim"], dtype)
+        return open_vectors(path, live_positions(meta), meta["dim"], dtype)
     except VectorFileError as err:
         raise IndexDirError(f"{err}; {REBUILD}") from err
+
+
+def index_file_name(meta: Mapping[str, Any]) -> str:
+    """The FAISS file of the directory: index.faiss as built, a generation's file once a living index saved one."""
+    name = meta.get("index_file", INDEX_FILE)
+    if not re.fullmatch(r"index(\.g\d+)?\.faiss", name):
+        raise IndexDirError(f"meta.json names index file {name!r:.80}, not index.faiss or index.gN.faiss; {REBUILD}")
+    return name
+
+
+def _is_vector_file_name(name: object) -> bool:
+    return isinstance(name, str) and re.fullmatch(r"vectors(\.g\d+)?\.npy", name) is not None
+
+
+def live_positions(meta: Mapping[str, Any]) -> int:
+    """Rows of the vector file: one per position ever given (a living index's positions only grow), else ntotal."""
+    live = meta.get("live")
+    return int(live["positions"]) if isinstance(live, Mapping) else int(meta["ntotal"])
 
 
 def _index_files(meta: Mapping[str, Any]) -> dict[str, int]:
@@ -473,10 +498,10 @@ def index_memory(stored: StoredIndex) -> dict[str, Any]:
     """
     files = {name: stored.path / name for name in _index_files(stored.meta)}
     on_disk = sum(path.stat().st_size for path in files.values() if path.is_file())
-    resident = _mapped_resident([*files.values(), stored.path / VECTORS_FILE])
+    vector_path = stored.vectors.path if stored.vectors is not None else stored.path / VECTORS_FILE
+    resident = _mapped_resident([*files.values(), vector_path])
     mapped = sum(resident.get(str(path.resolve()), 0) for path in files.values())
-    vector_path = stored.path / VECTORS_FILE
-    read_whole = 0 if stored.mmap else files[INDEX_FILE].stat().st_size
+    read_whole = 0 if stored.mmap else files[index_file_name(stored.meta)].stat().st_size
     lists_on_disk = stored.meta.get("on_disk_lists") is True
     return {
         "on_disk_bytes": on_disk,
@@ -512,3 +537,53 @@ def check_encoder_matches(meta: Mapping[str, Any], identity: Mapping[str, Any], 
                 f"encoder is {identity.get('name')!r} ({key} {identity.get(key)!r}); rebuild the index or use the "
                 "encoder it was built with"
             )
+
+
+def write_generation(
+    index_dir: Path | str,
+    index: Any,
+    meta: Mapping[str, Any],
+    positions: int,
+    rows: Callable[[int, int], np.ndarray] | None,
+    tombstone_seq: int,
+) -> dict[str, Any]:
+    """Save a living index's state as the directory's next generation: `index` as index.gN.faiss, the vector file
+    (when the directory keeps one) as vectors.gN.npy with `positions` rows (`rows(start, stop)`: float32 rows, zeros
+    for positions no longer live), then meta.json (the commit: a crash before it leaves the previous generation, and
+    the new files are swept by `sweep_generations`). The document store is not touched: it is the source of truth,
+    and `live` in meta.json records how much of it the generation holds (positions below `positions`, tombstones up
+    to `tombstone_seq`). Returns the new meta; the caller deletes the previous generation's files."""
+    faiss = import_faiss()
+    index_dir = Path(index_dir)
+    generation = int(meta.get("live", {}).get("generation", 0)) + 1
+    index_name = f"index.g{generation}.faiss"
+    with atomic_path(index_dir / index_name) as tmp:
+        faiss.write_index(index, str(tmp))
+    new_meta = {**meta, "index_file": index_name, "ntotal": int(index.ntotal)}
+    new_meta["index_files"] = {index_name: (index_dir / index_name).stat().st_size}
+    new_meta["index_bytes"] = new_meta["index_files"][index_name]
+    spec = meta.get("vector_file")
+    if spec is not None:
+        if rows is None:
+            raise ValueError("the directory keeps a vector file: give the rows to write")
+        name = f"vectors.g{generation}.npy"
+        with atomic_path(index_dir / name) as tmp:
+            size = write_vector_rows(tmp, (positions, int(meta["dim"])), rows, spec["dtype"])
+        new_meta["vector_file"] = {**spec, "name": name, "bytes": size}
+    new_meta["live"] = {"generation": generation, "positions": int(positions), "tombstone_seq": int(tombstone_seq)}
+    write_json_atomic(index_dir / META_FILE, new_meta)
+    return new_meta
+
+
+def sweep_generations(index_dir: Path | str, meta: Mapping[str, Any]) -> list[str]:
+    """Delete the generation files meta.json does not name (older generations, or a save a crash interrupted);
+    return their names. Call only while holding the directory for writes."""
+    index_dir = Path(index_dir)
+    keep = {index_file_name(meta), (meta.get("vector_file") or {}).get("name")}
+    swept = []
+    for path in index_dir.iterdir():
+        name = path.name
+        if name not in keep and (re.fullmatch(r"index(\.g\d+)?\.faiss", name) or _is_vector_file_name(name)):
+            path.unlink(missing_ok=True)
+            swept.append(name)
+    return swept

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,15 +56,23 @@ def write_vectors(path: Path | str, vectors: np.ndarray, dtype: str = DEFAULT_VE
     """Write `vectors` (n, d) to a new .npy file at `path` as `dtype`, WRITE_CHUNK rows at a time; return its size.
 
     The caller makes the write atomic (a temporary path, or a staged index directory)."""
+    if vectors.ndim != 2:
+        raise ValueError(f"need a 2-D array of vectors, got shape {vectors.shape}")
+    return write_vector_rows(path, vectors.shape, lambda start, stop: vectors[start:stop], dtype)
+
+
+def write_vector_rows(
+    path: Path | str, shape: tuple[int, int], rows: Callable[[int, int], np.ndarray], dtype: str = DEFAULT_VECTOR_DTYPE
+) -> int:
+    """Write a new .npy file of `shape` whose rows [start, stop) are `rows(start, stop)`, asked WRITE_CHUNK rows at a
+    time (never the whole array in RAM); return its size. The caller makes the write atomic."""
     check_vector_dtype(dtype)
     if dtype == NO_VECTORS:
         raise ValueError("write_vectors needs a precision (fp16 or fp32), not 'none'")
-    if vectors.ndim != 2:
-        raise ValueError(f"need a 2-D array of vectors, got shape {vectors.shape}")
-    out = np.lib.format.open_memmap(Path(path), mode="w+", dtype=VECTOR_DTYPES[dtype], shape=vectors.shape)
+    out = np.lib.format.open_memmap(Path(path), mode="w+", dtype=VECTOR_DTYPES[dtype], shape=tuple(shape))
     try:
-        for start in range(0, len(vectors), WRITE_CHUNK):
-            out[start : start + WRITE_CHUNK] = vectors[start : start + WRITE_CHUNK]
+        for start in range(0, shape[0], WRITE_CHUNK):
+            out[start : start + WRITE_CHUNK] = rows(start, min(start + WRITE_CHUNK, shape[0]))
         out.flush()
     finally:
         out._mmap.close()  # type: ignore[attr-defined]  # release the map now, not when the array is collected

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from compression.encoders import Encoder, encode_timed, load_encoder_from_identity
+from indexes.docstore import SNIPPET_CHARS
 from indexes.faiss_index import (
     SINGLE_QUERY_THREADS,
     BuiltIndex,
@@ -25,6 +28,8 @@ from indexes.faiss_index import (
     search_index,
     split_rescore_params,
 )
+from indexes.filters import MetadataFilter
+from indexes.live import LiveIndex, check_writable
 from indexes.rescore import Rescorer, TimedSearch
 from indexes.store import (
     META_FILE,
@@ -41,7 +46,6 @@ from semsearch_common.progress import make_progress
 
 logger = logging.getLogger(__name__)
 
-SNIPPET_CHARS = 300
 
 IndexBuilder = Callable[..., BuiltIndex]  # (vectors, spec, on_progress=...) -> BuiltIndex, as `build_index`
 Checkpoint = Callable[[], None]  # called between micro-batches; raises to stop the work (deadline, client gone)
@@ -182,7 +186,7 @@ def build_index_dir(
         },
         **dict(extra_meta or {}),
     }
-    docs = [DisplayDoc(doc.title, doc.text[:SNIPPET_CHARS]) for doc in dataset.corpus]
+    docs = [DisplayDoc(doc.title, doc.text[:SNIPPET_CHARS], doc.metadata) for doc in dataset.corpus]
     doc_ids = [doc.id for doc in dataset.corpus]
     keep = spec.vectors != NO_VECTORS
     stored_meta = save_index_dir(
@@ -213,6 +217,7 @@ class Pipeline:
         search_params: Mapping[str, float] | None = None,
         single_query_threads: int | None = SINGLE_QUERY_THREADS,
         batch_search_threads: int | None = None,
+        writable: bool = False,
     ):
         check_encoder_matches(stored.meta, encoder.identity(), stored.path)
         for name, value in (
@@ -222,15 +227,52 @@ class Pipeline:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         self.encoder = encoder
-        self.stored = stored
+        self._stored = stored
+        self._view_lock = threading.Lock()
+        # the index kept current with its store (`indexes.live`): writable when `enable_writes` opened it so, a
+        # read-only replay when the directory was written to, else None until a filter needs one
+        self.live: LiveIndex | None = None
         self.single_query_threads = single_query_threads
         self.batch_search_threads = batch_search_threads
         self.search_params = {**stored.meta.get("search_params", {}), **dict(search_params or {})}
         apply_search_params(stored.index, self.search_params)
+        if writable or stored.docs.written:  # `writable`: open for writes now (see `enable_writes`)
+            self.live = LiveIndex.open(stored, writable=writable)
         self._rescorer = Rescorer.of_refine(stored.index)  # an `,RFlat` index's own re-ranking, else None
         oversample = split_rescore_params(self.search_params)[1]
         if oversample is not None:  # rescoring from the vector file (refused for `,RFlat` or without the file)
             self._rescorer = self.rescorer_for(oversample)
+
+    @property
+    def stored(self) -> StoredIndex:
+        """The index directory as loaded, or as its living index now holds it (a compaction swaps the index)."""
+        return self.live.stored if self.live is not None else self._stored
+
+    @stored.setter
+    def stored(self, stored: StoredIndex) -> None:
+        if self.live is not None:
+            raise ValueError("a living index swaps its own stored index (compaction); it cannot be replaced")
+        self._stored = stored
+
+    def enable_writes(self) -> LiveIndex:
+        """Open the directory for writes (see `indexes.live`): the index is re-read and the store replayed onto it.
+        Raises NotWritableError for an index that cannot take writes."""
+        if self.live is not None and self.live.writable:
+            return self.live
+        stored = load_index_dir(self.stored.path)
+        apply_search_params(stored.index, self.search_params)
+        live = LiveIndex.open(stored, writable=True)
+        if self.live is not None:
+            self.live.close()
+        self.live = live
+        return live
+
+    def _view(self) -> LiveIndex:
+        """The living index, or a read-only one over the loaded index (for metadata filters)."""
+        with self._view_lock:
+            if self.live is None:
+                self.live = LiveIndex.open(self._stored, writable=False)
+            return self.live
 
     @classmethod
     def load(
@@ -240,12 +282,16 @@ class Pipeline:
         search_params: Mapping[str, float] | None = None,
         batch_search_threads: int | None = None,
         mmap: bool = False,
+        writable: bool = False,
     ) -> Pipeline:
         """Load an index directory and the encoder it was built with (`threads`: the encoder's intra-op threads;
-        `mmap`: memory-map the index instead of reading it whole, so an index bigger than RAM can be served)."""
+        `mmap`: memory-map the index instead of reading it whole, so an index bigger than RAM can be served;
+        `writable`: open it for writes, `indexes.live`)."""
         stored = load_index_dir(index_dir, mmap=mmap)
+        if writable:
+            check_writable(stored)  # before loading a model
         encoder = load_encoder_from_identity(stored.meta["encoder"], threads=threads, where=stored.path / META_FILE)
-        return cls(encoder, stored, search_params, batch_search_threads=batch_search_threads)
+        return cls(encoder, stored, search_params, batch_search_threads=batch_search_threads, writable=writable)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -274,6 +320,8 @@ class Pipeline:
             return current
         check_oversample(self.meta["factory"], self.stored.vectors is not None)
         assert self.stored.vectors is not None  # checked just above
+        if self.live is not None:  # rows of positions added since the saved generation come from the store
+            return Rescorer(self.stored.index, self.live.rows, oversample, "vector_file")
         return Rescorer.from_vectors(self.stored.index, self.stored.vectors, oversample)
 
     def rescore_candidates(self, k: int, oversample: float | None = None) -> int:
@@ -315,9 +363,17 @@ class Pipeline:
         timed = self.search_vectors_timed(vectors, k)
         return timed.scores, timed.positions
 
-    def search_vectors_timed(self, vectors: np.ndarray, k: int, oversample: float | None = None) -> TimedSearch:
+    def search_vectors_timed(
+        self, vectors: np.ndarray, k: int, oversample: float | None = None, where: MetadataFilter | None = None
+    ) -> TimedSearch:
         """`search_vectors` with candidate search and exact rescoring (`,RFlat`, or `oversample` from the vector
-        file; None: the pipeline's own setting) timed apart."""
+        file; None: the pipeline's own setting) timed apart; `where`: only documents whose metadata passes it.
+        The caller of a living index holds its read lock (`reading`)."""
+        if self.live is not None or where is not None:
+            rescorer = self.rescorer_for(oversample)
+            factor = rescorer.factor if rescorer is not None and rescorer.source == "vector_file" else None
+            view = self._view()
+            return view.search(vectors, k, factor, self.single_query_threads, where).timed
         k = min(k, self.stored.index.ntotal)
         rescorer = self.rescorer_for(oversample)
         batch_threads = self.batch_search_threads if len(vectors) > 1 else None  # one query: search_index caps it
@@ -332,24 +388,37 @@ class Pipeline:
                 raise ValueError(f"queries must have shape (n, {self.stored.index.d}), got {vectors.shape}")
             return rescorer.search(vectors, k, self.single_query_threads)
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold a living index still (its read lock) for a search and the reading of its hits; a no-op otherwise."""
+        live = self.live
+        if live is None:
+            yield
+            return
+        with live.reading():
+            yield
+
     def ids_of(self, positions: np.ndarray) -> list[list[str]]:
         return self.stored.docs.ids(positions)
 
     def hits(self, scores: np.ndarray, positions: np.ndarray) -> list[list[Hit]]:
         """Hits of each query's row, their documents read from the store in one lookup; Python numbers via
-        `tolist` (numpy scalars cost more to index and convert)."""
+        `tolist` (numpy scalars cost more to index and convert). A living index read while another process writes
+        may name a position deleted meanwhile: it is left out."""
         rows = positions.tolist()
-        records = self.stored.docs.records([pos for row in rows for pos in row])
+        records = self.stored.docs.records([pos for row in rows for pos in row], missing_ok=self.live is not None)
         hits = []
         for row_scores, row in zip(scores.tolist(), rows, strict=True):
-            found = [(score, records[pos]) for score, pos in zip(row_scores, row, strict=True) if pos >= 0]
+            found = [(score, records[pos]) for score, pos in zip(row_scores, row, strict=True) if pos in records]
             hits.append([Hit(doc.id, score, doc.title, doc.snippet) for score, doc in found])
         return hits
 
-    def search(self, query: str, k: int = 10, oversample: float | None = None) -> SearchResult:
+    def search(
+        self, query: str, k: int = 10, oversample: float | None = None, where: MetadataFilter | None = None
+    ) -> SearchResult:
         if not query.strip():
             raise ValueError("query must not be empty or whitespace-only")
-        batch = self.search_batch([query], k, oversample=oversample)
+        batch = self.search_batch([query], k, oversample=oversample, where=where)
         return SearchResult(batch.hits[0], batch.timings)
 
     def search_batch(
@@ -359,12 +428,13 @@ class Pipeline:
         micro_batch: int | None = None,
         checkpoint: Checkpoint | None = None,
         oversample: float | None = None,
+        where: MetadataFilter | None = None,
     ) -> BatchResult:
         """Encode the queries in batches of `micro_batch` (None: all at once), search each batch as it is encoded,
         and time each stage over the whole request. `checkpoint()` runs before each micro-batch and may raise to
         stop the work (a deadline passed, the client left). `oversample`: rescore k x oversample candidates from the
-        vector file instead of the pipeline's own setting."""
-        return self.search_each(queries, [k] * len(queries), micro_batch, checkpoint, oversample)
+        vector file instead of the pipeline's own setting; `where`: a metadata filter (`indexes.filters`)."""
+        return self.search_each(queries, [k] * len(queries), micro_batch, checkpoint, oversample, where)
 
     def search_each(
         self,
@@ -373,6 +443,7 @@ class Pipeline:
         micro_batch: int | None = None,
         checkpoint: Checkpoint | None = None,
         oversample: float | None = None,
+        where: MetadataFilter | None = None,
     ) -> BatchResult:
         """`search_batch` with a k per query: queries are encoded together and searched once per distinct k, so
         every query gets exactly the hits `search(query, k)` gives it (candidate lists of HNSW and `,RFlat` indexes
@@ -402,13 +473,15 @@ class Pipeline:
             encode_seconds += time.perf_counter() - before - tokenized
             tokenize_seconds += tokenized
             chunk_hits: list[list[Hit]] = [[] for _ in chunk]
-            for k in sorted(set(chunk_ks)):
-                rows = [i for i, row_k in enumerate(chunk_ks) if row_k == k]
-                found = self.search_vectors_timed(vectors[rows] if len(rows) < len(chunk) else vectors, k, oversample)
-                search_seconds += found.search_seconds
-                rescore_seconds += found.rescore_seconds
-                for row, row_hits in zip(rows, self.hits(found.scores, found.positions), strict=True):
-                    chunk_hits[row] = row_hits
+            with self.reading():
+                for k in sorted(set(chunk_ks)):
+                    rows = [i for i, row_k in enumerate(chunk_ks) if row_k == k]
+                    chunk_vectors = vectors[rows] if len(rows) < len(chunk) else vectors
+                    found = self.search_vectors_timed(chunk_vectors, k, oversample, where)
+                    search_seconds += found.search_seconds
+                    rescore_seconds += found.rescore_seconds
+                    for row, row_hits in zip(rows, self.hits(found.scores, found.positions), strict=True):
+                        chunk_hits[row] = row_hits
             hits.extend(chunk_hits)
         timings = Timings(
             encode_ms=encode_seconds * 1e3,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compression.encoders.onnx import ONNX_CONFIG_FILE
+from indexes.filters import MetadataFilter
 from indexes.store import index_memory
 from search.compare import CompareResult, choose_reference, compare_results
 from search.pipeline import BatchResult, Pipeline, SearchResult, Timings
@@ -63,11 +64,12 @@ class PipelineSet:
         search_params: Mapping[str, float] | None = None,
         batch_search_threads: int | None = None,
         mmap: bool = False,
+        writable: bool = False,
         **options: Any,
     ) -> PipelineSet:
         """Load every index directory and its encoder (`options` go to the constructor); `threads`: encoder threads,
         `batch_search_threads`: FAISS's OpenMP cap for batch searches (see `Pipeline`), `mmap`: memory-map the
-        indexes."""
+        indexes, `writable`: open them for writes."""
         problems = duplicate_name_problems(sources)
         if problems:
             raise ValueError("; ".join(problems))
@@ -80,6 +82,7 @@ class PipelineSet:
                 search_params=search_params,
                 batch_search_threads=batch_search_threads,
                 mmap=mmap,
+                writable=writable,
             )
         return cls(pipelines, **options)
 
@@ -102,9 +105,11 @@ class PipelineSet:
     def get(self, name: str | None = None) -> Pipeline:
         return self.pipelines[self.resolve(name)]
 
-    def search(self, query: str, k: int, name: str | None = None) -> tuple[str, SearchResult]:
+    def search(
+        self, query: str, k: int, name: str | None = None, where: MetadataFilter | None = None
+    ) -> tuple[str, SearchResult]:
         name = self.resolve(name)
-        result = self.pipelines[name].search(query, k)
+        result = self.pipelines[name].search(query, k, where=where)
         if self._observer:
             self._observer(name, result.timings)
         return name, result
@@ -129,11 +134,13 @@ class PipelineSet:
         wanted = {*names, self.reference}
         return [name for name in self.names if name in wanted]
 
-    def compare(self, query: str, k: int, names: Sequence[str] | None = None) -> CompareResult:
-        """Run the pipelines of `names` (every one by default; the reference always) on `query`; measure each top-k
-        against the reference's top-k."""
+    def compare(
+        self, query: str, k: int, names: Sequence[str] | None = None, where: MetadataFilter | None = None
+    ) -> CompareResult:
+        """Run the pipelines of `names` (every one by default; the reference always) on `query` (among the
+        documents passing `where`, when given); measure each top-k against the reference's top-k."""
         chosen = self.compared_names(names)
-        return self.compare_results(query, k, {name: self.search(query, k, name)[1] for name in chosen})
+        return self.compare_results(query, k, {name: self.search(query, k, name, where)[1] for name in chosen})
 
     def compare_results(self, query: str, k: int, results: Mapping[str, SearchResult]) -> CompareResult:
         """Measure each pipeline's answer to `query` (`results`, one per pipeline) against the reference's."""

@@ -25,6 +25,7 @@ from search.cli.choices import BadRecordPolicy, Engine, Precision, VectorPrecisi
 from semsearch_common.threads import resolve_threads
 
 if TYPE_CHECKING:
+    from indexes.filters import MetadataFilter
     from search.compare import CompareResult
     from search.pipeline import SearchResult
     from search.sources import PipelineSource
@@ -185,17 +186,28 @@ def search(
         ),
     ] = None,
     threads: Annotated[int | None, threads_option("query encoder threads")] = None,
+    filter_: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            metavar="JSON",
+            help='only documents whose metadata match, e.g. \'{"year": {"gte": 2015}, "lang": {"in": ["en", "de"]}}\' '
+            "(equality, in, gt/gte/lt/lte on numbers; all must hold)",
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Search an index directory for one query; with --compare, search several and measure them against one."""
+    from indexes.filters import parse_filter
     from search.cli.views import print_compare, print_search
     from search.pipeline import Pipeline, result_as_dict
 
     run_or_exit(lambda: check_search_options(k, compare, reference))
+    where = run_or_exit(lambda: parse_filter(filter_))
     if compare:
         compared = run_or_exit(
             lambda: compare_pipelines(
-                text, k, index_dir, compare, reference, parse_params(params), resolve_threads(threads)
+                text, k, index_dir, compare, reference, parse_params(params), resolve_threads(threads), where
             )
         )
         if as_json:
@@ -207,7 +219,7 @@ def search(
     def action() -> SearchResult:
         check_index_dir(index_dir)
         pipeline = Pipeline.load(index_dir, threads=resolve_threads(threads), search_params=parse_params(params))
-        return pipeline.search(text, k)
+        return pipeline.search(text, k, where=where)
 
     result = run_or_exit(action)
     if as_json:
@@ -244,6 +256,7 @@ def compare_pipelines(
     reference: str | None,
     search_params: dict[str, float],
     threads: int | None,
+    where: MetadataFilter | None = None,
 ) -> CompareResult:
     """Check every index directory and the reference before loading any model (a teacher takes seconds), then
     search them all and measure each against the reference (`search_params`: --index-dir's pipeline only; the
@@ -267,8 +280,8 @@ def compare_pipelines(
         for i, source in enumerate(sources)
     }
     for pipeline in pipelines.values():
-        pipeline.search(text, k)  # untimed warm-up: the speed-ups then leave out one-off first-query costs
-    return PipelineSet(pipelines, reference=chosen).compare(text, k)
+        pipeline.search(text, k, where=where)  # untimed warm-up: the speed-ups leave out one-off first-query costs
+    return PipelineSet(pipelines, reference=chosen).compare(text, k, where=where)
 
 
 @app.command(name="eval")

@@ -19,12 +19,16 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from indexes.filters import check_metadata, scalar_metadata
 from search.data.records import BadRecords, DatasetError, Document, fail_on_bad_records, is_blank
+
+logger = logging.getLogger(__name__)
 
 CORPUS_FORMATS = ("jsonl", "csv", "tsv", "txt-folder")
 
@@ -99,16 +103,21 @@ def record_text(value: object, field: str, optional: bool = False) -> str:
 class _Documents:
     """Collects documents, reporting bad ones (empty text, duplicate id) with where they are."""
 
-    def __init__(self, bad: BadRecords) -> None:
+    def __init__(self, bad: BadRecords, strict_metadata: bool = False) -> None:
         self.bad = bad
         self.docs: list[Document] = []
         self.first_seen: dict[str, str] = {}
+        self.strict_metadata = strict_metadata
+        self.dropped_metadata = 0
 
-    def add(self, where: str, doc_id: object, title: object, text: object, names: tuple[str, str, str]) -> None:
+    def add(
+        self, where: str, doc_id: object, title: object, text: object, names: tuple[str, str, str],
+        metadata: object = None,
+    ) -> None:  # fmt: skip
         id_field, text_field, title_field = names
         try:
             title_s = record_text(title, title_field, optional=True)
-            doc = Document(record_id(doc_id, id_field), title_s, record_text(text, text_field))
+            doc = Document(record_id(doc_id, id_field), title_s, record_text(text, text_field), self._meta(metadata))
         except ValueError as err:
             self.bad.report(where, str(err))
             return
@@ -120,7 +129,21 @@ class _Documents:
             self.first_seen[doc.id] = where
             self.docs.append(doc)
 
+    def _meta(self, metadata: object) -> dict[str, Any] | None:
+        """A record's metadata: checked (strict: a bad value is a bad record), or its scalar entries (a BEIR
+        `metadata` object may nest: nested entries are left out, and counted)."""
+        if metadata is None:
+            return None
+        if self.strict_metadata:
+            return check_metadata(metadata) or None
+        kept, dropped = scalar_metadata(metadata)
+        self.dropped_metadata += len(dropped)
+        return kept or None
+
     def result(self, source: Path) -> tuple[Document, ...]:
+        if self.dropped_metadata:
+            logger.info("%s: left out %d metadata entries that are not strings, numbers or booleans", source,
+                        self.dropped_metadata)  # fmt: skip
         if not self.docs:
             skipped = f" ({self.bad.skipped} bad records skipped)" if self.bad.skipped else ""
             raise DatasetError(f"{source}: the corpus is empty{skipped}")
@@ -133,9 +156,11 @@ def load_jsonl_corpus(
     text_field: str = "text",
     title_field: str | None = "title",
     bad: BadRecords | None = None,
+    strict_metadata: bool = False,
 ) -> tuple[Document, ...]:
-    """Read a JSONL corpus; `title_field` may be absent from records (or None to ignore titles)."""
-    collected = _Documents(fail_on_bad_records(bad))
+    """Read a JSONL corpus; `title_field` may be absent from records (or None to ignore titles). A record's
+    `metadata` object is kept (`strict_metadata`: checked, a bad one is a bad record; else its scalar entries)."""
+    collected = _Documents(fail_on_bad_records(bad), strict_metadata)
     names = (id_field, text_field, title_field or "title")
     for line_no, record in iter_jsonl(path, collected.bad):
         where = f"{path}:{line_no}"
@@ -145,7 +170,7 @@ def load_jsonl_corpus(
             collected.bad.report(where, f"no {kind} field {missing[0]!r} (fields: {', '.join(record)})")
             continue
         title = record.get(title_field) if title_field else None
-        collected.add(where, record[id_field], title, record[text_field], names)
+        collected.add(where, record[id_field], title, record[text_field], names, record.get("metadata"))
     return collected.result(path)
 
 
@@ -295,8 +320,10 @@ def load_corpus(
     text_field: str = "text",
     title_field: str | None = "title",
     bad: BadRecords | None = None,
+    strict_metadata: bool = False,
 ) -> tuple[Document, ...]:
-    """Load a user corpus from a .jsonl, .csv or .tsv file or a folder of .txt files."""
+    """Load a user corpus from a .jsonl, .csv or .tsv file or a folder of .txt files (JSONL records may carry a
+    `metadata` object; see `load_jsonl_corpus`)."""
     path = Path(path)
     if path.is_dir():
         return load_text_folder(path, bad)
@@ -304,7 +331,7 @@ def load_corpus(
         raise DatasetError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        return load_jsonl_corpus(path, id_field or "_id", text_field, title_field, bad)
+        return load_jsonl_corpus(path, id_field or "_id", text_field, title_field, bad, strict_metadata)
     if suffix in (".csv", ".tsv"):
         return load_delimited_corpus(path, id_field or "id", text_field, title_field, bad)
     raise DatasetError(f"{path}: unknown corpus format {suffix!r}; use one of {', '.join(CORPUS_FORMATS)}")

@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -92,6 +92,8 @@ class Document:
     id: str
     title: str
     text: str
+    # flat metadata (`indexes.filters`), kept in the index's document store for filters; not part of the fingerprint
+    metadata: Mapping[str, str | int | float | bool] | None = field(default=None, compare=False, hash=False)
 
     def full_text(self) -> str:
         """The text the encoders see: title and body joined by a space (the BEIR/MTEB convention)."""

@@ -58,13 +58,15 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client.exposition import choose_encoder
 
+from indexes.filters import parse_filter
 from search.evaluation.side_by_side import evaluate_side_by_side
-from search.pipeline import BatchResult
+from search.pipeline import BatchResult, SearchResult
 from search.pipeline_set import PipelineSet
 from search.serve.admission import Admission, NotApplicable, Ticket, check_shape, check_tokens, watched
 from search.serve.batcher import Batchers
 from search.serve.bench_results import load_bench_results
 from search.serve.config import ServerConfig
+from search.serve.documents import documents_router
 from search.serve.errors import evaluation_failure, install_allow_header, install_error_handlers
 from search.serve.evaluation_job import EvaluationJob, JobState
 from search.serve.guard import api_key_dependency, install_guards
@@ -91,6 +93,7 @@ from search.serve.schemas import (
     search_response,
 )
 from search.serve.web import install_web
+from search.writes import CorpusWriter
 from semsearch_common.threads import ThreadBudget
 
 logger = logging.getLogger(__name__)
@@ -123,6 +126,9 @@ class Loaded(Generic[T]):
             raise HTTPException(status_code=503, detail="the search pipelines are not loaded yet")
         return self._value
 
+    def get_or_none(self) -> T | None:
+        return self._value
+
 
 def running_out(state: JobState) -> JSONResponse:
     """202 with the running evaluation's progress, pointing at where to poll."""
@@ -142,6 +148,8 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     models = request_models(config.limits, [source.name for source in config.sources()])
     SearchRequest, BatchSearchRequest, CompareRequest = models.search, models.batch, models.compare
 
+    writes: Loaded[CorpusWriter] = Loaded()
+
     def load_pipelines() -> PipelineSet:
         return PipelineSet.load(
             config.sources(),
@@ -149,6 +157,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             batch_search_threads=budget.search,
             search_params=config.search_params,
             mmap=config.mmap,
+            writable=config.writes,
             reference=config.reference,
             observer=metrics.observe,
             batch_observer=metrics.observe_batch,
@@ -175,12 +184,21 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         admission = Admission(limits)
         metrics.watch_queue(lambda: admission.queued, lambda: admission.in_flight)
         batchers = Batchers(pipelines.pipelines, admission, limits, metrics.observe, metrics.observe_coalesced)
-        async with anyio.create_task_group() as workers:
-            batchers.start(workers)
-            serving.set(batchers)
-            yield
-            serving.set(None)
-            workers.cancel_scope.cancel()
+        writer = CorpusWriter(pipelines.pipelines, threads=budget.encoder) if config.writes else None
+        if writer is not None:
+            writer.start()  # encodes what an earlier run left pending, then what PUT /documents queues
+            writes.set(writer)
+        try:
+            async with anyio.create_task_group() as workers:
+                batchers.start(workers)
+                serving.set(batchers)
+                yield
+                serving.set(None)
+                workers.cancel_scope.cancel()
+        finally:
+            if writer is not None:
+                writes.set(None)
+                await anyio.to_thread.run_sync(writer.close)
         holder.set(None)
 
     app = FastAPI(
@@ -207,11 +225,29 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         serving.get()
         return {"status": "ready"}
 
+    async def filtered(names: list[str], body: Any, request: Request) -> dict[str, SearchResult]:
+        """One query with a metadata filter, on each of `names` (not coalesced: each filter selects its own
+        documents), as one unit of work."""
+        where = parse_filter(body.filter)
+        ticket = Ticket(limits.request_timeout_s)
+
+        def run() -> dict[str, SearchResult]:
+            ticket.check()
+            return {n: holder.get().get(n).search(body.query, body.k, body.oversample, where) for n in names}
+
+        async def work() -> dict[str, SearchResult]:
+            async with serving.get().admission.request(ticket):
+                return await anyio.to_thread.run_sync(run)
+
+        return await watched(ticket, work, request)
+
     @api.post("/search", response_model=SearchResponse, responses=error_responses(KEY_ERROR, *POST_ERRORS))
     async def search(body: SearchRequest, request: Request) -> Response:
         loaded = holder.get()
         name = loaded.resolve(body.pipeline)
         check_shape(loaded.get(name), 1, body.k, limits, oversample=body.oversample)
+        if body.filter is not None:
+            return json_answer(search_response(name, (await filtered([name], body, request))[name], 1))
         batchers = serving.get()
         # an idle pipeline answers at once (one query: nothing to stop between micro-batches, nothing to coalesce)
         found = await batchers.search_now(name, body.query, body.k, body.oversample)
@@ -256,6 +292,9 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
                 check_shape(loaded.get(name), 1, body.k, limits, oversample=body.oversample)
             except NotApplicable as err:
                 raise NotApplicable(err.field, f"pipeline {name!r}: {err}") from err
+        if body.filter is not None:
+            results = await filtered(names, body, request)
+            return compare_response(loaded.compare_results(body.query, body.k, results), dict.fromkeys(results, 1))
         ticket = Ticket(limits.request_timeout_s)
         found = await watched(
             ticket, lambda: serving.get().search_all(names, body.query, body.k, ticket, body.oversample), request
@@ -326,6 +365,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="semsearch API")
 
+    api.include_router(documents_router(lambda: writes.get_or_none(), holder.get, limits))
     app.include_router(api)
     install_web(app)
     install_guards(app, config.security, config.limits.max_body_bytes)

@@ -49,6 +49,9 @@ class ServerLimits:
     # A single query to an idle pipeline whose recent queries took at most this long runs in the event loop instead
     # of a worker thread (the hand-off costs a fraction of a millisecond); 0 sends every query to a thread.
     inline_max_ms: float = 1.0
+    max_write_docs: int = 1000  # documents per PUT /documents (the body's size is bounded by max_body_bytes too)
+    max_doc_chars: int = 100_000  # characters of a written document's text (the encoder reads its first tokens)
+    max_pending: int = 100_000  # upserts waiting to be encoded; a write beyond gets 503 with Retry-After
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -136,10 +139,16 @@ class ServerConfig:
     security: Security = field(default_factory=Security)
     bench_dir: Path | None = None  # a `semsearch bench --out` folder, served at GET /bench/results for the /bench page
     mmap: bool = False  # memory-map every index (an index bigger than RAM is served without reading it whole)
+    writes: bool = False  # PUT/DELETE /documents (needs an API key; the directories are opened for writes)
 
     def __post_init__(self) -> None:
         if not self.sources():
             raise ValueError("no pipelines to serve: give --index-dir DIR or --pipeline NAME=DIR")
+        if self.writes and self.security.api_key is None:
+            raise ValueError("--writes needs an API key (writes change the indexes): give --api-key KEY or set "
+                             "SEMSEARCH_API_KEY")  # fmt: skip
+        if self.writes and self.mmap:
+            raise ValueError("--writes cannot be combined with --mmap: a memory-mapped index is read-only")
         problems = duplicate_name_problems(self.sources())
         if problems:
             raise ValueError("; ".join(problems))

@@ -4,11 +4,11 @@
   bound to loopback, and `--allowed-host` values; "*" accepts any, "*.example.org" a domain's names); any other Host
   header is refused with 400 "Invalid host header". This stops DNS rebinding: a web page whose name resolves to
   127.0.0.1 still sends its own name as Host.
-- `RequestGuard`: POST bodies must be `application/json` (parameters such as `charset=utf-8` allowed;
-  `application/*+json` and everything else get 415), so a cross-site page cannot send a "simple" text/plain or form
-  request without a CORS preflight; bodies over `max_body_bytes` get 413 before any parsing, from Content-Length when
-  given and by counting streamed (chunked) bytes otherwise, whatever the method. The body is buffered (it is at most
-  `max_body_bytes`) and replayed to the app.
+- `RequestGuard`: POST bodies (and PUT /documents') must be `application/json` (parameters such as `charset=utf-8`
+  allowed; `application/*+json` and everything else get 415), so a cross-site page cannot send a "simple"
+  text/plain or form request without a CORS preflight; bodies over `max_body_bytes` get 413 before any parsing,
+  from Content-Length when given and by counting streamed (chunked) bytes otherwise, whatever the method. The body
+  is buffered (it is at most `max_body_bytes`) and replayed to the app.
 - CORS is off (no Access-Control-* headers) unless `Security.cors_origins` names origins.
 - `api_key_dependency`: with an API key, FastAPI's `HTTPBearer` reads `Authorization: Bearer KEY` and a wrong or
   missing key is 401; the app puts it on its API routes (the web page, its files and the liveness routes hold no
@@ -35,7 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from search.serve.admission import ClientGone
 from search.serve.config import Security
 
-BODY_METHODS = frozenset({"POST"})  # the methods the API reads bodies of (the only ones its routes declare)
+BODY_METHODS = frozenset({"POST"})  # the methods the API reads bodies of, on every path
+BODY_PUTS = frozenset({"/documents"})  # the paths whose PUT bodies it reads (elsewhere a PUT is 405)
 JSON_MEDIA_TYPE = "application/json"
 BEARER_SCHEME = "Bearer"
 WRONG_KEY = (
@@ -71,7 +72,8 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if scope["method"] in BODY_METHODS and media_type(headers.get("content-type")) != JSON_MEDIA_TYPE:
+        reads_body = scope["method"] in BODY_METHODS or (scope["method"] == "PUT" and scope["path"] in BODY_PUTS)
+        if reads_body and media_type(headers.get("content-type")) != JSON_MEDIA_TYPE:
             await send_error(
                 send, 415, f"request bodies must be JSON: send the header 'Content-Type: {JSON_MEDIA_TYPE}'"
             )
@@ -163,7 +165,7 @@ def install_guards(app: FastAPI, security: Security, max_body_bytes: int) -> Non
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(security.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(security.trusted_hosts()), www_redirect=False)

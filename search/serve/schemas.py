@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, field_validator
 
+from indexes.filters import MetadataError, parse_filter
 from search.compare import CompareResult
 from search.data.records import is_blank, visible_pattern
 from search.pipeline import BatchResult, SearchResult
@@ -60,6 +61,15 @@ def check_query_visible(value: str) -> str:
 def check_pipeline_name(value: Any) -> Any:
     if isinstance(value, str) and not is_valid_unicode(value):
         raise ValueError("pipeline is not valid Unicode (it holds a lone surrogate)")
+    return value
+
+
+def check_filter(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A metadata filter that `indexes.filters.parse_filter` accepts (its message names the key at fault)."""
+    try:
+        parse_filter(value)
+    except MetadataError as err:
+        raise ValueError(str(err)) from err
     return value
 
 
@@ -150,11 +160,23 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
         str, Field(max_length=max_chars, json_schema_extra={"minLength": 1, "pattern": visible_pattern()})
     ]
 
+    Filter = Annotated[
+        dict[str, Any] | None,
+        AfterValidator(check_filter),
+        Field(
+            description='only documents whose metadata match: {"key": value} (equality), {"key": {"in": [...]}}, '
+            '{"key": {"gte": 1, "lt": 5}} (ranges on numbers); every condition must hold. k hits come back whenever '
+            "k documents match",
+            json_schema_extra={"examples": [{"year": {"gte": 2015}, "lang": {"in": ["en", "de"]}}]},
+        ),
+    ]
+
     class SearchRequest(BaseModel):
         query: Query
         k: K = 10
         pipeline: PipelineName = None
         oversample: Oversample = None
+        filter: Filter = None
 
     class BatchSearchRequest(BaseModel):
         queries: list[BatchItem] = Field(
@@ -191,6 +213,7 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
         query: Query
         k: K = 10
         oversample: Oversample = None
+        filter: Filter = None
         pipelines: list[Annotated[str, BeforeValidator(check_pipeline_name), pipeline_enum]] | None = Field(
             None,
             min_length=1,
@@ -326,6 +349,7 @@ ERROR_DESCRIPTIONS = {
     400: "the Host header is not a name this server answers (text/plain 'Invalid host header'; start the server with "
     "--allowed-host NAME to accept one), or Content-Length is not a number",
     401: "the server has an API key and the request lacks 'Authorization: Bearer KEY' (or has a wrong key)",
+    403: "writes are disabled on this server (start it with --writes and an API key)",
     404: "not found (for /evaluation: none has run yet, or its dataset cannot be found or has no qrels for the split)",
     409: "conflict (for /evaluation: the dataset is not the indexed corpus, or corpus vectors are not cached)",
     413: "the request body is over the max_body_bytes limit (refused before it is parsed)",

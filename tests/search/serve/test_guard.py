@@ -47,7 +47,9 @@ class Inner:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def run_asgi(app, headers: dict[str, str], chunks: list[bytes], method: str = "POST") -> tuple[int, dict, int]:
+def run_asgi(
+    app, headers: dict[str, str], chunks: list[bytes], method: str = "POST", path: str = "/search"
+) -> tuple[int, dict, int]:
     """Send a request made of `chunks`; the status, the JSON body, and how many chunks the app pulled."""
     pulled = 0
     sent: list[dict] = []
@@ -65,7 +67,7 @@ def run_asgi(app, headers: dict[str, str], chunks: list[bytes], method: str = "P
     scope = {
         "type": "http",
         "method": method,
-        "path": "/search",
+        "path": path,
         "headers": [(key.lower().encode(), value.encode()) for key, value in headers.items()],
     }
     asyncio.run(app(scope, receive, send))
@@ -139,9 +141,11 @@ def test_only_application_json_bodies(content_type, status):
         assert "Content-Type: application/json" in body["detail"]
 
 
-def test_only_post_bodies_must_be_json():
-    """The API reads POST bodies only: another method goes on to routing (405 for an undeclared one), still under
-    the size limit."""
+def test_only_post_and_put_bodies_must_be_json():
+    """The API reads POST and PUT bodies only: another method goes on to routing (405 for an undeclared one), still
+    under the size limit."""
+    status, _, _ = run_asgi(RequestGuard(Inner(), max_body_bytes=100), {}, [b"x"], method="PUT", path="/documents")
+    assert status == 415
     for method in ("PUT", "PATCH", "DELETE"):
         status, _, _ = run_asgi(RequestGuard(Inner(), max_body_bytes=100), {}, [b"x"], method=method)
         assert status == 200, method
