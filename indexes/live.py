@@ -46,9 +46,11 @@ from indexes.livestore import Applied, Deleted, LiveStore
 from indexes.rescore import Rescorer, TimedSearch
 from indexes.rwlock import RWLock
 from indexes.store import StoredIndex, sweep_generations, write_generation
+from semsearch_common.atomic import crash_point
 
 logger = logging.getLogger(__name__)
 
+COMPACTION_STEPS = ("compaction_swapped", "compaction_dropped")  # crash points after the new generation's meta.json
 SCAN_MAX = 2048  # a filter matching at most this many documents is scored exactly (their rows), not searched
 MAX_BOOST = 32  # nprobe / efSearch raised by at most this factor under a selective filter
 COMPACT_FRACTION = 0.1  # compact when hidden positions pass this fraction of the index
@@ -421,7 +423,9 @@ class LiveIndex:
                 self._selector_ok = None
                 self._add(positions, tail)
                 self._remove(dead)
+            crash_point("compaction_swapped")
             self.store.drop_vectors_below(cut_positions)
+            crash_point("compaction_dropped")
             sweep_generations(self.stored.path, meta)
             self.compactions += 1
             logger.info("compacted %s: %d live documents in %.2f s (generation %d)", self.stored.path, len(live),

@@ -51,7 +51,7 @@ from indexes.vector_file import (
     write_vector_rows,
     write_vectors,
 )
-from semsearch_common.atomic import atomic_path, recover_folder, staged_folder, write_json_atomic
+from semsearch_common.atomic import atomic_path, crash_point, recover_folder, staged_folder, write_json_atomic
 
 __all__ = [  # the names other packages use
     "DOCS_DB", "FORMAT_VERSION", "INDEX_FILE", "META_FILE", "VECTORS_FILE", "DisplayDoc", "IndexDirError",
@@ -63,6 +63,7 @@ FORMAT_VERSION = 2
 LEGACY_FORMAT = 1  # ids.json + docs.jsonl
 INDEX_FILE, META_FILE = "index.faiss", "meta.json"
 LEGACY_IDS_FILE, LEGACY_DOCS_FILE = "ids.json", "docs.jsonl"
+GENERATION_STEPS = ("generation_index", "generation_vectors", "generation_meta")  # crash points of write_generation
 MIGRATE = "convert it with `semsearch migrate-index {path}` (or rebuild it with `semsearch index`)"
 
 
@@ -559,6 +560,7 @@ def write_generation(
     index_name = f"index.g{generation}.faiss"
     with atomic_path(index_dir / index_name) as tmp:
         faiss.write_index(index, str(tmp))
+    crash_point("generation_index")
     new_meta = {**meta, "index_file": index_name, "ntotal": int(index.ntotal)}
     new_meta["index_files"] = {index_name: (index_dir / index_name).stat().st_size}
     new_meta["index_bytes"] = new_meta["index_files"][index_name]
@@ -570,8 +572,10 @@ def write_generation(
         with atomic_path(index_dir / name) as tmp:
             size = write_vector_rows(tmp, (positions, int(meta["dim"])), rows, spec["dtype"])
         new_meta["vector_file"] = {**spec, "name": name, "bytes": size}
+        crash_point("generation_vectors")
     new_meta["live"] = {"generation": generation, "positions": int(positions), "tombstone_seq": int(tombstone_seq)}
     write_json_atomic(index_dir / META_FILE, new_meta)
+    crash_point("generation_meta")
     return new_meta
 
 
