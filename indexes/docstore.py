@@ -218,12 +218,21 @@ class DocStore:
         return np.array([found[i] for i in ids], dtype=np.int64)
 
     @property
+    def version(self) -> int:
+        """The last write version logged (0 for a store never written to)."""
+        with self._lock:
+            return self._state("version")
+
+    @property
     def next_pos(self) -> int:
         with self._lock:
             return self._state("next_pos")
 
     def vectors_from(self, start: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions >= `start` whose vectors the store holds, and those vectors (float32), in position order."""
+        """Positions >= `start` whose vectors the store holds, and those vectors (float32), in position order (none
+        in a schema 1 store, which never took writes)."""
+        if self.schema < 2:
+            return np.empty(0, dtype=np.int64), np.empty((0, dim), dtype=np.float32)
         with self._lock:
             rows = self._connection.execute(
                 "SELECT pos, vector FROM vectors WHERE pos >= ? ORDER BY pos", (start,)
@@ -233,7 +242,9 @@ class DocStore:
         return positions, vectors
 
     def tombstones_after(self, seq: int) -> tuple[np.ndarray, np.ndarray]:
-        """(seq, pos) of the tombstones numbered above `seq`, in order."""
+        """(seq, pos) of the tombstones numbered above `seq`, in order (none in a schema 1 store)."""
+        if self.schema < 2:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         with self._lock:
             rows = self._connection.execute(
                 "SELECT seq, pos FROM tombstones WHERE seq > ? ORDER BY seq", (seq,)
@@ -242,6 +253,8 @@ class DocStore:
         return array[:, 0], array[:, 1]
 
     def last_tombstone(self) -> int:
+        if self.schema < 2:
+            return 0
         with self._lock:
             return int(self._connection.execute("SELECT COALESCE(MAX(seq), 0) FROM tombstones").fetchone()[0])
 
@@ -272,6 +285,8 @@ class DocStore:
         return doc
 
     def counts(self) -> dict[str, int]:
+        if self.schema < 2:
+            return {"documents": self._count, "pending": 0, "tombstones": 0, "next_pos": self._count, "version": 0}
         with self._lock:
             one = lambda sql: int(self._connection.execute(sql).fetchone()[0])  # noqa: E731
             return {

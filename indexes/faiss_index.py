@@ -168,10 +168,18 @@ def parse_search_params(text: str) -> dict[str, float]:
     return params
 
 
-def rabitq_index(index) -> Any | None:
-    """The RaBitQ index inside `index` (itself, or the base of an `,RFlat` refinement), or None."""
+def without_id_map(index) -> Any:
+    """The index inside an `IndexIDMap`/`IndexIDMap2` (a living index's compaction wraps flat codes and HNSW in one
+    so that positions stay their ids), else `index`. FAISS's ParameterSpace does not reach through the wrapper."""
     faiss = import_faiss()
     node = faiss.downcast_index(index)
+    return faiss.downcast_index(node.index) if isinstance(node, faiss.IndexIDMap | faiss.IndexIDMap2) else node
+
+
+def rabitq_index(index) -> Any | None:
+    """The RaBitQ index inside `index` (itself, the base of an `,RFlat` refinement, or inside an ID map), or None."""
+    faiss = import_faiss()
+    node = without_id_map(index)
     while node is not None:
         if "RaBitQ" in type(node).__name__:
             return node
@@ -182,6 +190,7 @@ def rabitq_index(index) -> Any | None:
 
 def _native_params(index) -> tuple[Any, set[str]]:
     faiss = import_faiss()
+    index = without_id_map(index)
     space = faiss.ParameterSpace()
     space.initialize(index)
     native = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
@@ -200,6 +209,7 @@ def apply_search_params(index, params: Mapping[str, float]) -> None:
     """Set search-time parameters through faiss.ParameterSpace (it reaches through wrappers); RaBitQ's `qb` on the
     RaBitQ index itself. `oversample` is skipped: it belongs to the rescoring stage (`indexes.rescore`), which the
     caller sets up (`split_rescore_params`)."""
+    index = without_id_map(index)
     space, native = _native_params(index)
     allowed = settable_params(index)
     for public, value in split_rescore_params(params)[0].items():

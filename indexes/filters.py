@@ -1,9 +1,9 @@
 """Document metadata and the filters searches take on it.
 
-Metadata is a flat JSON object: up to `MAX_KEYS` keys (non-empty strings of at most `MAX_KEY_CHARS` characters, not
-starting with `$`) whose values are strings, finite numbers or booleans. It is stored as JSON text beside each document
-in the document store and filtered there with SQLite's JSON functions, so a filter costs one indexed-free scan of the
-store, never Python objects per document.
+Metadata is a flat JSON object: up to `MAX_KEYS` keys (non-empty printable strings of at most `MAX_KEY_CHARS`
+characters, without quotes or backslashes, not starting with `$`) whose values are strings, finite numbers or
+booleans. It is stored as JSON text beside each document in the document store and filtered there with SQLite's JSON
+functions: a filter is one scan of the store, never Python objects per document.
 
 A filter is a JSON object of conditions, all of which must hold (AND):
 
@@ -37,9 +37,12 @@ class MetadataError(ValueError):
 
 
 def _check_key(key: object, what: str) -> str:
-    if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS or key.startswith("$"):
-        raise MetadataError(f"{what} key {key!r:.80} must be a non-empty string of at most {MAX_KEY_CHARS} characters "
-                            "not starting with '$'")  # fmt: skip
+    if (
+        not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS or key.startswith("$")
+        or any(c in key for c in '"\\') or not key.isprintable()
+    ):  # fmt: skip
+        raise MetadataError(f"{what} key {key!r:.80} must be a non-empty printable string of at most {MAX_KEY_CHARS} "
+                            "characters, without quotes or backslashes, not starting with '$'")  # fmt: skip
     return key
 
 
@@ -83,8 +86,10 @@ def scalar_metadata(metadata: object) -> tuple[dict[str, Scalar], list[str]]:
         return {}, []
     kept: dict[str, Scalar] = {}
     dropped = []
-    for key, value in list(metadata.items())[:MAX_KEYS]:
+    for key, value in metadata.items():
         try:
+            if len(kept) >= MAX_KEYS:
+                raise MetadataError(f"more than {MAX_KEYS} keys")
             kept[_check_key(key, "metadata")] = _check_scalar(value, "metadata")
         except MetadataError:
             dropped.append(str(key))
@@ -109,7 +114,7 @@ class MetadataFilter:
         clauses: list[str] = []
         params: list[Any] = []
         for cond in self.conditions:
-            path = "$." + json.dumps(cond.key)  # quoted: any key is a valid path
+            path = f'$."{cond.key}"'  # quoted (keys hold no quote or backslash), as stored: not ASCII-escaped
             value = f"json_extract({column}, ?)"
             kind = f"json_type({column}, ?)"
             if cond.op == "eq":

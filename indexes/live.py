@@ -26,6 +26,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ SCAN_MAX = 2048  # a filter matching at most this many documents is scored exact
 MAX_BOOST = 32  # nprobe / efSearch raised by at most this factor under a selective filter
 COMPACT_FRACTION = 0.1  # compact when hidden positions pass this fraction of the index
 COMPACT_MIN = 64  # ... and at least this many (a few deletes never rebuild a graph)
+FILTER_CACHE = 32  # filters whose matching positions are kept until the next write
 
 
 class NotWritableError(ValueError):
@@ -121,6 +123,11 @@ class LiveIndex:
         self.saved_positions = int(live.get("positions", stored.index.ntotal))
         self.saved_tombstones = int(live.get("tombstone_seq", 0))
         self.hidden: set[int] = set()
+        self._hidden_version = 0
+        self._changes = 0  # adds and removals applied (what a cached filter answer depends on)
+        self._hidden_cache: tuple[int, np.ndarray, Any] | None = None
+        self._cache_lock = threading.Lock()
+        self._allowed_cache: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._buffer = np.empty((0, stored.index.d), dtype=np.float32)  # rows of positions >= saved_positions
         self._next = self.saved_positions
         self._selector_ok: bool | None = None
@@ -179,6 +186,7 @@ class LiveIndex:
         if positions[0] != self._next or np.any(np.diff(positions) != 1):
             raise ValueError(f"positions must continue from {self._next} without gaps, got {positions[:3]}...")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._changes += 1
         if _explicit_ids(self.index):
             self.index.add_with_ids(vectors, np.ascontiguousarray(positions, dtype=np.int64))
         else:
@@ -203,10 +211,12 @@ class LiveIndex:
         positions = np.asarray(positions, dtype=np.int64)
         if not len(positions):
             return
+        self._changes += 1
         if _removes_in_place(self.index):
             self.index.remove_ids(import_faiss().IDSelectorBatch(positions))
         else:
             self.hidden.update(positions.tolist())
+            self._hidden_version += 1
 
     def apply(self, applied: list[Applied], vectors: Mapping[str, np.ndarray]) -> None:
         """Add the upserts the store just applied (`vectors` by id) and remove what they replaced."""
@@ -279,9 +289,7 @@ class LiveIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         allowed = None
         if where is not None:
-            allowed = self.store.matching(where)
-            if self.hidden and len(allowed):
-                allowed = allowed[~np.isin(allowed, np.fromiter(self.hidden, np.int64, len(self.hidden)))]
+            allowed = self._allowed(where)
             if len(allowed) == 0:
                 return SearchOutcome(_empty(len(queries), k), 0, "exact_scan")
             if len(allowed) <= self.scan_max and self.has_rows():
@@ -291,17 +299,14 @@ class LiveIndex:
         keep: Callable[[np.ndarray], np.ndarray] | None = None
         selector = None
         if allowed is not None:
-            bitmap = np.zeros((self._next + 7) // 8, dtype=np.uint8)
-            np.bitwise_or.at(bitmap, allowed >> 3, (1 << (allowed & 7)).astype(np.uint8))
+            mask = np.zeros(self._next, dtype=bool)
+            mask[allowed] = True
+            bitmap = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(self._next, faiss.swig_ptr(bitmap))
             selector._bitmap = bitmap  # kept alive with the selector
-            allowed_set = allowed
-            keep = lambda cand: np.isin(cand, allowed_set)  # noqa: E731
+            keep = lambda cand: mask[np.clip(cand, 0, None)] & (cand >= 0)  # noqa: E731
         elif self.hidden:
-            hidden = np.fromiter(self.hidden, np.int64, len(self.hidden))
-            batch = faiss.IDSelectorBatch(hidden)
-            selector = faiss.IDSelectorNot(batch)
-            selector._inner = batch
+            hidden, selector = self._hidden_selector()
             keep = lambda cand: ~np.isin(cand, hidden)  # noqa: E731
         boost = 1.0 if allowed is None else min(MAX_BOOST, live / len(allowed))
         rescorer = None
@@ -320,6 +325,36 @@ class LiveIndex:
             fraction = (len(allowed) if allowed is not None else live) / max(1, self.index.ntotal)
             timed = self._overfetch(queries, k, rescorer, single_query_threads, keep, fraction)
         return SearchOutcome(timed, None if allowed is None else len(allowed), method)
+
+    def _allowed(self, where: MetadataFilter) -> np.ndarray:
+        """Sorted positions passing `where`, less hidden ones; the last few filters' answers are kept until the
+        next write (a repeated filter costs no scan of the store)."""
+        key = (where, self._changes)
+        with self._cache_lock:
+            found = self._allowed_cache.get(key)
+            if found is not None:
+                self._allowed_cache.move_to_end(key)
+                return found
+        allowed = self.store.matching(where)
+        if self.hidden and len(allowed):
+            allowed = allowed[~np.isin(allowed, self._hidden_selector()[0])]
+        with self._cache_lock:
+            self._allowed_cache[key] = allowed
+            while len(self._allowed_cache) > FILTER_CACHE:
+                self._allowed_cache.popitem(last=False)
+        return allowed
+
+    def _hidden_selector(self) -> tuple[np.ndarray, Any]:
+        """The hidden positions (sorted) and a selector excluding them, rebuilt only after they change."""
+        cached = self._hidden_cache
+        if cached is None or cached[0] != self._hidden_version:
+            faiss = import_faiss()
+            hidden = np.sort(np.fromiter(self.hidden, np.int64, len(self.hidden)))
+            batch = faiss.IDSelectorBatch(hidden)
+            selector = faiss.IDSelectorNot(batch)
+            selector._inner = batch  # kept alive with the selector
+            cached = self._hidden_cache = (self._hidden_version, hidden, selector)
+        return cached[1], cached[2]
 
     def _scan(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> TimedSearch:
         started = time.perf_counter()
@@ -420,6 +455,7 @@ class LiveIndex:
                 self._buffer = np.empty((0, self.dim), dtype=np.float32)
                 self._next = cut_positions
                 self.hidden = set()
+                self._hidden_version += 1
                 self._selector_ok = None
                 self._add(positions, tail)
                 self._remove(dead)

@@ -73,7 +73,7 @@ class Applied:
 @dataclass(frozen=True)
 class Deleted:
     id: str
-    version: int
+    version: int | None  # None: the id was found nowhere, and nothing changed
     pos: int | None  # the live position tombstoned (None: the id had none)
     was_pending: bool  # an upsert still being encoded was dropped
 
@@ -119,12 +119,6 @@ class LiveStore(DocStore):
     def _set_state(self, key: str, value: int) -> None:
         self._connection.execute("UPDATE state SET value = ? WHERE key = ?", (value, key))
 
-    @property
-    def version(self) -> int:
-        """The last write version logged."""
-        with self._lock:
-            return self._state("version")
-
     def log_upserts(self, docs: Sequence[NewDoc], first_version: int | None = None) -> list[int]:
         """Log `docs` as pending upserts in one transaction (versions `first_version`, +1, ...; default: after the
         last); return their versions. Raises ValueError on a duplicate id in the batch or a version not above the
@@ -146,23 +140,27 @@ class LiveStore(DocStore):
         return [start + i for i in range(len(docs))]
 
     def delete(self, ids: Sequence[str], first_version: int | None = None) -> list[Deleted]:
-        """Delete `ids` in one transaction: drop their pending upserts, tombstone their live positions."""
+        """Delete `ids` in one transaction: drop their pending upserts, tombstone their live positions. Each id
+        found (live or pending) takes the next version; an id found nowhere changes nothing (version None)."""
         unique = list(dict.fromkeys(ids))
         out: list[Deleted] = []
         with self._lock, self._transaction():
             last = self._state("version")
-            start = last + 1 if first_version is None else first_version
-            if start <= last:
-                raise ValueError(f"write version {start} is not above the store's last version {last}")
-            for i, doc_id in enumerate(unique):
-                version = start + i
-                was_pending = self._connection.execute("DELETE FROM pending WHERE id = ?", (doc_id,)).rowcount > 0
+            version = (last + 1 if first_version is None else first_version) - 1
+            if version < last:
+                raise ValueError(f"write version {version + 1} is not above the store's last version {last}")
+            for doc_id in unique:
                 row = self._connection.execute("SELECT pos FROM docs WHERE id = ?", (doc_id,)).fetchone()
+                was_pending = self._connection.execute("DELETE FROM pending WHERE id = ?", (doc_id,)).rowcount > 0
+                if row is None and not was_pending:
+                    out.append(Deleted(doc_id, None, None, False))
+                    continue
+                version += 1
                 if row is not None:
                     self._tombstone(row[0], doc_id, version, "delete")
                 out.append(Deleted(doc_id, version, None if row is None else int(row[0]), was_pending))
-            if unique:
-                self._set_state("version", start + len(unique) - 1)
+            if version > last:
+                self._set_state("version", version)
             crash_point("deleted")
         return out
 

@@ -38,6 +38,7 @@ from search.pipeline import Pipeline
 logger = logging.getLogger(__name__)
 
 ENCODE_BATCH = 16  # pending upserts encoded and applied at a time
+PENDING_SHOWN = 20  # ids of pending upserts a search response lists
 WORKER_NICE = 10  # the encoding thread's niceness (Linux: per thread), so searches keep the cores first
 
 
@@ -72,6 +73,7 @@ class CorpusWriter:
         batch_size: int = ENCODE_BATCH,
         compact: bool = True,
         threads: int | None = None,
+        own_encoders: bool = False,
     ) -> None:
         if not pipelines:
             raise ValueError("no pipelines to write to")
@@ -81,19 +83,28 @@ class CorpusWriter:
         self.lives: dict[str, LiveIndex] = {name: p.enable_writes() for name, p in self.pipelines.items()}
         self.batch_size = batch_size
         self.compact_enabled = compact
-        self._encoders = self._document_encoders(threads)
+        self._threads = threads
+        self._own_encoders = own_encoders
+        self._encoders: list[tuple[Encoder, list[str]]] | None = None  # loaded by the first drain, in its thread
         self._lock = threading.Lock()  # one write (log, apply, delete) at a time, across every store
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.throughput = Throughput()
         self.in_flight = 0  # upserts being encoded now
+        self.compacting: str | None = None  # the pipeline being compacted now
         self.reconcile()
+        self._refresh_pending()
 
-    def _document_encoders(self, threads: int | None) -> list[tuple[Encoder, list[str]]]:
-        """One encoder per distinct document-encoder identity, with the pipelines it serves."""
+    def _document_encoders(self) -> list[tuple[Encoder, list[str]]]:
+        """One encoder per distinct document-encoder identity, with the pipelines it serves: the pipelines' query
+        encoders where they are the same model, unless `own_encoders` (then each is loaded here, with `threads`
+        threads, in the calling thread: the worker's, whose low priority the encoder's threads inherit)."""
+        if self._encoders is not None:
+            return self._encoders
+        threads = self._threads
         key = lambda identity: repr(sorted(identity.items()))  # noqa: E731
-        loaded = {key(p.meta["encoder"]): p.encoder for p in self.pipelines.values()}  # query encoders, reused
+        loaded = {} if self._own_encoders else {key(p.meta["encoder"]): p.encoder for p in self.pipelines.values()}
         groups: dict[str, tuple[Encoder, list[str]]] = {}
         for name, pipeline in self.pipelines.items():
             identity = pipeline.meta.get("doc_encoder", pipeline.meta["encoder"])
@@ -101,7 +112,8 @@ class CorpusWriter:
                 encoder = loaded.get(key(identity)) or load_encoder_from_identity(identity, threads=threads)
                 groups[key(identity)] = (encoder, [])
             groups[key(identity)][1].append(name)
-        return list(groups.values())
+        self._encoders = list(groups.values())
+        return self._encoders
 
     @property
     def stores(self) -> dict[str, LiveStore]:
@@ -155,6 +167,7 @@ class CorpusWriter:
             first = self._first_version()
             for store in self.stores.values():
                 store.log_upserts(docs, first_version=first)
+            self._refresh_pending()
         self._wake.set()
         return {"first_version": first, "last_version": first + len(docs) - 1, "ids": [d.id for d in docs],
                 "state": "encoding"}  # fmt: skip
@@ -169,6 +182,7 @@ class CorpusWriter:
                 results = [store.delete(ids, first_version=first) for store in self.stores.values()]
                 for live, deleted in zip(self.lives.values(), results, strict=True):
                     live.apply_deletes_locked(deleted)
+            self._refresh_pending()
         return results[0]
 
     @contextlib.contextmanager
@@ -177,6 +191,16 @@ class CorpusWriter:
             for live in self.lives.values():
                 stack.enter_context(live.lock.writing())
             yield
+
+    def _refresh_pending(self) -> None:
+        first = next(iter(self.stores.values()))
+        ids = [item.doc.id for item in first.pending(PENDING_SHOWN)]
+        self._pending_view = {"documents": first.pending_count(), "ids": ids}
+
+    def encoding_summary(self) -> dict[str, Any]:
+        """Upserts not yet searchable: their count and the oldest ids (refreshed at each write and batch, so a
+        search reads it without touching the store)."""
+        return self._pending_view
 
     def get(self, doc_id: str) -> dict[str, Any] | None:
         """The document as the first pipeline's store holds it (live or still encoding), or None."""
@@ -198,7 +222,7 @@ class CorpusWriter:
                 started = time.perf_counter()
                 texts = [item.doc.full_text() for item in batch]
                 vectors: dict[str, dict[str, np.ndarray]] = {}
-                for encoder, names in self._encoders:
+                for encoder, names in self._document_encoders():
                     encoded = encoder.encode(texts, kind="passage", batch_size=len(texts))
                     by_id = {item.doc.id: encoded[i] for i, item in enumerate(batch)}
                     vectors.update({name: by_id for name in names})
@@ -209,6 +233,7 @@ class CorpusWriter:
                             (item, vectors[name][item.doc.id]) for item in batch
                         )
                         live.apply_locked(applied, vectors[name])
+                    self._refresh_pending()
                 self.throughput.encode_seconds += encoded_at - started
                 self.throughput.apply_seconds += time.perf_counter() - encoded_at
                 self.throughput.documents += len(batch)
@@ -227,7 +252,11 @@ class CorpusWriter:
         compacted = []
         for name, live in self.lives.items():
             if live.needs_compaction():
-                live.compact()
+                self.compacting = name
+                try:
+                    live.compact()
+                finally:
+                    self.compacting = None
                 compacted.append(name)
         return compacted
 
@@ -270,6 +299,7 @@ class CorpusWriter:
         return {
             "pending": first.pending_count(),
             "in_flight": self.in_flight,
+            "compacting": self.compacting,
             "worker": "running" if self._thread is not None else "stopped",
             "throughput": self.throughput.describe(),
             "pipelines": {name: live.status() for name, live in self.lives.items()},

@@ -104,7 +104,7 @@ def delete(
             return {
                 "deleted": [d.id for d in deleted if d.pos is not None or d.was_pending],
                 "not_found": [d.id for d in deleted if d.pos is None and not d.was_pending],
-                "version": max(d.version for d in deleted),
+                "version": max((d.version for d in deleted if d.version is not None), default=None),
             }
         finally:
             writer.close()

@@ -82,6 +82,14 @@ def serve(
             "millisecond per request, and GET /metrics counts requests and errors per route",
         ),
     ] = False,
+    writes: Annotated[
+        bool,
+        typer.Option(
+            "--writes",
+            help="accept writes: PUT /documents (upsert, encoded in the background) and DELETE /documents/ID; needs "
+            "an API key; the index directories are opened for writes (one writer per directory)",
+        ),
+    ] = False,
     mmap: Annotated[
         bool,
         typer.Option(
@@ -92,7 +100,8 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the web page (/ and /bench) and /search, /search/batch, /compare, /pipelines, /evaluation,
-    /bench/results over HTTP (API docs at /docs), Prometheus metrics at /metrics, /health and /ready.
+    /bench/results, /documents (writes with --writes) over HTTP (API docs at /docs), Prometheus metrics at /metrics,
+    /health and /ready.
 
     The /evaluation summary is computed by a background job (202 with progress while it runs, never blocking
     searches), started by POST /evaluation or at startup with --evaluate-on-startup; a GET never starts it.
@@ -130,6 +139,7 @@ def serve(
             ),
             bench_dir=bench_dir,
             mmap=mmap,
+            writes=writes,
         )
         choose_reference([source.name for source in config.sources()], reference)
         for source in config.sources():  # fail fast, before the server starts, on a missing or broken index

@@ -184,7 +184,8 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         admission = Admission(limits)
         metrics.watch_queue(lambda: admission.queued, lambda: admission.in_flight)
         batchers = Batchers(pipelines.pipelines, admission, limits, metrics.observe, metrics.observe_coalesced)
-        writer = CorpusWriter(pipelines.pipelines, threads=budget.encoder) if config.writes else None
+        # the worker encodes with its own encoders on one low-priority thread, beside the query encoders' threads
+        writer = CorpusWriter(pipelines.pipelines, threads=1, own_encoders=True) if config.writes else None
         if writer is not None:
             writer.start()  # encodes what an earlier run left pending, then what PUT /documents queues
             writes.set(writer)
@@ -225,6 +226,11 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         serving.get()
         return {"status": "ready"}
 
+    def encoding() -> dict[str, Any] | None:
+        """What a server taking writes is still encoding (from the writer's memory: no store access per search)."""
+        writer = writes.get_or_none()
+        return writer.encoding_summary() if writer is not None else None
+
     async def filtered(names: list[str], body: Any, request: Request) -> dict[str, SearchResult]:
         """One query with a metadata filter, on each of `names` (not coalesced: each filter selects its own
         documents), as one unit of work."""
@@ -247,7 +253,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         name = loaded.resolve(body.pipeline)
         check_shape(loaded.get(name), 1, body.k, limits, oversample=body.oversample)
         if body.filter is not None:
-            return json_answer(search_response(name, (await filtered([name], body, request))[name], 1))
+            return json_answer(search_response(name, (await filtered([name], body, request))[name], 1, encoding()))
         batchers = serving.get()
         # an idle pipeline answers at once (one query: nothing to stop between micro-batches, nothing to coalesce)
         found = await batchers.search_now(name, body.query, body.k, body.oversample)
@@ -256,7 +262,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             found = await watched(
                 ticket, lambda: batchers.search(name, body.query, body.k, ticket, body.oversample), request
             )
-        return json_answer(search_response(name, found.result, found.batch_size))
+        return json_answer(search_response(name, found.result, found.batch_size, encoding()))
 
     @api.post(
         "/search/batch",
@@ -273,7 +279,8 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         def run() -> BatchResult:  # in a worker thread, holding a slot
             ticket.check()
             check_tokens(loaded.get(name), body.queries, limits)
-            options = {"micro_batch": limits.micro_batch, "checkpoint": ticket.check, "oversample": body.oversample}
+            options = {"micro_batch": limits.micro_batch, "checkpoint": ticket.check, "oversample": body.oversample,
+                       "where": parse_filter(body.filter)}  # fmt: skip
             return loaded.search_batch(body.queries, body.k, name, **options)[1]
 
         async def work() -> BatchResult:
@@ -294,13 +301,14 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
                 raise NotApplicable(err.field, f"pipeline {name!r}: {err}") from err
         if body.filter is not None:
             results = await filtered(names, body, request)
-            return compare_response(loaded.compare_results(body.query, body.k, results), dict.fromkeys(results, 1))
+            compared = loaded.compare_results(body.query, body.k, results)
+            return compare_response(compared, dict.fromkeys(results, 1), encoding())
         ticket = Ticket(limits.request_timeout_s)
         found = await watched(
             ticket, lambda: serving.get().search_all(names, body.query, body.k, ticket, body.oversample), request
         )
         result = loaded.compare_results(body.query, body.k, {name: f.result for name, f in found.items()})
-        return compare_response(result, {name: f.batch_size for name, f in found.items()})
+        return compare_response(result, {name: f.batch_size for name, f in found.items()}, encoding())
 
     @api.get("/pipelines", responses=error_responses(KEY_ERROR, 503))
     def pipelines() -> dict[str, Any]:

@@ -3,15 +3,15 @@
 - `PUT /documents` `{documents: [{id, title, text, metadata}]}`: upsert a batch (an existing id is replaced); 202
   once every pipeline's store has logged it, with its versions and state "encoding" (searches find the documents
   once the background worker has encoded them: see `GET /documents/{id}` or `/documents/status`).
-- `DELETE /documents/{id}`: 200 once deleted from every pipeline (searches stop returning it at once); 404 when no
-  pipeline holds the id.
+- `DELETE /documents/{id}` (an id may hold `/`): 200 once deleted from every pipeline (searches stop returning it
+  at once); 404 when no pipeline holds the id (and nothing changes).
 - `GET /documents/{id}`: the stored document (title, snippet, metadata, version, state "live" or "encoding"); 404.
 - `GET /documents/status`: the encoding queue, the worker's throughput, each pipeline's store and index.
 
 Writes are off unless the server runs with `--writes` (which needs an API key): PUT and DELETE are then 403. A batch
 is checked whole before anything is logged (at most `max_write_docs` documents of at most `max_doc_chars`
-characters, ids unique, metadata flat), so a refused batch (422) changes nothing; a write that would take the queue
-past `max_pending` is 503 with Retry-After.
+characters, ids unique and not `status`, metadata flat), so a refused batch (422) changes nothing; a write that
+would take the queue past `max_pending` is 503 with Retry-After.
 """
 
 from collections.abc import Callable
@@ -26,7 +26,7 @@ from indexes.filters import MetadataError, check_metadata
 from indexes.livestore import NewDoc
 from search.data.records import is_blank
 from search.pipeline_set import PipelineSet
-from search.serve.admission import ServerBusy
+from search.serve.admission import LimitExceeded, ServerBusy
 from search.serve.config import ServerLimits
 from search.serve.schemas import KEY_ERROR, POST_ERRORS, error_responses, is_valid_unicode
 from search.writes import CorpusWriter
@@ -44,6 +44,15 @@ def _unicode(value: Any) -> Any:
 def _visible(value: str) -> str:
     if is_blank(value):
         raise ValueError("must contain a visible character")
+    return value
+
+
+RESERVED_IDS = ("status",)  # GET /documents/status is the queue's status, not a document's
+
+
+def _addressable(value: str) -> str:
+    if value in RESERVED_IDS:
+        raise ValueError(f"the id {value!r} is reserved (GET /documents/{value} is the write queue's status)")
     return value
 
 
@@ -83,7 +92,11 @@ class DeleteOut(BaseModel):
 def upsert_model(limits: ServerLimits) -> type[BaseModel]:
     """The PUT /documents body, with this server's limits."""
     DocId = Annotated[
-        str, Field(min_length=1, max_length=MAX_ID_CHARS), BeforeValidator(_unicode), AfterValidator(_visible)
+        str,
+        Field(min_length=1, max_length=MAX_ID_CHARS),
+        BeforeValidator(_unicode),
+        AfterValidator(_visible),
+        AfterValidator(_addressable),
     ]
     Text = Annotated[str, Field(max_length=limits.max_doc_chars), BeforeValidator(_unicode)]
 
@@ -147,6 +160,10 @@ def documents_router(
         found = writing()
         docs = [NewDoc(d.id, d.title, d.text, d.metadata or None) for d in body.documents]  # type: ignore[attr-defined]
 
+        if len(docs) > limits.max_pending:
+            raise LimitExceeded("documents", f"{len(docs)} documents are more than the encoding queue holds "
+                                f"(max_pending={limits.max_pending}): send smaller batches")  # fmt: skip
+
         def run() -> dict[str, Any]:
             pending = next(iter(found.stores.values())).pending_count()
             if pending + len(docs) > limits.max_pending:
@@ -157,7 +174,7 @@ def documents_router(
         receipt = await anyio.to_thread.run_sync(run)
         return JSONResponse(status_code=202, content=UpsertOut(**receipt).model_dump())
 
-    @router.delete("/documents/{doc_id}", response_model=DeleteOut, responses=error_responses(KEY_ERROR, 403, 404))
+    @router.delete("/documents/{doc_id:path}", response_model=DeleteOut, responses=error_responses(KEY_ERROR, 403, 404))
     async def delete(doc_id: str) -> DeleteOut:
         found = writing()
         deleted = (await anyio.to_thread.run_sync(found.delete, [doc_id]))[0]
@@ -165,7 +182,7 @@ def documents_router(
             raise HTTPException(status_code=404, detail=f"no document {doc_id!r:.100} in this corpus")
         return DeleteOut(id=doc_id, version=deleted.version, deleted=True, was_encoding=deleted.was_pending)
 
-    @router.get("/documents/{doc_id}", response_model=DocumentStatusOut, responses=error_responses(KEY_ERROR, 404))
+    @router.get("/documents/{doc_id:path}", response_model=DocumentStatusOut, responses=error_responses(KEY_ERROR, 404))
     async def get_document(doc_id: str) -> dict[str, Any]:
         found = writer()
         store = found.stores[next(iter(found.stores))] if found is not None else pipelines().get().stored.docs

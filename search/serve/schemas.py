@@ -188,6 +188,7 @@ def request_models(limits: ServerLimits, pipelines: Sequence[str] = ()) -> Reque
         k: K = 10
         pipeline: PipelineName = None
         oversample: Oversample = None
+        filter: Filter = None
 
         @field_validator("queries", mode="before")
         @classmethod
@@ -248,10 +249,18 @@ class TimingsOut(BaseModel):
     total_ms: float
 
 
+ENCODING_IDS_SHOWN = 20
 BATCH_SIZE_DESCRIPTION = (
     "queries encoded together with this one (concurrent queries to a pipeline are coalesced): `timings` are that "
     "batch's"
 )
+
+
+class EncodingOut(BaseModel):
+    """Writes not yet searchable: upserts logged and waiting for (or in) the background encoder."""
+
+    documents: int = Field(description="upserts still being encoded (searches return each id's previous state)")
+    ids: list[str] = Field(description=f"the oldest of them, at most {ENCODING_IDS_SHOWN}")
 
 
 class SearchResponse(BaseModel):
@@ -259,6 +268,7 @@ class SearchResponse(BaseModel):
     hits: list[HitOut]
     timings: TimingsOut
     batch_size: int = Field(1, description=BATCH_SIZE_DESCRIPTION)
+    encoding: EncodingOut | None = Field(None, description="on a server taking writes: what is still being encoded")
 
 
 class BatchItemOut(BaseModel):
@@ -295,12 +305,15 @@ class CompareResponse(BaseModel):
     k: int
     reference: str
     pipelines: dict[str, ComparisonOut]
+    encoding: EncodingOut | None = Field(None, description="on a server taking writes: what is still being encoded")
 
 
-def search_response(pipeline: str, result: SearchResult, batch_size: int = 1) -> SearchResponse:
+def search_response(
+    pipeline: str, result: SearchResult, batch_size: int = 1, encoding: Mapping[str, Any] | None = None
+) -> SearchResponse:
     """The `/search` answer, validated from plain dicts in one pass (cheaper than a model per hit)."""
     body = {"pipeline": pipeline, "hits": [vars(hit) for hit in result.hits], "timings": vars(result.timings)}
-    return SearchResponse.model_validate({**body, "batch_size": batch_size})
+    return SearchResponse.model_validate({**body, "batch_size": batch_size, "encoding": encoding})
 
 
 def batch_response(pipeline: str, queries: Sequence[str], result: BatchResult) -> BatchSearchResponse:
@@ -315,13 +328,15 @@ def json_answer(model: BaseModel) -> Response:
     return Response(content=model.model_dump_json(by_alias=True), media_type="application/json")
 
 
-def compare_response(result: CompareResult, batch_sizes: Mapping[str, int] | None = None) -> CompareResponse:
+def compare_response(
+    result: CompareResult, batch_sizes: Mapping[str, int] | None = None, encoding: Mapping[str, Any] | None = None
+) -> CompareResponse:
     """The `/compare` answer: `result.to_dict()` (what `semsearch search --compare --json` prints) with each
     pipeline's `batch_size` (the queries encoded together with this one; 1 when not given)."""
     body = result.to_dict()
     for name, size in (batch_sizes or {}).items():
         body["pipelines"][name]["batch_size"] = size
-    return CompareResponse.model_validate(body)
+    return CompareResponse.model_validate({**body, "encoding": encoding})
 
 
 # --- errors ----------------------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ class StubPipeline:
     def hits(self, k: int) -> list[Hit]:
         return [Hit(doc, 1.0 - i / 10, f"title {doc}", "") for i, doc in enumerate(self.ids[:k])]
 
-    def search(self, query: str, k: int) -> SearchResult:
+    def search(self, query: str, k: int, where: Any = None) -> SearchResult:
+        assert where is None  # these stubs hold no metadata
         return SearchResult(self.hits(k), TIMINGS)
 
     def search_batch(self, queries: list[str], k: int) -> BatchResult:

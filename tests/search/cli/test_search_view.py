@@ -162,8 +162,10 @@ def test_compare_json_has_the_http_compare_shape(index_dirs):
         return [hit.pop("score") for name in sorted(body["pipelines"]) for hit in body["pipelines"][name]["hits"]]
 
     np.testing.assert_allclose(scores(cli), scores(http), atol=1e-5)  # the rest has no timing in it: equal
-    # the server's own addition: how many queries its batcher encoded together with this one (alone here)
+    # the server's own additions: how many queries its batcher encoded together with this one (alone here), and
+    # what it is still encoding (nothing to say: this server takes no writes)
     assert [compared.pop("batch_size") for compared in http["pipelines"].values()] == [1, 1]
+    assert http.pop("encoding") is None
     for body in (cli, http):
         for compared in body["pipelines"].values():
             compared["timings"] = sorted(compared["timings"])
