@@ -31,6 +31,19 @@ DOCS_DB = "docs.sqlite"
 SNIPPET_CHARS = 300  # characters of a document's text a hit shows
 SCHEMA_VERSION = 2  # 2: metadata and version per document, and the tables of writes (`indexes.livestore`)
 DOC_COLUMNS = {1: ["pos", "id", "title", "snippet"], 2: ["pos", "id", "title", "snippet", "meta", "version"]}
+# The metadata index: one row per (document, key), its value typed by `kind` (n: number, s: string, b: boolean as
+# 1/0), so a filter is an index lookup per condition (`MetadataFilter.indexed`), not a scan of every document's JSON.
+META_TABLES = (
+    "CREATE TABLE IF NOT EXISTS doc_meta (pos INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, value)",
+    "CREATE INDEX IF NOT EXISTS doc_meta_lookup ON doc_meta (key, kind, value, pos)",
+    "CREATE INDEX IF NOT EXISTS doc_meta_pos ON doc_meta (pos)",
+)
+# doc_meta rows of the documents selected by `{where}`, from their stored JSON
+INDEX_META = (
+    "INSERT INTO doc_meta SELECT d.pos, j.key, CASE j.type WHEN 'text' THEN 's' WHEN 'true' THEN 'b' "
+    "WHEN 'false' THEN 'b' ELSE 'n' END, CASE j.type WHEN 'true' THEN 1 WHEN 'false' THEN 0 ELSE j.value END "
+    "FROM docs d, json_each(d.meta) j WHERE d.meta IS NOT NULL {where}"
+)
 # every table of schema 2 but docs: what `indexes.livestore` writes (a built store holds them empty)
 WRITE_TABLES = (
     "CREATE TABLE IF NOT EXISTS tombstones (seq INTEGER PRIMARY KEY AUTOINCREMENT, pos INTEGER NOT NULL UNIQUE, "
@@ -39,6 +52,7 @@ WRITE_TABLES = (
     "CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, version INTEGER NOT NULL UNIQUE, title TEXT NOT NULL, "
     "text TEXT NOT NULL, meta TEXT)",
     "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    *META_TABLES,
 )
 CACHE_KIB = 2048  # SQLite's page cache per connection (its default), the store's whole RAM cost
 INSERT_CHUNK = 10_000
@@ -94,6 +108,7 @@ def write_doc_store(path: Path | str, ids: Iterable[str], docs: Iterable[Display
                 raise ValueError(f"duplicate document id among positions {chunk[0][0]}..{chunk[-1][0]}") from err
             count += len(chunk)
             crash_point("docs_rows")
+        connection.execute(INDEX_META.format(where=""))
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         connection.execute("COMMIT")
         crash_point("docs_committed")
@@ -138,6 +153,13 @@ class DocStore:
         self._count = count
         self._lock = threading.RLock()
         self.schema = schema
+        self.meta_indexed = (
+            schema >= 2
+            and connection.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'doc_meta'"
+            ).fetchone()[0]
+            == 1
+        )  # else filters scan the JSON of every document
 
     @classmethod
     def open(cls, path: Path | str) -> DocStore:
@@ -187,9 +209,13 @@ class DocStore:
         if self.schema < 2:
             raise MetadataError(f"{self.path} keeps no metadata (an index built before metadata existed): rebuild it "
                                 "with `semsearch index` to filter")  # fmt: skip
-        clause, params = where.where()
+        if self.meta_indexed:
+            sql, params = where.indexed()
+        else:
+            clause, params = where.where()
+            sql = f"SELECT pos FROM docs WHERE {clause} ORDER BY pos"
         with self._lock:
-            rows = self._connection.execute(f"SELECT pos FROM docs WHERE {clause} ORDER BY pos", params).fetchall()
+            rows = self._connection.execute(sql, params).fetchall()
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def ids(self, positions: np.ndarray) -> list[list[str]]:

@@ -127,10 +127,38 @@ class MetadataFilter:
                 params.extend([path, path, cond.values[0]])
         return " AND ".join(clauses) or "1", params
 
+    def indexed(self) -> tuple[str, list[Any]]:
+        """SQL selecting the matching positions, in order, from the metadata index (`indexes.docstore.META_TABLES`:
+        one row per document and key): one indexed lookup per condition, intersected."""
+        parts: list[str] = []
+        params: list[Any] = []
+        for cond in self.conditions:
+            if cond.op in ("eq", "in"):
+                by_kind: dict[str, list[Scalar]] = {}
+                for value in cond.values:
+                    kind, stored = _typed(value)
+                    by_kind.setdefault(kind, []).append(stored)
+                ors = [f"(kind = ? AND value IN ({','.join('?' * len(values))}))" for values in by_kind.values()]
+                parts.append(f"SELECT pos FROM doc_meta WHERE key = ? AND ({' OR '.join(ors)})")
+                params.append(cond.key)
+                for kind, values in by_kind.items():
+                    params.extend([kind, *values])
+            else:
+                parts.append(f"SELECT pos FROM doc_meta WHERE key = ? AND kind = 'n' AND value {RANGE_OPS[cond.op]} ?")
+                params.extend([cond.key, cond.values[0]])
+        return " INTERSECT ".join(parts) + " ORDER BY pos", params
+
     def describe(self) -> str:
         return " and ".join(
             f"{c.key} {c.op} {list(c.values) if c.op == 'in' else c.values[0]!r}" for c in self.conditions
         )
+
+
+def _typed(value: Scalar) -> tuple[str, Scalar]:
+    """(kind, stored value) as the metadata index keeps them: booleans apart from numbers, as 1/0."""
+    if isinstance(value, bool):
+        return "b", int(value)
+    return ("s", value) if isinstance(value, str) else ("n", value)
 
 
 def _equal(value: str, kind: str, wanted: Scalar, path: str, params: list[Any]) -> str:

@@ -30,15 +30,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lock, one writer is the user's job
-    fcntl = None  # type: ignore[assignment]
 
 from indexes.docstore import DOCS_DB, DocStore
 from indexes.faiss_index import import_faiss, openmp_threads
@@ -46,11 +40,21 @@ from indexes.filters import MetadataFilter
 from indexes.livestore import Applied, Deleted, LiveStore
 from indexes.rescore import Rescorer, TimedSearch
 from indexes.rwlock import RWLock
-from indexes.store import StoredIndex, sweep_generations, write_generation
+from indexes.store import (
+    WRITE_LOCK,
+    DirectoryBusyError,
+    StoredIndex,
+    hold_write_lock,
+    sweep_generations,
+    write_generation,
+)
 from semsearch_common.atomic import crash_point
 
 logger = logging.getLogger(__name__)
 
+__all__ = [  # the names other packages use
+    "COMPACTION_STEPS", "SCAN_MAX", "WRITE_LOCK", "LiveIndex", "NotWritableError", "SearchOutcome", "check_writable",
+]  # fmt: skip
 COMPACTION_STEPS = ("compaction_swapped", "compaction_dropped")  # crash points after the new generation's meta.json
 SCAN_MAX = 2048  # a filter matching at most this many documents is scored exactly (their rows), not searched
 MAX_BOOST = 32  # nprobe / efSearch raised by at most this factor under a selective filter
@@ -142,16 +146,23 @@ class LiveIndex:
             live.replay()
             return live
         check_writable(stored)
-        lock = _hold_write_lock(stored.path)
-        store = LiveStore.open(stored.path / DOCS_DB)
-        stored.docs.close()
-        stored = StoredIndex(stored.index, store, stored.meta, stored.path, stored.mmap, stored.vectors)
-        live = cls(stored, store, scan_max)
-        live._write_lock = lock
-        swept = sweep_generations(stored.path, stored.meta)
-        if swept:
-            logger.info("removed %s: files of an interrupted or superseded save", ", ".join(swept))
-        live.replay()
+        try:
+            lock = hold_write_lock(stored.path)
+        except DirectoryBusyError as err:
+            raise NotWritableError(str(err)) from err
+        try:
+            store = LiveStore.open(stored.path / DOCS_DB)
+            stored.docs.close()
+            stored = StoredIndex(stored.index, store, stored.meta, stored.path, stored.mmap, stored.vectors)
+            live = cls(stored, store, scan_max)
+            live._write_lock = lock
+            swept = sweep_generations(stored.path, stored.meta)
+            if swept:
+                logger.info("removed %s: files of an interrupted or superseded save", ", ".join(swept))
+            live.replay()
+        except BaseException:
+            lock.close()  # a directory that failed to open is not left locked
+            raise
         return live
 
     @property
@@ -164,16 +175,18 @@ class LiveIndex:
 
     def replay(self) -> tuple[int, int]:
         """Apply the store's positions and tombstones that the index lacks; return (added, removed)."""
+        next_pos = self.store.next_pos  # first: another process may write meanwhile (a read-only view)
         positions, vectors = self.store.vectors_from(self._next, self.dim)
-        expected = self.store.next_pos - self._next
+        keep = positions < next_pos
+        positions, vectors = positions[keep], vectors[keep]
+        expected = next_pos - self._next
         if len(positions) != expected or (len(positions) and positions[0] != self._next):
             raise ValueError(f"{self.store.path}: the store holds {len(positions)} vectors from position {self._next} "
                              f"but gave out {expected} positions since; the directory is damaged")  # fmt: skip
-        seqs, dead = self.store.tombstones_after(self.saved_tombstones)
+        dead = self.store.tombstones_after(self.saved_tombstones)[1]
         with self.lock.writing():
             self._add(positions, vectors)
-            self._remove(dead)
-        self._applied_tombstones = int(seqs[-1]) if len(seqs) else self.saved_tombstones
+            self._remove(dead[dead < self._next])
         if len(positions) or len(dead):
             logger.info("replayed %d added and %d removed documents onto %s", len(positions), len(dead),
                         self.stored.path)  # fmt: skip
@@ -484,25 +497,6 @@ class LiveIndex:
         lock = getattr(self, "_write_lock", None)
         if lock is not None:
             lock.close()  # releases the flock
-
-
-WRITE_LOCK = ".write.lock"
-
-
-def _hold_write_lock(index_dir: Path) -> Any:
-    """An exclusive lock on the directory's writes, held while the returned file is open; NotWritableError when
-    another process holds it (a server with writes enabled, or another `semsearch add`)."""
-    handle = (index_dir / WRITE_LOCK).open("a+")
-    if fcntl is not None:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            handle.close()
-            raise NotWritableError(
-                f"{index_dir} is open for writes by another process (a server with writes "
-                "enabled, or another add or delete): write through it, or stop it first"
-            ) from err
-    return handle
 
 
 def _reopen_vectors(path: Any, meta: dict[str, Any], old: Any) -> Any:

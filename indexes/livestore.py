@@ -28,6 +28,7 @@ import numpy as np
 from indexes.docstore import (
     CACHE_KIB,
     DOC_COLUMNS,
+    INDEX_META,
     SCHEMA_VERSION,
     SNIPPET_CHARS,
     WRITE_TABLES,
@@ -99,12 +100,15 @@ class LiveStore(DocStore):
                 connection.close()
                 raise DocStoreError(f"{path}: schema version {version} with columns {columns}; expected "
                                     f"{', '.join(DOC_COLUMNS[SCHEMA_VERSION])}")  # fmt: skip
+            indexed = connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'doc_meta'").fetchone()[0]
             connection.execute("BEGIN IMMEDIATE")
             if version == 1:
                 connection.execute("ALTER TABLE docs ADD COLUMN meta TEXT")
                 connection.execute("ALTER TABLE docs ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
             for statement in WRITE_TABLES:
                 connection.execute(statement)
+            if not indexed:  # a store from before the metadata index: build it from the stored JSON
+                connection.execute(INDEX_META.format(where=""))
             connection.execute(
                 "INSERT OR IGNORE INTO state VALUES ('next_pos', (SELECT COALESCE(MAX(pos), -1) + 1 FROM docs))"
             )
@@ -169,6 +173,7 @@ class LiveStore(DocStore):
             "INSERT INTO tombstones (pos, id, version, kind) VALUES (?, ?, ?, ?)", (pos, doc_id, version, kind)
         )
         self._connection.execute("DELETE FROM docs WHERE pos = ?", (pos,))
+        self._connection.execute("DELETE FROM doc_meta WHERE pos = ?", (pos,))
         self._count -= 1
 
     def writes_after(self, version: int) -> list[tuple[str, int, NewDoc | str]]:
@@ -236,6 +241,8 @@ class LiveStore(DocStore):
                 self._connection.execute(
                     "INSERT INTO vectors VALUES (?, ?)", (next_pos, np.asarray(vector, dtype=np.float32).tobytes())
                 )
+                if doc.metadata:
+                    self._connection.execute(INDEX_META.format(where="AND d.pos = ?"), (next_pos,))
                 self._count += 1
                 applied.append(Applied(doc.id, item.version, next_pos, None if row is None else int(row[0])))
                 next_pos += 1

@@ -39,6 +39,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # POSIX; elsewhere no lock is taken and one writer per directory is the user's job
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
 from indexes.docstore import DOCS_DB, DisplayDoc, DocStore, DocStoreError, write_doc_store
 from indexes.faiss_index import import_faiss
 from indexes.ids import DocIdMap
@@ -185,11 +190,36 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _check_target(target: Path) -> None:
-    """Refuse to replace a file or a folder that is not an index directory."""
+    """Refuse to replace a file, a folder that is not an index directory, or one a process holds open for writes."""
     if target.exists() and not target.is_dir():
         raise IndexDirError(f"{target} is a file, not an index directory; choose another --out")
     if target.exists() and not (target / META_FILE).exists() and any(target.iterdir()):
         raise IndexDirError(f"{target} exists and is not an index directory; refusing to overwrite it")
+    if (target / WRITE_LOCK).is_file():
+        hold_write_lock(target).close()  # raises while a server or `semsearch add` writes to it
+
+
+WRITE_LOCK = ".write.lock"
+
+
+class DirectoryBusyError(IndexDirError):
+    """Another process holds the index directory open for writes."""
+
+
+def hold_write_lock(index_dir: Path) -> Any:
+    """An exclusive lock on the directory's writes, held while the returned file is open; DirectoryBusyError when
+    another process holds it (a server with writes enabled, or a `semsearch add` or `delete`)."""
+    handle = (Path(index_dir) / WRITE_LOCK).open("a+")
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            handle.close()
+            raise DirectoryBusyError(
+                f"{index_dir} is open for writes by another process (a server with writes "
+                "enabled, or an add or delete): write through it, or stop it first"
+            ) from err
+    return handle
 
 
 # meta.json keys every index directory has, with their JSON types; `save_index_dir` adds the first three itself.

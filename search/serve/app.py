@@ -184,8 +184,9 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         admission = Admission(limits)
         metrics.watch_queue(lambda: admission.queued, lambda: admission.in_flight)
         batchers = Batchers(pipelines.pipelines, admission, limits, metrics.observe, metrics.observe_coalesced)
-        # the worker encodes with its own encoders on one low-priority thread, beside the query encoders' threads
-        writer = CorpusWriter(pipelines.pipelines, threads=1, own_encoders=True) if config.writes else None
+        # the worker encodes with its own encoders (as many threads as the query encoders) at low CPU priority: its
+        # threads take the cores the searches leave idle
+        writer = CorpusWriter(pipelines.pipelines, threads=budget.encoder, own_encoders=True) if config.writes else None
         if writer is not None:
             writer.start()  # encodes what an earlier run left pending, then what PUT /documents queues
             writes.set(writer)

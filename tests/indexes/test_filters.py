@@ -165,10 +165,15 @@ def _random_filter(rng: np.random.Generator) -> dict:
     return spec
 
 
-def test_store_filters_equal_a_python_evaluation_over_random_metadata(make_store):
+@pytest.mark.parametrize("path", ["metadata index", "json scan"])
+def test_store_filters_equal_a_python_evaluation_over_random_metadata(make_store, path):
+    """Both ways a store answers a filter: the metadata index (every store written now), and the scan of each
+    document's JSON (a store written before the index existed, opened read-only)."""
     rng = np.random.default_rng(7)
     metas = [_random_metadata(rng) for _ in range(300)]
     store = make_store(metas)
+    if path == "json scan":
+        store.meta_indexed = False
     nonempty = 0
     for _ in range(300):
         spec = _random_filter(rng)
@@ -312,3 +317,33 @@ def test_keys_a_json_path_cannot_quote_are_refused_by_name(key):
         check_metadata({key: "v"})
     with pytest.raises(MetadataError, match="without quotes or backslashes"):
         parse_filter({key: "v"})
+
+
+def test_a_store_without_the_metadata_index_scans_and_gets_it_when_opened_for_writes(tmp_path):
+    """A store written before the metadata index existed: read-only it answers by scanning each document's JSON;
+    opened for writes it builds the index from that JSON, and keeps it current through upserts and deletes."""
+    rng = np.random.default_rng(3)
+    metas = [_random_metadata(rng) for _ in range(120)]
+    path = tmp_path / "docs.sqlite"
+    write_doc_store(path, [f"d{i}" for i in range(120)], [DisplayDoc(f"t{i}", "s", m) for i, m in enumerate(metas)])
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TABLE doc_meta")
+    specs = [_random_filter(rng) for _ in range(60)]
+    old = DocStore.open(path)
+    assert not old.meta_indexed
+    assert [_matching(old, spec) for spec in specs] == [
+        [i for i, m in enumerate(metas) if _passes(m, spec)] for spec in specs
+    ]
+    old.close()
+
+    live = LiveStore.open(path)
+    assert live.meta_indexed
+    live.log_upserts([_new_doc("d5", {"lang": "de", "year": 2001}), _new_doc("n1", {"lang": "en", "flag": True})])
+    live.apply_encoded([(p, np.zeros(4, dtype=np.float32)) for p in live.pending()])
+    live.delete(["d7"])
+    indexed = [_matching(live, spec) for spec in specs]
+    live.meta_indexed = False
+    assert indexed == [_matching(live, spec) for spec in specs]  # the index equals the JSON it was built from
+    assert _matching(live, {"lang": "de", "year": 2001}) == [120]  # d5's new state, at its new position
+    assert 7 not in _matching(live, {"year": {"gte": 0}})
+    live.close()

@@ -21,7 +21,7 @@ from indexes.faiss_index import IndexSpec, apply_search_params, build_index, spl
 from indexes.filters import MetadataError, parse_filter
 from indexes.live import COMPACTION_STEPS, WRITE_LOCK, LiveIndex, NotWritableError, check_writable
 from indexes.livestore import LIVE_STEPS, LiveStore, NewDoc
-from indexes.store import GENERATION_STEPS, DisplayDoc, StoredIndex, load_index_dir, save_index_dir
+from indexes.store import GENERATION_STEPS, DisplayDoc, IndexDirError, StoredIndex, load_index_dir, save_index_dir
 from semsearch_common.threads import limit_threads
 
 DIM = 16
@@ -346,6 +346,19 @@ def test_only_one_writer_holds_a_directory(tmp_path):
     assert (tmp_path / "ix" / WRITE_LOCK).exists()
     first.close()
     _open(tmp_path / "ix").close()  # the lock goes with its holder
+
+
+def test_a_directory_open_for_writes_is_not_rebuilt_under_its_writer(tmp_path):
+    """`semsearch index --out DIR` (save_index_dir) while a server writes to DIR would swap the store from under
+    it and lose its writes: refused, naming the writer; once the writer is gone, the rebuild goes ahead."""
+    _build(tmp_path / "ix", "Flat")
+    writer = _open(tmp_path / "ix")
+    with pytest.raises(IndexDirError, match="is open for writes by another process"):
+        _build(tmp_path / "ix", "Flat")
+    assert writer.store.get("d1")["state"] == "live"  # untouched
+    writer.close()
+    _build(tmp_path / "ix", "HNSW16")
+    assert load_index_dir(tmp_path / "ix").meta["factory"] == "HNSW16"
 
 
 def test_indexes_that_cannot_take_writes_are_refused_naming_the_fix(tmp_path):
