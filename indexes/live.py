@@ -445,8 +445,9 @@ class LiveIndex:
                 if self._next != cut_positions:
                     raise RuntimeError(f"the index has {self._next} positions, the store {cut_positions}: apply "
                                        "pending writes before compacting")  # fmt: skip
-                vectors = self.rows(live)
                 old_vectors = self.vectors
+            # rows below the cut never change (the vector file, and rows appended since): read outside the lock
+            vectors = self.rows(live)
             empty = faiss.deserialize_index(faiss.serialize_index(_inner(self.index)))
             empty.reset()
             rebuilt = empty if faiss.try_extract_index_ivf(empty) is not None else faiss.IndexIDMap2(empty)

@@ -505,7 +505,7 @@ class Pipeline:
             "vector_file": meta.get("vector_file"),
             "single_query_threads": self.single_query_threads,
             "batch_search_threads": self.batch_search_threads,
-            "ntotal": meta["ntotal"],
+            "ntotal": len(self.stored.docs) if self.live is not None else meta["ntotal"],  # live documents
             "dim": meta["dim"],
             "bytes_per_vector": meta["bytes_per_vector"],
             "model_bytes": meta["model_bytes"],
