@@ -581,3 +581,24 @@ def test_a_kill_during_compaction_leaves_a_directory_equal_to_its_store(tmp_path
         assert _index_files(path) == [f"index.g{generation + 1}.faiss", f"vectors.g{generation + 1}.npy"]
     finally:
         live.close()
+
+
+def test_a_compacted_graph_is_the_graph_a_rebuild_makes_of_the_same_vectors(written, assert_same_ranking):
+    """After a compaction, a living HNSW index is the index a from-scratch build makes of the live vectors in the
+    same order (here the vector file is fp32, so the rows are the vectors the writes carried): what remains between
+    a living graph and a rebuild is its deleted nodes before a compaction, and fp16 rows where the file is fp16."""
+    with limit_threads(1):  # HNSW's parallel insertion is not deterministic
+        _, live, _ = written("HNSW16")
+        assert live.hidden
+        live.compact()
+        positions = live.store.live_positions()
+        rebuilt = build_index(live.rows(positions), IndexSpec("HNSW16")).index
+        for index in (rebuilt, live.index):  # a small beam: results that depend on the graph's very edges
+            apply_search_params(index, {"efSearch": K})
+        want_scores, want_rows = rebuilt.search(QUERIES, K)
+        with live.reading():
+            found = live.search(QUERIES, K, None, None).timed
+    for q in range(len(QUERIES)):
+        assert_same_ranking(
+            found.positions[q].tolist(), found.scores[q], positions[want_rows[q]].tolist(), want_scores[q], eps=1e-6
+        )
