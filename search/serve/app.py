@@ -163,7 +163,16 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
             batch_observer=metrics.observe_batch,
         )
 
+    def make_writer(pipelines: PipelineSet) -> CorpusWriter | None:
+        """The corpus writer of a server taking writes (it refuses pipelines over different corpora or with
+        different write histories). Its worker encodes with its own encoders (as many threads as the query
+        encoders) at low CPU priority: its threads take the cores the searches leave idle."""
+        if not config.writes:
+            return None
+        return CorpusWriter(pipelines.pipelines, threads=budget.encoder, own_encoders=True)
+
     preloaded = load_pipelines() if preload else None
+    prewriter = make_writer(preloaded) if preloaded is not None else None  # refusals fail before the server starts
     bench = load_bench_results(config.bench_dir) if config.bench_dir is not None else None  # a bad folder fails now
 
     @asynccontextmanager
@@ -184,9 +193,7 @@ def create_app(config: ServerConfig, preload: bool = False) -> FastAPI:
         admission = Admission(limits)
         metrics.watch_queue(lambda: admission.queued, lambda: admission.in_flight)
         batchers = Batchers(pipelines.pipelines, admission, limits, metrics.observe, metrics.observe_coalesced)
-        # the worker encodes with its own encoders (as many threads as the query encoders) at low CPU priority: its
-        # threads take the cores the searches leave idle
-        writer = CorpusWriter(pipelines.pipelines, threads=budget.encoder, own_encoders=True) if config.writes else None
+        writer = prewriter if preloaded is not None else make_writer(pipelines)
         if writer is not None:
             writer.start()  # encodes what an earlier run left pending, then what PUT /documents queues
             writes.set(writer)

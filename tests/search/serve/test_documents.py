@@ -146,6 +146,18 @@ def test_a_directory_that_cannot_take_writes_stops_the_server_at_startup(index_d
         pass
 
 
+def test_pipelines_over_different_corpora_refuse_writes_before_the_server_starts(dirs, tmp_path, write_beir):
+    """`semsearch serve --writes` preloads: a refusal of the corpus writer is an error at startup (one line from
+    the CLI), not a failed lifespan."""
+    other = build_dirs(
+        load_beir(write_beir(tmp_path / "other", n_docs_per_topic=5, seed=3)), tmp_path, {"o": ("Flat", 32)}
+    )
+    sources = (PipelineSource("flat", dirs["flat"]), PipelineSource("other", other["o"]))
+    config = ServerConfig(pipelines=sources, writes=True, security=Security(api_key=KEY))
+    with pytest.raises(ValueError, match="built on different corpora"):
+        create_app(config, preload=True)
+
+
 def test_with_writes_off_put_and_delete_are_403_and_documents_still_read(dirs, dataset):
     stored = dataset.corpus[7]
     with serve(dirs, writes=False) as client:
