@@ -29,13 +29,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from indexes.docstore import DOCS_DB, DocStore
-from indexes.faiss_index import import_faiss, openmp_threads
+from indexes.faiss_index import import_faiss, search_index
 from indexes.filters import MetadataFilter
 from indexes.livestore import Applied, Deleted, LiveStore
 from indexes.rescore import Rescorer, TimedSearch
@@ -45,6 +45,7 @@ from indexes.store import (
     DirectoryBusyError,
     StoredIndex,
     hold_write_lock,
+    open_vector_file,
     sweep_generations,
     write_generation,
 )
@@ -393,8 +394,7 @@ class LiveIndex:
         fetch = min(self.index.ntotal, max(need, math.ceil(need / max(fraction, 1e-6) * 1.5)))
         started = time.perf_counter()
         while True:
-            with openmp_threads(threads if len(queries) == 1 else None):
-                scores, cand = self.index.search(queries, fetch)
+            scores, cand = search_index(self.index, queries, fetch, threads)
             mask = (cand >= 0) & keep(cand)
             if mask.sum(axis=1).min() >= need or fetch >= self.index.ntotal:
                 break
@@ -457,7 +457,9 @@ class LiveIndex:
                 self.stored.path, rebuilt, self.stored.meta, cut_positions,
                 (lambda a, b: self._rows_range(a, b, live)) if old_vectors is not None else None, cut_tombstones,
             )  # fmt: skip
-            new_vectors = _reopen_vectors(self.stored.path, meta, old_vectors)
+            new_vectors = open_vector_file(self.stored.path, meta)
+            if new_vectors is not None and old_vectors is not None and old_vectors.prefetch:
+                new_vectors = replace(new_vectors, prefetch=True)
             with self.lock.writing():  # catch up with what was written meanwhile, then swap
                 positions = np.arange(cut_positions, self._next, dtype=np.int64)
                 tail = self._extra[cut_positions - self.saved_positions :].copy()
@@ -500,17 +502,6 @@ class LiveIndex:
             lock.close()  # releases the flock
 
 
-def _reopen_vectors(path: Any, meta: dict[str, Any], old: Any) -> Any:
-    from indexes.store import live_positions
-    from indexes.vector_file import open_vectors
-
-    spec = meta.get("vector_file")
-    if spec is None:
-        return None
-    return open_vectors(path / spec["name"], live_positions(meta), meta["dim"], spec["dtype"],
-                        prefetch=bool(getattr(old, "prefetch", False)))  # fmt: skip
-
-
 def _empty(n: int, k: int) -> TimedSearch:
     return TimedSearch(np.full((n, k), -np.finfo(np.float32).max, "f4"), np.full((n, k), -1, np.int64), 0.0, 0.0)
 
@@ -538,6 +529,5 @@ def _search(
     if rescorer is not None:
         return rescorer.search(queries, k, threads, params=params)
     started = time.perf_counter()
-    with openmp_threads(threads if len(queries) == 1 else None):
-        scores, positions = index.search(queries, k, params=params)
+    scores, positions = search_index(index, queries, k, threads, params)
     return TimedSearch(scores, positions, time.perf_counter() - started, 0.0)

@@ -61,7 +61,8 @@ from semsearch_common.atomic import atomic_path, crash_point, recover_folder, st
 __all__ = [  # the names other packages use
     "DOCS_DB", "FORMAT_VERSION", "INDEX_FILE", "META_FILE", "VECTORS_FILE", "DisplayDoc", "IndexDirError",
     "StoredIndex", "check_encoder_matches", "index_memory", "load_index_dir", "migrate_index_dir", "on_disk_lists",
-    "read_meta", "save_index_dir", "index_file_name", "live_positions", "write_generation", "sweep_generations",
+    "read_meta", "save_index_dir", "index_file_name", "write_generation", "sweep_generations",
+    "open_vector_file",
 ]  # fmt: skip
 
 FORMAT_VERSION = 2
@@ -458,14 +459,14 @@ def load_index_dir(index_dir: Path | str, mmap: bool = False) -> StoredIndex:
             f"dim {encoder_dim}); {REBUILD} and the encoder it should be searched with"
         )
     try:
-        vectors = _open_vector_file(index_dir, meta)
+        vectors = open_vector_file(index_dir, meta)
     except IndexDirError:
         docs.close()
         raise
     return StoredIndex(index, docs, meta, index_dir, mmap, vectors)
 
 
-def _open_vector_file(index_dir: Path, meta: Mapping[str, Any]) -> VectorFile | None:
+def open_vector_file(index_dir: Path, meta: Mapping[str, Any]) -> VectorFile | None:
     """The directory's vector file, mapped, after checking it against meta.json; None when it keeps none."""
     spec = meta.get("vector_file")
     if spec is None:
